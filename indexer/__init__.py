@@ -1,0 +1,1 @@
+"""Video indexing: probe, proxy decode, shots, slices, embeddings, vector stores."""

@@ -1,0 +1,262 @@
+"""Encoders turn proxy frames and texts into unit vectors in one space.
+
+An encoder is named by a spec string ``<family>:<arch>:<weights>``:
+
+- ``open_clip:ViT-B-32:laion2b_s34b_b79k`` (default): a pretrained tag, from the Hugging Face hub
+  cache or a download;
+- ``open_clip:ViT-B-32:/path/to/open_clip_pytorch_model.bin``: a local weights file;
+- ``open_clip:<arch>:random``: seeded random weights. Results are meaningless; for speed runs
+  and tests only, and said so loudly in the log.
+
+``rhl-tiny-vit`` is a tiny architecture registered from ``indexer/model_configs`` for tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from indexer.errors import EncoderError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ENCODER = "open_clip:ViT-B-32:laion2b_s34b_b79k"
+MULTILINGUAL_ENCODER = "open_clip:xlm-roberta-base-ViT-B-32:laion5b_s13b_b90k"
+RANDOM_SEED = 0
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+
+WEIGHTS_HELP = (
+    "supply the weights one of three ways: (1) run once where huggingface.co is reachable so they "
+    "land in the hub cache (HF_HOME, default ~/.cache/huggingface), then copy that cache here; "
+    "(2) set HF_ENDPOINT to a reachable hub mirror; (3) give a local file, e.g. "
+    "--encoder open_clip:ViT-B-32:/path/to/open_clip_pytorch_model.bin (or RHL_ENCODER=...)"
+)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """A parsed encoder spec string."""
+
+    family: str
+    arch: str
+    weights: str
+
+    @classmethod
+    def parse(cls, spec: str) -> EncoderSpec:
+        """Parse ``family:arch:weights``; the weights part may itself contain colons (paths).
+
+        Raises:
+            EncoderError: the spec is malformed or names an unknown family.
+        """
+        parts = spec.split(":", 2)
+        if len(parts) != 3 or not all(parts):
+            raise EncoderError(
+                f"bad encoder spec {spec!r}; expected family:arch:weights, e.g. {DEFAULT_ENCODER}"
+            )
+        if parts[0] not in ENCODERS:
+            raise EncoderError(f"unknown encoder family {parts[0]!r}; choose {', '.join(ENCODERS)}")
+        return cls(*parts)
+
+    @property
+    def is_random(self) -> bool:
+        """True when the weights are seeded random ones."""
+        return self.weights == "random"
+
+    @property
+    def is_path(self) -> bool:
+        """True when the weights part names a local file."""
+        return "/" in self.weights or Path(self.weights).suffix in (".bin", ".pt", ".safetensors")
+
+    def __str__(self) -> str:
+        return f"{self.family}:{self.arch}:{self.weights}"
+
+
+class Encoder(Protocol):
+    """Maps images and texts to L2-normalised float32 vectors of length ``dim``."""
+
+    name: str
+    spec: str
+    dim: int
+    multilingual: bool
+
+    def encode_images(self, frames: np.ndarray) -> np.ndarray:
+        """Encode RGB uint8 frames (n, h, w, 3) into (n, dim) unit vectors."""
+        ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Encode texts into (n, dim) unit vectors."""
+        ...
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    url = urllib.parse.urlparse(endpoint)
+    try:
+        with socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """Make huggingface_hub use its cache only, so a missing file fails at once instead of hanging."""
+    import huggingface_hub.constants as hc
+
+    old_env, old_const = os.environ.get("HF_HUB_OFFLINE"), hc.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    hc.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hc.HF_HUB_OFFLINE = old_const
+        if old_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old_env
+
+
+def bf16_supported() -> bool:
+    """True on CPUs with native bf16 (AVX512-BF16 / AMX), where autocast pays off."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class OpenClipEncoder:
+    """open_clip model behind the ``Encoder`` interface: batched, bf16 autocast where it helps."""
+
+    name = "open_clip"
+
+    def __init__(self, spec: EncoderSpec, batch_size: int = 64, bf16: bool | None = None) -> None:
+        import open_clip
+
+        open_clip.add_model_config(_CONFIG_DIR)
+        if spec.arch not in open_clip.list_models():
+            raise EncoderError(
+                f"unknown open_clip architecture {spec.arch!r}; see open_clip.list_models(), "
+                "e.g. ViT-B-32, ViT-B-16, xlm-roberta-base-ViT-B-32"
+            )
+        self.spec = str(spec)
+        self.batch_size = batch_size
+        self.bf16 = bf16_supported() if bf16 is None else bf16
+        self.model, self.tokenizer = self._load(open_clip, spec)
+        self.model.eval()
+        cfg = self.model.visual.preprocess_cfg
+        size = cfg.get("size", 224)
+        self.image_size = (size, size) if isinstance(size, int) else tuple(size)
+        self.mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+        self.dim = int(open_clip.get_model_config(spec.arch)["embed_dim"])
+        self.multilingual = "xlm" in spec.arch or "mt5" in spec.arch or "multilingual" in spec.arch
+        log.info("encoder %s (dim %d, %s)", self.spec, self.dim, "bf16" if self.bf16 else "fp32")
+
+    @staticmethod
+    def _load(open_clip, spec: EncoderSpec):  # noqa: ANN001, ANN205
+        if spec.is_random:
+            log.warning(
+                "encoder %s uses SEEDED RANDOM WEIGHTS: retrieval results are meaningless "
+                "(speed runs and tests only)", spec
+            )
+            torch.manual_seed(RANDOM_SEED)
+            try:
+                with _hub_offline():
+                    model = open_clip.create_model(spec.arch, pretrained=None)
+                    tokenizer = open_clip.get_tokenizer(spec.arch)
+            except OSError as exc:
+                raise EncoderError(
+                    f"{spec.arch} needs files from the hub even with random weights "
+                    f"(text tower config/tokenizer): {exc}; {WEIGHTS_HELP}"
+                ) from None
+            return model, tokenizer
+        if spec.is_path:
+            path = Path(spec.weights).expanduser()
+            if not path.is_file():
+                raise EncoderError(f"weights file not found: {str(path)!r}; {WEIGHTS_HELP}")
+        else:
+            known = open_clip.list_pretrained_tags_by_model(spec.arch)
+            if spec.weights not in known:
+                raise EncoderError(
+                    f"no pretrained weights {spec.weights!r} for {spec.arch}; choose one of "
+                    f"{', '.join(known) or '(none)'}, 'random', or a local file path"
+                )
+        online = _hub_reachable()
+        ctx = contextlib.nullcontext() if online else _hub_offline()
+        try:
+            with ctx:
+                model = open_clip.create_model(spec.arch, pretrained=str(spec.weights))
+                tokenizer = open_clip.get_tokenizer(spec.arch)
+        except (OSError, RuntimeError, ValueError) as exc:
+            if online:
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            else:
+                reason = "not in the local hub cache, and the model hub is not reachable from here"
+            raise EncoderError(f"cannot load weights for {spec}: {reason}; {WEIGHTS_HELP}") from None
+        return model, tokenizer
+
+    def _preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+        th, tw = self.image_size
+        h, w = x.shape[-2:]
+        scale = max(th / h, tw / w)
+        nh, nw = max(th, round(h * scale)), max(tw, round(w * scale))
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        top, left = (nh - th) // 2, (nw - tw) // 2
+        x = x[:, :, top : top + th, left : left + tw]
+        return (x - self.mean) / self.std
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.bf16:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def encode_images(self, frames: np.ndarray) -> np.ndarray:
+        """See ``Encoder.encode_images``."""
+        out = []
+        for start in range(0, len(frames), self.batch_size):
+            x = self._preprocess(frames[start : start + self.batch_size])
+            with self._autocast():
+                out.append(self.model.encode_image(x).float())
+        if not out:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return F.normalize(torch.cat(out), dim=-1).numpy().astype(np.float32)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """See ``Encoder.encode_texts``."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        tokens = self.tokenizer(list(texts))
+        with self._autocast():
+            z = self.model.encode_text(tokens).float()
+        return F.normalize(z, dim=-1).numpy().astype(np.float32)
+
+
+ENCODERS: dict[str, type[OpenClipEncoder]] = {"open_clip": OpenClipEncoder}
+_CACHE: dict[str, Encoder] = {}
+
+
+def create_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
+    """Build (or reuse, within this process) the encoder named by ``spec``.
+
+    Raises:
+        EncoderError: bad spec, unknown architecture or tag, or weights that cannot be had.
+    """
+    parsed = EncoderSpec.parse(spec)
+    key = str(parsed)
+    if key not in _CACHE:
+        _CACHE[key] = ENCODERS[parsed.family](parsed)
+    return _CACHE[key]

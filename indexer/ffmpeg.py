@@ -1,0 +1,36 @@
+"""Locating and running the ffmpeg binary. Every call is an argument list; nothing passes a shell."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+import subprocess
+from collections.abc import Sequence
+
+from indexer.errors import RenderError
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_binary() -> str:
+    """Path of the system ``ffmpeg`` if there is one, else the binary ``imageio-ffmpeg`` ships."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    exe = imageio_ffmpeg.get_ffmpeg_exe()
+    log.info("no system ffmpeg on PATH; using the imageio-ffmpeg binary %s", exe)
+    return exe
+
+
+def run_ffmpeg(args: Sequence[str], *, what: str) -> None:
+    """Run ffmpeg with ``args`` (without the binary); raise ``RenderError`` naming ``what`` on failure."""
+    cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
+    log.debug("ffmpeg: %s", cmd)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no message"]
+        raise RenderError(f"ffmpeg failed while {what}: {tail[0]}")

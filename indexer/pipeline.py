@@ -1,0 +1,101 @@
+"""Index a video: probe, decode a proxy in chunks, detect shots, embed, slice, store."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from indexer.encoders import Encoder
+from indexer.models import Slice, VideoInfo
+from indexer.readers import DEFAULT_SHORT_SIDE_PX, open_reader, proxy_size
+from indexer.shots import ShotDetector
+from indexer.slicing import make_slices, pool_by_slice, sample_frames
+from indexer.stores import VectorStore
+
+log = logging.getLogger(__name__)
+
+CHUNK_FRAMES = 32
+
+
+@dataclass(frozen=True)
+class IndexedVideo:
+    """A video's slices and their vectors (row i belongs to ``slices[i]``).
+
+    The frame-level fields are filled when the video was just decoded and empty when it was
+    loaded back from a store.
+    """
+
+    info: VideoInfo
+    slices: tuple[Slice, ...]
+    vectors: np.ndarray
+    encoder_spec: str
+    cuts: tuple[int, ...] = ()
+    frame_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    frame_vectors: np.ndarray | None = None
+
+
+def embed_video(
+    info: VideoInfo,
+    encoder: Encoder,
+    *,
+    window_s: float = 2.0,
+    sample_fps: float = 2.0,
+    snap_to_shots: bool = True,
+    reader: str = "auto",
+    short_side_px: int = DEFAULT_SHORT_SIDE_PX,
+    tags: Sequence[str] = (),
+    progress: Callable[[int], None] | None = None,
+) -> IndexedVideo:
+    """Decode ``info``'s proxy frames in chunks, embed them and pool them into slices.
+
+    ``progress`` is called with the number of frames just processed (for a progress bar).
+    Memory holds one chunk of frames plus one vector per sampled frame.
+    """
+    wanted = sample_frames(info, sample_fps)
+    size = proxy_size(info, short_side_px)
+    shots = ShotDetector(info.fps, min_shot_s=max(1.0, 2.0 / sample_fps)) if snap_to_shots else None
+    got_idx: list[np.ndarray] = []
+    got_vec: list[np.ndarray] = []
+    for chunk in open_reader(info, reader).iter_chunks(info, wanted, size, CHUNK_FRAMES):
+        if shots is not None:
+            shots.feed(chunk.indices, chunk.frames)
+        got_idx.append(chunk.indices)
+        got_vec.append(encoder.encode_images(chunk.frames))
+        if progress:
+            progress(len(chunk.indices))
+    if not got_idx:
+        from indexer.errors import VideoOpenError
+
+        raise VideoOpenError(f"no frame could be decoded from {info.path!r}")
+    frame_indices = np.concatenate(got_idx)
+    frame_vectors = np.concatenate(got_vec)
+    cuts = tuple(shots.cuts()) if shots is not None else ()
+    # A corrupt tail ends decoding early: slice only what was decoded.
+    last = int(frame_indices[-1]) + 1
+    if last < info.n_frames - max(1, round(info.fps / sample_fps)) - 1:
+        log.warning("decoded only up to frame %d of %d in %s", last, info.n_frames, info.path)
+        info = info.model_copy(update={"n_frames": last, "duration_s": info.time_of(last)})
+    slices = make_slices(info, window_s, cuts, tags)
+    vectors = pool_by_slice(slices, frame_indices, frame_vectors)
+    log.info("%s: %d frames sampled, %d cuts, %d slices", info.video_id, len(frame_indices),
+             len(cuts), len(slices))
+    return IndexedVideo(info, tuple(slices), vectors, encoder.spec, cuts, frame_indices,
+                        frame_vectors)
+
+
+def store_video(store: VectorStore, video: IndexedVideo) -> int:
+    """Put ``video``'s slices into ``store``, replacing any earlier slicing; returns new points."""
+    if store.count(video.info.video_id) and store.count(video.info.video_id) != len(video.slices):
+        store.delete_video(video.info.video_id)
+    return store.upsert(video.slices, video.vectors, video.encoder_spec)
+
+
+def load_video(store: VectorStore, info: VideoInfo) -> IndexedVideo | None:
+    """The slices and vectors of an already indexed video, or ``None`` if the store lacks it."""
+    slices, vectors = store.get_video(info.video_id)
+    if not slices:
+        return None
+    return IndexedVideo(info, tuple(slices), vectors, store.encoder_spec or "")

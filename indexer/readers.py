@@ -1,0 +1,164 @@
+"""Video readers behind one interface: decode a low-resolution proxy of chosen frames, in chunks.
+
+Memory stays flat however long the video is: a reader yields ``FrameChunk``s of at most
+``chunk_size`` proxy frames and keeps nothing else.
+
+``torch`` is imported before ``decord`` on purpose: decord2 pulls in an NVBLAS shim that
+segfaults when it loads first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import av
+import numpy as np
+import torch  # noqa: F401  (must load before decord, see module docstring)
+
+from indexer.errors import VideoOpenError
+from indexer.models import VideoInfo
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHORT_SIDE_PX = 224
+
+
+@dataclass(frozen=True)
+class FrameChunk:
+    """Consecutive proxy frames: ``frames[i]`` is source frame ``indices[i]``, RGB uint8 (n, h, w, 3)."""
+
+    indices: np.ndarray
+    frames: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.frames.ndim != 4 or self.frames.shape[-1] != 3:
+            raise ValueError(f"frames must be (n, h, w, 3), got {self.frames.shape}")
+        if len(self.indices) != len(self.frames):
+            raise ValueError("indices and frames differ in length")
+
+
+def proxy_size(info: VideoInfo, short_side_px: int = DEFAULT_SHORT_SIDE_PX) -> tuple[int, int]:
+    """Proxy (width, height) in display orientation: short side ``short_side_px``, even sizes."""
+    scale = min(1.0, short_side_px / min(info.width_px, info.height_px))
+    w = max(2, int(round(info.width_px * scale / 2)) * 2)
+    h = max(2, int(round(info.height_px * scale / 2)) * 2)
+    return w, h
+
+
+def _to_display(batch: np.ndarray, rotation_deg: int) -> np.ndarray:
+    # The display matrix rotation is counter-clockwise, as np.rot90 with k > 0.
+    k = (rotation_deg // 90) % 4
+    return np.ascontiguousarray(np.rot90(batch, k=k, axes=(1, 2))) if k else batch
+
+
+def _decode_size(info: VideoInfo, size: tuple[int, int]) -> tuple[int, int]:
+    w, h = size
+    return (h, w) if info.rotation_deg in (90, 270) else (w, h)
+
+
+class VideoReader(Protocol):
+    """Decodes chosen frames of a video as a proxy, chunk by chunk."""
+
+    name: str
+
+    def iter_chunks(
+        self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int], chunk_size: int
+    ) -> Iterator[FrameChunk]:
+        """Yield the frames ``indices`` (sorted, unique) resized to ``size`` (w, h), in order."""
+        ...
+
+
+class DecordReader:
+    """decord2: fast seeking and batched decode with scaling inside the decoder.
+
+    decord2 mis-sizes rotated videos, so ``open_reader`` never picks it for those.
+    """
+
+    name = "decord"
+
+    def iter_chunks(
+        self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int], chunk_size: int
+    ) -> Iterator[FrameChunk]:
+        """See ``VideoReader.iter_chunks``."""
+        import decord
+
+        w, h = _decode_size(info, size)
+        try:
+            vr = decord.VideoReader(info.path, width=w, height=h, num_threads=0)
+        except decord.DECORDError as exc:
+            raise VideoOpenError(f"decord cannot open {info.path!r}: {exc}") from None
+        idx = np.asarray([i for i in indices if i < len(vr)], dtype=np.int64)
+        for start in range(0, len(idx), chunk_size):
+            part = idx[start : start + chunk_size]
+            try:
+                batch = vr.get_batch(part.tolist()).asnumpy()
+            except decord.DECORDError as exc:
+                log.warning("decord stopped at frame %d of %s: %s", part[0], info.path, exc)
+                return
+            yield FrameChunk(part, _to_display(batch, info.rotation_deg))
+
+
+class PyAVReader:
+    """PyAV: decodes every frame in order and keeps the chosen ones; robust to odd files."""
+
+    name = "pyav"
+
+    def iter_chunks(
+        self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int], chunk_size: int
+    ) -> Iterator[FrameChunk]:
+        """See ``VideoReader.iter_chunks``."""
+        w, h = _decode_size(info, size)
+        wanted = iter(sorted(indices))
+        nxt = next(wanted, None)
+        got_idx: list[int] = []
+        got: list[np.ndarray] = []
+        try:
+            container = av.open(info.path)
+        except av.error.FFmpegError as exc:
+            raise VideoOpenError(f"PyAV cannot open {info.path!r}: {exc}") from None
+        with container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            try:
+                for i, frame in enumerate(container.decode(stream)):
+                    if nxt is None:
+                        break
+                    if i < nxt:
+                        continue
+                    got_idx.append(i)
+                    got.append(frame.to_ndarray(width=w, height=h, format="rgb24"))
+                    nxt = next(wanted, None)
+                    if len(got) == chunk_size:
+                        yield FrameChunk(np.asarray(got_idx), _to_display(np.stack(got), info.rotation_deg))
+                        got_idx, got = [], []
+            except av.error.FFmpegError as exc:
+                log.warning("decoding stopped early in %s: %s", info.path, exc)
+        if got:
+            yield FrameChunk(np.asarray(got_idx), _to_display(np.stack(got), info.rotation_deg))
+
+
+READERS: dict[str, type[VideoReader]] = {"decord": DecordReader, "pyav": PyAVReader}
+
+
+def open_reader(info: VideoInfo, backend: str = "auto") -> VideoReader:
+    """Pick a reader: ``decord`` (default) or ``pyav``; ``auto`` falls back to PyAV when needed.
+
+    Raises:
+        ConfigError: ``backend`` is not one of ``auto``, ``decord``, ``pyav``.
+    """
+    from indexer.errors import ConfigError
+
+    if backend not in ("auto", *READERS):
+        raise ConfigError(f"unknown reader backend {backend!r}; choose auto, {', '.join(READERS)}")
+    if backend != "auto":
+        return READERS[backend]()
+    if info.rotation_deg:
+        log.info("rotated video (%d deg): using the PyAV reader", info.rotation_deg)
+        return PyAVReader()
+    if info.variable_frame_rate:
+        log.info("variable frame rate: using the PyAV reader (frames counted in decode order)")
+        return PyAVReader()
+    return DecordReader()

@@ -1,0 +1,87 @@
+"""Cut a video's frame range into 1-3 s slices, optionally never crossing a shot cut. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from indexer.errors import ConfigError
+from indexer.models import Slice, VideoInfo
+
+MIN_WINDOW_S = 1.0
+MAX_WINDOW_S = 3.0
+
+
+def make_slices(
+    info: VideoInfo, window_s: float = 2.0, cuts: Sequence[int] = (), tags: Sequence[str] = ()
+) -> list[Slice]:
+    """Split ``info``'s frames into windows of about ``window_s`` seconds.
+
+    With ``cuts`` (frame indices where a new shot starts), each shot is split on its own, so no
+    slice spans a cut; a shot's last piece shorter than half a window joins the previous piece.
+
+    Raises:
+        ConfigError: ``window_s`` is outside 1-3 s.
+    """
+    if not MIN_WINDOW_S <= window_s <= MAX_WINDOW_S:
+        raise ConfigError(f"slice window must be {MIN_WINDOW_S}-{MAX_WINDOW_S} s, got {window_s}")
+    win = max(1, int(round(window_s * info.fps)))
+    bounds = sorted({0, info.n_frames, *(c for c in cuts if 0 < c < info.n_frames)})
+    edges: list[int] = []
+    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        starts = list(range(a, b, win))
+        if len(starts) > 1 and b - starts[-1] < win / 2:
+            starts.pop()
+        edges.extend(starts)
+    edges.append(info.n_frames)
+    return [
+        Slice(
+            video_id=info.video_id,
+            index=i,
+            start_frame=s,
+            end_frame=e,
+            start_s=info.time_of(s),
+            end_s=min(info.time_of(e), info.duration_s) if e == info.n_frames else info.time_of(e),
+            tags=tuple(tags),
+        )
+        for i, (s, e) in enumerate(zip(edges[:-1], edges[1:], strict=True))
+    ]
+
+
+def sample_frames(info: VideoInfo, sample_fps: float) -> np.ndarray:
+    """Frame indices sampled at ``sample_fps`` (at least one), sorted and unique."""
+    if sample_fps <= 0:
+        raise ConfigError(f"sample fps must be positive, got {sample_fps}")
+    step = max(info.fps / sample_fps, 1.0)
+    idx = np.round(np.arange(step / 2, info.n_frames, step)).astype(np.int64)
+    idx = np.unique(np.clip(idx, 0, info.n_frames - 1))
+    return idx if len(idx) else np.zeros(1, dtype=np.int64)
+
+
+def pool_by_slice(
+    slices: Sequence[Slice], frame_indices: np.ndarray, frame_vectors: np.ndarray
+) -> np.ndarray:
+    """Slice embedding = L2-normalised mean of its sampled frames' embeddings.
+
+    A slice with no sampled frame (shorter than the sampling step) takes the nearest frame.
+    """
+    starts = np.array([s.start_frame for s in slices])
+    ends = np.array([s.end_frame for s in slices])
+    out = np.zeros((len(slices), frame_vectors.shape[1]), dtype=np.float32)
+    lo = np.searchsorted(frame_indices, starts, side="left")
+    hi = np.searchsorted(frame_indices, ends, side="left")
+    for i in range(len(slices)):
+        if hi[i] > lo[i]:
+            out[i] = frame_vectors[lo[i] : hi[i]].mean(axis=0)
+        else:
+            mid = (starts[i] + ends[i]) / 2
+            out[i] = frame_vectors[int(np.argmin(np.abs(frame_indices - mid)))]
+    return normalize_rows(out)
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(n > 0, n, 1.0)

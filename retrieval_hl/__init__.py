@@ -1,0 +1,29 @@
+"""retrieval-hl: long raw video in, highlights out.
+
+The API is ``index_video``, ``find_highlights`` and ``export_highlights``; they load lazily so
+that ``import retrieval_hl`` (and ``rhl --help``) stays fast.
+"""
+
+from indexer.errors import (
+    ConfigError,
+    EncoderError,
+    RenderError,
+    RHLError,
+    StoreError,
+    VideoOpenError,
+    VLMResponseError,
+)
+
+__all__ = [
+    "ConfigError", "EncoderError", "RHLError", "RenderError", "StoreError", "VLMResponseError",
+    "VideoOpenError", "export_highlights", "find_highlights", "index_video",
+]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # noqa: ANN202
+    if name in ("index_video", "find_highlights", "export_highlights"):
+        from retrieval_hl import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'retrieval_hl' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+"""``python -m retrieval_hl`` is the ``rhl`` command."""
+
+from retrieval_hl.cli import main
+
+main()

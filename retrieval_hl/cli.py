@@ -1,0 +1,179 @@
+"""The ``rhl`` command: parse, build settings, call the library, print. Nothing else lives here."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import click
+
+from indexer.errors import RHLError
+
+log = logging.getLogger("retrieval_hl.cli")
+PACKAGES = ("indexer", "retrieval_hl", "library", "prompts")
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+    for name in PACKAGES:
+        logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def _progress(ctx: click.Context, total: int, desc: str) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar on a terminal, nothing with --quiet or when stderr is not a TTY."""
+    if ctx.obj["quiet"] or not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit="frame", leave=False) as bar:
+        yield bar.update
+
+
+class _Group(click.Group):
+    """Maps the library's errors to one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201
+        try:
+            return super().invoke(ctx)
+        except RHLError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML file of settings (flags and RHL_* env vars override it).")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv includes libraries).")
+@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only; no progress bars.")
+@click.version_option(package_name="retrieval-hl")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None, verbose: int, quiet: bool) -> None:
+    """retrieval-hl: long raw video in, highlights out."""
+    _setup_logging(verbose, quiet)
+    ctx.obj = {"config": config_file, "quiet": quiet}
+
+
+def _settings(ctx: click.Context, **overrides):  # noqa: ANN202
+    from retrieval_hl.config import load_settings
+
+    s = load_settings(ctx.obj["config"], **overrides)
+    log.debug("effective settings: %s", s.model_dump_json())
+    return s
+
+
+_store_opt = click.option("--store", default=None,
+                          help="faiss:DIR (default), DIR, qdrant::memory:, qdrant:PATH or a URL.")
+_encoder_opt = click.option("--encoder", default=None,
+                            help="open_clip:ARCH:TAG|PATH|random (default ViT-B-32 laion2b).")
+
+
+def _index_one(ctx: click.Context, path: str, settings, reindex: bool, tags=()):  # noqa: ANN001, ANN202
+    from indexer.probe import probe_video
+    from retrieval_hl.api import index_video
+
+    info = probe_video(path)
+    with _progress(ctx, int(info.duration_s * settings.sample_fps) + 1, info.video_id) as bar:
+        return index_video(path, settings=settings, reindex=reindex, tags=tuple(tags), progress=bar)
+
+
+@cli.command()
+@click.argument("videos", nargs=-1, required=True)
+@_store_opt
+@_encoder_opt
+@click.option("--window", "window_s", type=float, default=None, help="Slice length, 1-3 s.")
+@click.option("--tag", "tags", multiple=True, help="Tag stored with every slice (repeatable).")
+@click.option("--reindex", is_flag=True, help="Decode and embed again even if already indexed.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None:  # noqa: ANN001
+    """Index VIDEOS into the vector store."""
+    s = _settings(ctx, store=store, encoder=encoder, window_s=window_s)
+    rows = []
+    for path in videos:
+        v = _index_one(ctx, path, s, reindex, tags)
+        rows.append({"video_id": v.info.video_id, "path": v.info.path, "slices": len(v.slices)})
+    for r in rows:
+        click.echo(json.dumps(r) if as_json else f"{r['video_id']}\t{r['slices']} slices")
+
+
+@cli.command()
+@click.argument("video")
+@click.option("--prompt", default=None, help="What to keep, in your words (English or Chinese).")
+@click.option("--budget", default=None, help="Total length: 60s, 2m, or a fraction like 0.2.")
+@click.option("--out", "out_dir", default=None, help="Run directory (default ./highlights/<name>).")
+@_store_opt
+@_encoder_opt
+@click.option("--domain", "domains", multiple=True, help="Vocabulary domain(s) to rank.")
+@click.option("--order", type=click.Choice(["chronological", "score"]), default=None)
+@click.option("--crossfade", "crossfade_s", type=float, default=None, help="Seconds, 0 = cut.")
+@click.option("--vlm-url", default=None, help="OpenAI-compatible endpoint for a VLM describer.")
+@click.option("--vlm-model", default=None, help="Model name at --vlm-url.")
+@click.option("--no-render", is_flag=True, help="Write JSON and SRT only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
+@click.pass_context
+def highlight(ctx, video, prompt, budget, out_dir, store, encoder, domains, order, crossfade_s,
+              vlm_url, vlm_model, no_render, as_json) -> None:  # noqa: ANN001
+    """Find the highlights of VIDEO and write highlights.json, .srt and highlight.mp4."""
+    from retrieval_hl.api import export_highlights, find_highlights
+
+    s = _settings(ctx, store=store, encoder=encoder, budget=budget, order=order,
+                  domains=tuple(domains) or None, crossfade_s=crossfade_s, vlm_url=vlm_url,
+                  vlm_model=vlm_model, render=False if no_render else None)
+    video_path = Path(video)
+    out = Path(out_dir) if out_dir else Path("highlights") / video_path.stem
+    v = _index_one(ctx, video, s, reindex=False)
+    hl = find_highlights(v, prompt=prompt, settings=s)
+    written = export_highlights(hl, out, settings=s)
+    if as_json:
+        click.echo(json.dumps({"segments": len(hl.segments), "duration_s": hl.duration_s,
+                               **{k: str(p) for k, p in written.items()}}))
+        return
+    for seg in hl.segments:
+        d = hl.descriptions[seg.description_index]
+        click.echo(f"{seg.start_s:8.2f}-{seg.end_s:8.2f}s  p{seg.priority}  z={seg.score_norm:.2f}"
+                   f"  {d.text}")
+    click.echo(f"{len(hl.segments)} segments, {hl.duration_s:.1f} s -> {out}")
+
+
+@cli.command()
+@click.argument("text")
+@click.option("--video", "video_id", default=None, help="Only this video id.")
+@click.option("--tag", "tags", multiple=True, help="Only slices with this tag (repeatable).")
+@click.option("--top", "top_k", type=click.IntRange(1, 1000), default=10)
+@_store_opt
+@_encoder_opt
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit.")
+@click.pass_context
+def search(ctx, text, video_id, tags, top_k, store, encoder, as_json) -> None:  # noqa: ANN001
+    """Search every indexed slice for TEXT."""
+    from indexer.encoders import create_encoder
+    from indexer.stores import open_store
+
+    s = _settings(ctx, store=store, encoder=encoder)
+    db = open_store(s.store)
+    if db.count() == 0:
+        click.echo("the store is empty: run `rhl index VIDEO` first", err=True)
+        return
+    enc = create_encoder(encoder or db.encoder_spec or s.encoder)
+    hits = db.search(enc.encode_texts([text]), top_k=top_k, video_id=video_id, tags=tags)[0]
+    for h in hits:
+        row = {"video_id": h.slice.video_id, "slice": h.slice.index, "start_s": h.slice.start_s,
+               "end_s": h.slice.end_s, "score": round(h.score_raw, 4)}
+        click.echo(json.dumps(row) if as_json else
+                   f"{h.score_raw:.4f}  {h.slice.video_id}  {h.slice.start_s:.2f}-{h.slice.end_s:.2f}s")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="rhl")

@@ -1,0 +1,112 @@
+"""All settings in one object: CLI flags over ``RHL_*`` env vars over a YAML file over defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from indexer.encoders import DEFAULT_ENCODER
+from indexer.errors import ConfigError
+
+
+def default_store() -> str:
+    """The embedded FAISS index shared by all runs: ``$XDG_CACHE_HOME/retrieval-hl/store``."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(cache) / "retrieval-hl" / "store")
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline. Field names double as ``RHL_<NAME>`` env vars."""
+
+    model_config = SettingsConfigDict(env_prefix="RHL_", frozen=True, extra="forbid")
+
+    encoder: str = DEFAULT_ENCODER
+    store: str = Field(default_factory=default_store)
+    reader: Literal["auto", "decord", "pyav"] = "auto"
+    window_s: float = Field(2.0, ge=1.0, le=3.0)
+    sample_fps: float = Field(2.0, gt=0, le=30)
+    snap_to_shots: bool = True
+    threshold_z: float = 1.0
+    max_gap_s: float = Field(2.0, ge=0)
+    min_len_s: float = Field(2.0, ge=0)
+    max_len_s: float = Field(20.0, gt=0)
+    budget: str = "0.2"
+    order: Literal["chronological", "score"] = "chronological"
+    max_descriptions: int = Field(5, ge=1, le=50)
+    domains: tuple[str, ...] = ()
+    crossfade_s: float = Field(0.0, ge=0, le=2)
+    vlm_url: str | None = None
+    vlm_model: str | None = None
+    render: bool = True
+
+    @field_validator("budget")
+    @classmethod
+    def _check_budget(cls, v: str) -> str:
+        parse_budget(v, 1.0)
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Init kwargs (CLI flags and the config file, merged in ``load_settings``) over env."""
+        return init_settings, env_settings
+
+
+def parse_budget(text: str, duration_s: float) -> float | None:
+    """Seconds of highlights allowed: ``60s``/``60`` seconds, ``2m``, ``0.2`` a fraction of the
+    video, ``none`` no budget.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    t = str(text).strip().lower()
+    if t in ("none", "off", "0s", ""):
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min)?", t)
+    if not m:
+        raise ConfigError(f"bad budget {text!r}; use seconds like 60s, minutes like 2m, "
+                          "a fraction of the video like 0.2, or none")
+    value, unit = float(m.group(1)), m.group(2)
+    if unit in ("m", "min"):
+        return value * 60
+    if unit is None and value < 1:
+        return value * duration_s
+    return value
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from defaults, then ``config_file`` (YAML), then env, then non-None ``overrides``.
+
+    Raises:
+        ConfigError: unreadable file, unknown keys or invalid values, with the bad name.
+    """
+    values: dict[str, Any] = {}
+    path = config_file or os.environ.get("RHL_CONFIG")
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of settings")
+        env_set = {k[4:].lower() for k in os.environ if k.startswith("RHL_")}
+        values.update({k: v for k, v in loaded.items() if k not in env_set})
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = ".".join(str(x) for x in err["loc"]) or "settings"
+        raise ConfigError(f"bad setting {name}: {err['msg']}") from None

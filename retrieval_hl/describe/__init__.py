@@ -1,0 +1,1 @@
+"""Describers: vocabulary (offline default), the user's request, and VLMs."""

@@ -1,0 +1,89 @@
+"""Artefacts of the highlight pipeline. Frames are source frame indices, times float seconds."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from indexer.models import Frozen, Slice, VideoInfo
+
+DescriptionSource = Literal["vlm", "vocab", "user", "template"]
+
+
+class Description(Frozen):
+    """Something worth keeping, in words. Priority 1 is the most important, 3 the least."""
+
+    text: str = Field(min_length=1)
+    priority: int = Field(default=2, ge=1, le=3)
+    source: DescriptionSource = "user"
+    start_hint_s: float | None = None
+    end_hint_s: float | None = None
+    domain: str | None = None
+
+
+class Hit(Frozen):
+    """One slice scored against one description.
+
+    ``score_raw`` is the cosine similarity; ``score_norm`` the per-query z-score of that cosine
+    within the searched set of slices, which is what every threshold uses.
+    """
+
+    slice_index: int = Field(ge=0)
+    description_index: int = Field(ge=0)
+    score_raw: float
+    score_norm: float
+
+
+class Segment(Frozen):
+    """A kept stretch of the video. ``end_frame`` is exclusive."""
+
+    video_id: str
+    start_frame: int = Field(ge=0)
+    end_frame: int
+    start_s: float = Field(ge=0)
+    end_s: float
+    description_index: int = Field(ge=0)
+    priority: int = Field(ge=1, le=3)
+    score_raw: float
+    score_norm: float
+    slice_indices: tuple[int, ...] = ()
+
+    @model_validator(mode="after")
+    def _check_order(self) -> Segment:
+        if self.end_frame <= self.start_frame or self.end_s <= self.start_s:
+            raise ValueError(f"empty segment: frames {self.start_frame}-{self.end_frame}")
+        return self
+
+    @property
+    def duration_s(self) -> float:
+        """Length in seconds."""
+        return self.end_s - self.start_s
+
+
+class CropBox(Frozen):
+    """A crop window for one source frame, in source pixels (display orientation)."""
+
+    frame: int = Field(ge=0)
+    x_px: int = Field(ge=0)
+    y_px: int = Field(ge=0)
+    w_px: int = Field(gt=0)
+    h_px: int = Field(gt=0)
+
+
+class Highlight(Frozen):
+    """Everything a run found for one video: the file ``highlights.json`` holds exactly this."""
+
+    video: VideoInfo
+    encoder: str
+    descriptions: tuple[Description, ...]
+    segments: tuple[Segment, ...]
+    slices: tuple[Slice, ...] = ()
+    crops: tuple[CropBox, ...] = ()
+    settings: dict = Field(default_factory=dict)
+    order: Literal["chronological", "score"] = "chronological"
+
+    @property
+    def duration_s(self) -> float:
+        """Total length of the kept segments in seconds."""
+        return sum(s.duration_s for s in self.segments)
