@@ -512,7 +512,8 @@ def validate_predictions(
     rows (missing fields, not a number, NaN, negative), repeated frames, and with
     ``frame_sizes``: frames past the end and boxes that leave the frame (``h = w * th / tw``,
     under one pixel of overhang from the fractional height tolerated). Warning: with
-    ``frame_sizes``, ``w`` differing from :func:`fixed_crop_size`.
+    ``frame_sizes``, ``w`` differing from :func:`fixed_crop_size` (when the exact width is
+    fractional, the floored and the rounded-up width are both accepted).
 
     Rows sharing a problem are reported once per video, with the first frame and the count.
 
@@ -537,7 +538,8 @@ def validate_predictions(
         issues.extend(_video_issues(v, entry.ratio_wh, sizes.get(vid)))
     for vid, v in preds.items():
         if vid not in entries:
-            issues.append(Issue(video_id=vid, message=f"not in the index (line {v.line_nos[0]})"))
+            at = f" (line {v.line_nos[0]})" if v.line_nos else ""
+            issues.append(Issue(video_id=vid, message=f"not in the index{at}"))
             issues.extend(_video_issues(v, None, sizes.get(vid)))
     return issues
 
@@ -591,13 +593,18 @@ def _video_issues(v: VideoRows, index_ratio: RatioWH | None, size: FrameSize | N
         fixed_w, _ = fixed_crop_size(width, height, ratio)
     except ConfigError:
         return out
-    wrong = boxes[:, 2] != fixed_w
+    # A fractional exact width may be rounded up too (``round`` conventions, as in
+    # grounding.fixed_window_size): still the task's size; the inside check catches misfits.
+    tw, th = ratio
+    round_up_w = fixed_w + 1 if fixed_w < width and (height * tw) % th else fixed_w
+    wrong = (boxes[:, 2] != fixed_w) & (boxes[:, 2] != round_up_w)
     if wrong.any():
         seen = ", ".join(f"{w:g}" for w in np.unique(boxes[wrong, 2])[:5])
+        allowed = f"{fixed_w}" + (f" or {round_up_w}" if round_up_w != fixed_w else "")
         out.append(
             _group_issue(
                 vid,
-                f"w is not the fixed crop width {fixed_w} for {width}x{height} (seen: {seen})",
+                f"w is not the fixed crop width {allowed} for {width}x{height} (seen: {seen})",
                 frames[wrong],
                 level="warning",
             )

@@ -258,8 +258,13 @@ class VLMDescriber:
         info = video.info
         indices, frames = self._frames(info)
         messages = self.build_messages(info, indices, frames)
-        log.info("asking %s (%s) about %s with %d frames", self.client.model, self.client.url,
-                 info.video_id, len(indices))
+        log.info(
+            "asking %s (%s) about %s with %d frames",
+            self.client.model,
+            self.client.url,
+            info.video_id,
+            len(indices),
+        )
         t0 = time.perf_counter()
         reply = self.client.chat(messages, temperature=0.0)
         log.debug("VLM reply in %.1f s: %s", time.perf_counter() - t0, _one_line(reply, 2000))

@@ -269,7 +269,7 @@ def _items_of(value: Any) -> list[Any]:
             return []  # {"highlights": null}: the model found nothing
         raise VLMResponseError(
             f"VLM reply is a JSON object without a list of highlights (keys: "
-            f"{', '.join(map(str, value)) or 'none'}); expected {{\"highlights\": [...]}}"
+            f'{", ".join(map(str, value)) or "none"}); expected {{"highlights": [...]}}'
         )
     raise VLMResponseError(
         f"VLM reply is JSON of type {type(value).__name__}, expected an object or a list: "

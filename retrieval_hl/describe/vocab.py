@@ -37,12 +37,15 @@ def load_vocabulary(domains: Sequence[str] = ()) -> list[VocabItem]:
     unknown = [d for d in domains if d not in files]
     if unknown:
         raise ConfigError(f"unknown vocabulary domain {unknown[0]!r}; choose {', '.join(files)}")
-    return [
+    items = [
         VocabItem(name, it["en"], it["zh"], int(it["priority"]))
         for name, data in files.items()
         if not domains or name in domains
         for it in data["items"]
     ]
+    if not items:
+        raise ConfigError(f"no vocabulary items found in {prompts.ROOT / 'vocab'}")
+    return items
 
 
 def item_evidence(slice_vectors: np.ndarray, item_vectors: np.ndarray, top_frac: float = 0.1) -> np.ndarray:

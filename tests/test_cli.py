@@ -1,0 +1,104 @@
+"""The ``rhl`` command end to end on generated videos with the tiny random encoder."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import av
+import pytest
+from click.testing import CliRunner
+
+from retrieval_hl.cli import cli
+from retrieval_hl.export import load_highlight
+from tests.conftest import TINY, make_video
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    return make_video(tmp_path_factory.mktemp("long") / "long clip.mp4", seconds=20)
+
+
+def run(*args: str, code: int = 0):
+    res = CliRunner().invoke(cli, ["-q", *args], catch_exceptions=False)
+    assert res.exit_code == code, res.output + res.stderr
+    return res
+
+
+def duration_s(path) -> float:
+    with av.open(str(path)) as c:
+        return c.duration / 1e6
+
+
+def test_highlight_writes_json_srt_mp4(long_video, tmp_path):
+    out = tmp_path / "run"
+    res = run("highlight", str(long_video), "--encoder", TINY, "--store", str(tmp_path / "s"),
+              "--out", str(out), "--prompt", "a colourful test pattern", "--budget", "0.5",
+              "--json")
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    hl = load_highlight(out / "highlights.json")
+    assert summary["segments"] == len(hl.segments) >= 1
+    assert hl.duration_s <= 10.0 + 1e-6
+    assert hl.descriptions[0].text == "a colourful test pattern"
+    srt = (out / "highlights.srt").read_text()
+    assert srt.count(" --> ") == len(hl.segments)
+    assert duration_s(out / "highlight.mp4") == pytest.approx(hl.duration_s, abs=0.25)
+    with av.open(str(out / "highlight.mp4")) as c:
+        assert c.streams.audio and c.streams.video
+
+
+def test_index_twice_then_search(long_video, tmp_path):
+    store = str(tmp_path / "s")
+    first = json.loads(run("index", str(long_video), "--encoder", TINY, "--store", store,
+                           "--json").stdout)
+    run("index", str(long_video), "--encoder", TINY, "--store", store, "--reindex")
+    res = run("search", "a test pattern", "--store", store, "--top", "3", "--json")
+    rows = [json.loads(x) for x in res.stdout.strip().splitlines()]
+    assert len(rows) == 3 and all(r["video_id"] == first["video_id"] for r in rows)
+    assert rows[0]["score"] >= rows[1]["score"] >= rows[2]["score"]
+    from indexer.stores import open_store
+
+    assert open_store(store).count() == first["slices"]
+
+
+def test_missing_video_is_one_line_error(tmp_path):
+    res = run("highlight", str(tmp_path / "nope.mp4"), "--encoder", TINY, "--store",
+              str(tmp_path / "s"), "--out", str(tmp_path / "o"), code=1)
+    assert res.stderr.startswith("error: no such video file")
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_budget_and_window(long_video, tmp_path):
+    res = run("highlight", str(long_video), "--budget", "lots", "--store", str(tmp_path), code=1)
+    assert "bad budget" in res.stderr
+    res = run("index", str(long_video), "--window", "9", "--store", str(tmp_path), code=1)
+    assert "window_s" in res.stderr
+
+
+def test_missing_weights_fail_fast(long_video, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    t0 = time.monotonic()
+    res = run("index", str(long_video), "--encoder", "open_clip:ViT-B-32:laion2b_s34b_b79k",
+              "--store", str(tmp_path / "s"), code=1)
+    assert time.monotonic() - t0 < 60
+    assert "supply the weights" in res.stderr and "/path/to/" in res.stderr
+
+
+def test_store_refuses_other_encoder(long_video, tmp_path):
+    store = str(tmp_path / "s")
+    run("index", str(long_video), "--encoder", TINY, "--store", store)
+    res = run("index", str(long_video), "--encoder", "open_clip:ViT-B-32:random", "--store",
+              store, code=1)
+    assert "rhl-tiny-vit" in res.stderr
+
+
+def test_silent_video_with_crossfade(videos, tmp_path):
+    out = tmp_path / "run"
+    run("highlight", str(videos["cuts"]), "--encoder", TINY, "--store", str(tmp_path / "s"),
+        "--out", str(out), "--prompt", "red; blue", "--budget", "none", "--crossfade", "0.3")
+    hl = load_highlight(out / "highlights.json")
+    if hl.segments:
+        fades = 0.3 * (len(hl.segments) - 1)
+        assert duration_s(out / "highlight.mp4") == pytest.approx(hl.duration_s - fades, abs=0.3)

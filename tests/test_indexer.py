@@ -1,0 +1,118 @@
+"""Probe, readers, shots and the indexing pipeline on generated videos, and bad input."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from indexer.errors import ConfigError, VideoOpenError
+from indexer.pipeline import embed_video, store_video
+from indexer.probe import probe_video
+from indexer.readers import DecordReader, PyAVReader, open_reader, proxy_size
+from indexer.stores import open_store
+
+
+def test_probe_plain(videos):
+    info = probe_video(videos["plain"])
+    assert (info.width_px, info.height_px) == (160, 120)
+    assert info.fps == pytest.approx(10.0)
+    assert info.n_frames == 60 and info.duration_s == pytest.approx(6.0, abs=0.15)
+    assert info.has_audio and info.rotation_deg == 0
+    assert not probe_video(videos["silent"]).has_audio
+
+
+def test_probe_rotated_reports_display_size(videos):
+    info = probe_video(videos["rotated"])
+    assert info.rotation_deg in (90, 270)
+    assert (info.width_px, info.height_px) == (32, 64)
+    assert open_reader(info).name == "pyav"
+
+
+def test_rotated_proxy_matches_ffmpeg_display(videos, tmp_path):
+    """The proxy frame equals what ffmpeg (which applies rotation) shows."""
+    from tests.conftest import ffmpeg
+
+    info = probe_video(videos["rotated"])
+    chunk = next(PyAVReader().iter_chunks(info, [0], (32, 64), 8))
+    assert chunk.frames.shape == (1, 64, 32, 3)
+    ffmpeg("-i", str(videos["rotated"]), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24",
+           str(tmp_path / "f.rgb"))
+    ref = np.fromfile(tmp_path / "f.rgb", np.uint8).reshape(64, 32, 3)
+    assert np.abs(chunk.frames[0].astype(int) - ref).mean() < 12
+
+
+@pytest.mark.parametrize("reader", [DecordReader, PyAVReader])
+def test_readers_agree_and_chunk(videos, reader):
+    info = probe_video(videos["plain"])
+    idx = [0, 5, 17, 33, 59]
+    chunks = list(reader().iter_chunks(info, idx, proxy_size(info, 64), 2))
+    assert [len(c.indices) for c in chunks] == [2, 2, 1]
+    got = np.concatenate([c.indices for c in chunks])
+    assert got.tolist() == idx
+    assert chunks[0].frames.shape[1:] == (64, 86, 3)
+
+
+def test_decord_and_pyav_decode_same_pixels(videos):
+    info = probe_video(videos["plain"])
+    a = next(DecordReader().iter_chunks(info, [10, 20], (160, 120), 8)).frames.astype(int)
+    b = next(PyAVReader().iter_chunks(info, [10, 20], (160, 120), 8)).frames.astype(int)
+    assert np.abs(a - b).mean() < 3
+
+
+def test_unknown_reader(videos):
+    with pytest.raises(ConfigError, match="unknown reader"):
+        open_reader(probe_video(videos["plain"]), "opencv")
+
+
+def test_embed_video_finds_cuts_and_snaps(videos, tiny_encoder):
+    info = probe_video(videos["cuts"])
+    v = embed_video(info, tiny_encoder, window_s=2.0, sample_fps=4.0)
+    assert len(v.cuts) == 2
+    assert abs(v.cuts[0] - 30) <= 3 and abs(v.cuts[1] - 60) <= 3
+    for c in v.cuts:
+        assert not any(s.start_frame < c < s.end_frame for s in v.slices)
+    assert v.vectors.shape == (len(v.slices), 32)
+    np.testing.assert_allclose(np.linalg.norm(v.vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_index_twice_adds_nothing(videos, tiny_encoder, tmp_path):
+    store = open_store(str(tmp_path / "idx"))
+    v = embed_video(probe_video(videos["plain"]), tiny_encoder)
+    assert store_video(store, v) == len(v.slices)
+    assert store_video(store, v) == 0
+    assert store.count() == len(v.slices)
+
+
+@pytest.mark.parametrize("name", ["missing", "empty", "text", "audio_only"])
+def test_bad_inputs_give_clear_errors(videos, tmp_path, name):
+    path = tmp_path / f"{name}.mp4"
+    if name == "empty":
+        path.write_bytes(b"")
+    elif name == "text":
+        path.write_text("not a video at all\n" * 100)
+    elif name == "audio_only":
+        path = videos["audio_only"]
+    with pytest.raises(VideoOpenError) as err:
+        probe_video(path)
+    assert "\n" not in str(err.value)
+
+
+def test_corrupt_tail_indexes_what_decodes(videos, tiny_encoder, tmp_path):
+    path = tmp_path / "corrupt.mp4"
+    data = videos["plain"].read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    try:
+        info = probe_video(path)
+    except VideoOpenError:
+        return  # a clear error is also an acceptable outcome
+    v = embed_video(info, tiny_encoder, reader="pyav")
+    assert len(v.slices) >= 1
+    assert v.slices[-1].end_frame <= info.n_frames
+
+
+def test_odd_path_names(videos, tmp_path):
+    path = tmp_path / "my clip; 'quoted' \"x\" $HOME.mp4"
+    shutil.copy(videos["plain"], path)
+    assert probe_video(path).n_frames == 60
