@@ -1,0 +1,80 @@
+"""Throughput: index + highlight a 10-minute 720p30 video vs a plain ffmpeg decode of the same file.
+
+    .venv/bin/python bench/throughput.py [--minutes 10] [--encoder open_clip:ViT-B-32:random]
+
+Prints wall times, the ratio pipeline / ``ffmpeg -f null`` decode (both measured in this run),
+and peak RSS of this process. The test video is generated once into bench/out/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import resource
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from indexer.ffmpeg import ffmpeg_binary
+
+OUT = Path(__file__).parent / "out"
+
+
+def make_video(minutes: float) -> Path:
+    path = OUT / f"bench_{minutes:g}min_720p30.mp4"
+    if path.exists():
+        return path
+    OUT.mkdir(parents=True, exist_ok=True)
+    secs = minutes * 60
+    subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=30:duration={secs}",
+         "-f", "lavfi", "-i", f"sine=frequency=440:duration={secs}",
+         "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "60",
+         "-c:a", "aac", "-shortest", str(path)],
+        check=True,
+    )
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--encoder", default="open_clip:ViT-B-32:random")
+    ap.add_argument("--reader", default="auto")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    video = make_video(args.minutes)
+
+    t0 = time.perf_counter()
+    subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-i", str(video),
+                    "-f", "null", "-"], check=True)
+    t_ref = time.perf_counter() - t0
+
+    from indexer.encoders import create_encoder
+    from retrieval_hl.api import export_highlights, find_highlights, index_video
+    from retrieval_hl.config import load_settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        s = load_settings(None, encoder=args.encoder, store=f"{tmp}/store", reader=args.reader)
+        enc = create_encoder(s.encoder)  # model construction is not decode work: outside the clock
+        t0 = time.perf_counter()
+        v = index_video(video, settings=s, encoder=enc)
+        t_index = time.perf_counter() - t0
+        hl = find_highlights(v, settings=s, encoder=enc)
+        export_highlights(hl, f"{tmp}/run", settings=s)
+        t_all = time.perf_counter() - t0
+    rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"video            {video.name} ({args.minutes:g} min, 1280x720, 30 fps)")
+    print(f"ffmpeg -f null   {t_ref:7.1f} s")
+    print(f"index            {t_index:7.1f} s  ({len(v.slices)} slices, "
+          f"{len(v.frame_indices)} frames embedded)")
+    print(f"index+highlight  {t_all:7.1f} s  ({len(hl.segments)} segments, rendered)")
+    print(f"ratio index/ffmpeg-decode      {t_index / t_ref:5.2f}")
+    print(f"ratio end-to-end/ffmpeg-decode {t_all / t_ref:5.2f}")
+    print(f"peak RSS (this process)        {rss_mib:7.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv and install retrieval-hl into it. `bash setup.sh dev` adds the test/lint tools.
+# torch/torchvision are pinned first: the versions that lie on our machines' disk (CPU-usable);
+# elsewhere pip fetches the same release from PyPI.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+if [ "${1:-}" = "dev" ]; then
+  .venv/bin/python -m pip install -q -e '.[dev]'
+else
+  .venv/bin/python -m pip install -q -e .
+fi
