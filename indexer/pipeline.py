@@ -10,7 +10,7 @@ import numpy as np
 
 from indexer.encoders import Encoder
 from indexer.models import Slice, VideoInfo
-from indexer.readers import DEFAULT_SHORT_SIDE_PX, open_reader, proxy_size
+from indexer.readers import DEFAULT_SHORT_SIDE_PX, open_reader, prefetch, proxy_size
 from indexer.shots import ShotDetector
 from indexer.slicing import make_slices, pool_by_slice, sample_frames
 from indexer.stores import VectorStore
@@ -59,7 +59,7 @@ def embed_video(
     shots = ShotDetector(info.fps, min_shot_s=max(1.0, 2.0 / sample_fps)) if snap_to_shots else None
     got_idx: list[np.ndarray] = []
     got_vec: list[np.ndarray] = []
-    for chunk in open_reader(info, reader).iter_chunks(info, wanted, size, CHUNK_FRAMES):
+    for chunk in prefetch(open_reader(info, reader).iter_chunks(info, wanted, size, CHUNK_FRAMES)):
         if shots is not None:
             shots.feed(chunk.indices, chunk.frames)
         got_idx.append(chunk.indices)

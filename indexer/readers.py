@@ -10,6 +10,8 @@ segfaults when it loads first.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -138,6 +140,42 @@ class PyAVReader:
                 log.warning("decoding stopped early in %s: %s", info.path, exc)
         if got:
             yield FrameChunk(np.asarray(got_idx), _to_display(np.stack(got), info.rotation_deg))
+
+
+def prefetch(chunks: Iterator[FrameChunk], depth: int = 2) -> Iterator[FrameChunk]:
+    """Decode ahead in a background thread while the caller works on the previous chunk.
+
+    Decoders and torch both release the GIL, so decode and embedding overlap on two cores.
+    Errors in the decoder thread are re-raised in the caller.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for c in chunks:
+                if stop.is_set():
+                    return
+                q.put(c)
+            q.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+
+    t = threading.Thread(target=work, name="rhl-decode", daemon=True)
+    t.start()
+    try:
+        while (item := q.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
 
 
 READERS: dict[str, type[VideoReader]] = {"decord": DecordReader, "pyav": PyAVReader}

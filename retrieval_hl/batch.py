@@ -1,0 +1,154 @@
+"""Competition batch mode: an index in, one predictions line per index entry out.
+
+Each video runs in its own child process with a time limit, so a corrupt file, a crash or a hang
+costs that video (an empty prediction list and a logged reason), never the batch. After every
+video the whole predictions file is rewritten atomically in index order, so a kill at any moment
+leaves a valid file, and ``resume`` skips the ids it already holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexer.atomic import write_atomic
+from indexer.errors import ConfigError, RHLError
+from retrieval_hl.competition import IndexEntry, VideoPrediction, load_index
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".flv", ".ts")
+
+# A predictor maps (video path, video id, target ratio) to that video's prediction line.
+Predictor = Callable[[Path, str, tuple[int, int]], VideoPrediction]
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What one batch run did."""
+
+    written: int
+    skipped: int
+    failed: tuple[tuple[str, str], ...]
+
+
+def find_video(entry: IndexEntry, videos_dir: Path) -> Path | None:
+    """The file of ``entry``: its file name if the index gives one, else ``<video_id>.<ext>``."""
+    if entry.file_name:
+        p = videos_dir / entry.file_name
+        return p if p.is_file() else None
+    for ext in VIDEO_EXTENSIONS:
+        p = videos_dir / f"{entry.video_id}{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _read_done(out_path: Path) -> dict[str, str]:
+    """Finished lines of an earlier run, by video id; a torn or foreign line is ignored."""
+    done: dict[str, str] = {}
+    if not out_path.is_file():
+        return done
+    for line in out_path.read_text(encoding="utf-8").splitlines():
+        try:
+            pred = VideoPrediction.from_json_line(line)
+        except RHLError:
+            continue
+        done[pred.video_id] = line
+    return done
+
+
+def _child(predict: Predictor, path: Path, entry: IndexEntry, conn) -> None:  # noqa: ANN001
+    try:
+        conn.send(("ok", predict(path, entry.video_id, entry.ratio_wh).to_json_line()))
+    except RHLError as exc:
+        conn.send(("error", str(exc)))
+    except BaseException as exc:  # noqa: BLE001 - any crash costs this video only
+        conn.send(("error", f"{type(exc).__name__}: {exc} | "
+                            f"{traceback.format_exc(limit=3).splitlines()[-1]}"))
+    finally:
+        conn.close()
+
+
+def _run_isolated(predict: Predictor, path: Path, entry: IndexEntry, limit_s: float) -> str:
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(predict, path, entry, send), daemon=True)
+    proc.start()
+    send.close()
+    if not recv.poll(limit_s):
+        proc.kill()
+        proc.join()
+        raise TimeoutError(f"over the per-video time limit of {limit_s:g} s")
+    try:
+        status, payload = recv.recv()
+    except EOFError:
+        proc.join()
+        raise RuntimeError(f"worker died (exit code {proc.exitcode})") from None
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(payload)
+    return payload
+
+
+def run_batch(
+    index_path: str | Path,
+    videos_dir: str | Path,
+    out_path: str | Path,
+    predict: Predictor,
+    *,
+    resume: bool = False,
+    time_limit_s: float = 600.0,
+    isolate: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> BatchResult:
+    """Predict every entry of ``index_path`` and write ``out_path`` (JSONL, index order).
+
+    Raises:
+        ConfigError: the index is unreadable or ``videos_dir`` is not a directory.
+    """
+    entries: Sequence[IndexEntry] = load_index(index_path)
+    videos = Path(videos_dir)
+    if not videos.is_dir():
+        raise ConfigError(f"videos directory not found: {str(videos)!r}")
+    out = Path(out_path)
+    done = _read_done(out) if resume else {}
+    done = {k: v for k, v in done.items() if k in {e.video_id for e in entries}}
+    skipped = len(done)
+    failed: list[tuple[str, str]] = []
+
+    def flush() -> None:
+        lines = [done[e.video_id] for e in entries if e.video_id in done]
+        write_atomic(out, "".join(f"{x}\n" for x in lines))
+
+    flush()
+    for entry in entries:
+        if entry.video_id in done:
+            if progress:
+                progress(1)
+            continue
+        t0 = time.monotonic()
+        path = find_video(entry, videos)
+        try:
+            if path is None:
+                raise FileNotFoundError(f"no video file for id {entry.video_id!r} in {videos}")
+            if isolate:
+                line = _run_isolated(predict, path, entry, time_limit_s)
+            else:
+                line = predict(path, entry.video_id, entry.ratio_wh).to_json_line()
+            log.info("%s: done in %.1f s", entry.video_id, time.monotonic() - t0)
+        except Exception as exc:  # noqa: BLE001 - per-video isolation: log, write empty, go on
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.error("%s: empty prediction: %s", entry.video_id, reason)
+            failed.append((entry.video_id, reason))
+            line = VideoPrediction(video_id=entry.video_id, ratio_wh=entry.ratio_wh).to_json_line()
+        done[entry.video_id] = line
+        flush()
+        if progress:
+            progress(1)
+    return BatchResult(written=len(entries) - skipped, skipped=skipped, failed=tuple(failed))
