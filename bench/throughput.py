@@ -28,11 +28,33 @@ def make_video(minutes: float) -> Path:
     OUT.mkdir(parents=True, exist_ok=True)
     secs = minutes * 60
     subprocess.run(
-        [ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y",
-         "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=30:duration={secs}",
-         "-f", "lavfi", "-i", f"sine=frequency=440:duration={secs}",
-         "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "60",
-         "-c:a", "aac", "-shortest", str(path)],
+        [
+            ffmpeg_binary(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size=1280x720:rate=30:duration={secs}",
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency=440:duration={secs}",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "60",
+            "-c:a",
+            "aac",
+            "-shortest",
+            str(path),
+        ],
         check=True,
     )
     return path
@@ -48,8 +70,20 @@ def main() -> None:
     video = make_video(args.minutes)
 
     t0 = time.perf_counter()
-    subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-i", str(video),
-                    "-f", "null", "-"], check=True)
+    subprocess.run(
+        [
+            ffmpeg_binary(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            str(video),
+            "-f",
+            "null",
+            "-",
+        ],
+        check=True,
+    )
     t_ref = time.perf_counter() - t0
 
     from indexer.encoders import create_encoder
@@ -68,8 +102,10 @@ def main() -> None:
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"video            {video.name} ({args.minutes:g} min, 1280x720, 30 fps)")
     print(f"ffmpeg -f null   {t_ref:7.1f} s")
-    print(f"index            {t_index:7.1f} s  ({len(v.slices)} slices, "
-          f"{len(v.frame_indices)} frames embedded)")
+    print(
+        f"index            {t_index:7.1f} s  ({len(v.slices)} slices, "
+        f"{len(v.frame_indices)} frames embedded)"
+    )
     print(f"index+highlight  {t_all:7.1f} s  ({len(hl.segments)} segments, rendered)")
     print(f"ratio index/ffmpeg-decode      {t_index / t_ref:5.2f}")
     print(f"ratio end-to-end/ffmpeg-decode {t_all / t_ref:5.2f}")

@@ -58,6 +58,7 @@ class EncoderSpec:
 
         Raises:
             EncoderError: the spec is malformed or names an unknown family.
+
         """
         parts = spec.split(":", 2)
         if len(parts) != 3 or not all(parts):
@@ -111,7 +112,7 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
 
 @contextlib.contextmanager
 def _hub_offline() -> Iterator[None]:
-    """Make huggingface_hub use its cache only, so a missing file fails at once instead of hanging."""
+    """Make huggingface_hub use its cache only: a missing file fails at once, never hangs."""
     import huggingface_hub.constants as hc
 
     old_env, old_const = os.environ.get("HF_HUB_OFFLINE"), hc.HF_HUB_OFFLINE
@@ -168,7 +169,8 @@ class OpenClipEncoder:
         if spec.is_random:
             log.warning(
                 "encoder %s uses SEEDED RANDOM WEIGHTS: retrieval results are meaningless "
-                "(speed runs and tests only)", spec
+                "(speed runs and tests only)",
+                spec,
             )
             torch.manual_seed(RANDOM_SEED)
             try:
@@ -203,7 +205,9 @@ class OpenClipEncoder:
                 reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             else:
                 reason = "not in the local hub cache, and the model hub is not reachable from here"
-            raise EncoderError(f"cannot load weights for {spec}: {reason}; {WEIGHTS_HELP}") from None
+            raise EncoderError(
+                f"cannot load weights for {spec}: {reason}; {WEIGHTS_HELP}"
+            ) from None
         return model, tokenizer
 
     def _preprocess(self, frames: np.ndarray) -> torch.Tensor:
@@ -254,6 +258,7 @@ def create_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
 
     Raises:
         EncoderError: bad spec, unknown architecture or tag, or weights that cannot be had.
+
     """
     parsed = EncoderSpec.parse(spec)
     key = str(parsed)

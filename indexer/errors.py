@@ -1,4 +1,4 @@
-"""The exception family. Every message names the bad value and, where there are any, the valid choices."""
+"""The exception family. Messages name the bad value and, where there are any, the choices."""
 
 
 class RHLError(Exception):

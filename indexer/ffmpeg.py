@@ -1,4 +1,4 @@
-"""Locating and running the ffmpeg binary. Every call is an argument list; nothing passes a shell."""
+"""Locate and run the ffmpeg binary. Every call is an argument list; no shell."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def ffmpeg_binary() -> str:
 
 
 def run_ffmpeg(args: Sequence[str], *, what: str) -> None:
-    """Run ffmpeg with ``args`` (without the binary); raise ``RenderError`` naming ``what`` on failure."""
+    """Run ffmpeg with ``args``; raise ``RenderError`` naming ``what`` on failure."""
     cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
     log.debug("ffmpeg: %s", cmd)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

@@ -80,10 +80,16 @@ def embed_video(
         info = info.model_copy(update={"n_frames": last, "duration_s": info.time_of(last)})
     slices = make_slices(info, window_s, cuts, tags)
     vectors = pool_by_slice(slices, frame_indices, frame_vectors)
-    log.info("%s: %d frames sampled, %d cuts, %d slices", info.video_id, len(frame_indices),
-             len(cuts), len(slices))
-    return IndexedVideo(info, tuple(slices), vectors, encoder.spec, cuts, frame_indices,
-                        frame_vectors)
+    log.info(
+        "%s: %d frames sampled, %d cuts, %d slices",
+        info.video_id,
+        len(frame_indices),
+        len(cuts),
+        len(slices),
+    )
+    return IndexedVideo(
+        info, tuple(slices), vectors, encoder.spec, cuts, frame_indices, frame_vectors
+    )
 
 
 def store_video(store: VectorStore, video: IndexedVideo) -> int:

@@ -36,6 +36,7 @@ def probe_video(path: str | os.PathLike[str], video_id: str | None = None) -> Vi
 
     Raises:
         VideoOpenError: the file is missing, not a video, or has no decodable video frame.
+
     """
     p = Path(path)
     if not p.is_file():

@@ -30,7 +30,7 @@ DEFAULT_SHORT_SIDE_PX = 224
 
 @dataclass(frozen=True)
 class FrameChunk:
-    """Consecutive proxy frames: ``frames[i]`` is source frame ``indices[i]``, RGB uint8 (n, h, w, 3)."""
+    """Proxy frames in order: ``frames[i]`` (RGB uint8, h x w x 3) is source frame ``indices[i]``."""
 
     indices: np.ndarray
     frames: np.ndarray
@@ -134,7 +134,9 @@ class PyAVReader:
                     got.append(frame.to_ndarray(width=w, height=h, format="rgb24"))
                     nxt = next(wanted, None)
                     if len(got) == chunk_size:
-                        yield FrameChunk(np.asarray(got_idx), _to_display(np.stack(got), info.rotation_deg))
+                        yield FrameChunk(
+                            np.asarray(got_idx), _to_display(np.stack(got), info.rotation_deg)
+                        )
                         got_idx, got = [], []
             except av.error.FFmpegError as exc:
                 log.warning("decoding stopped early in %s: %s", info.path, exc)
@@ -186,6 +188,7 @@ def open_reader(info: VideoInfo, backend: str = "auto") -> VideoReader:
 
     Raises:
         ConfigError: ``backend`` is not one of ``auto``, ``decord``, ``pyav``.
+
     """
     from indexer.errors import ConfigError
 

@@ -1,4 +1,4 @@
-"""Shot-cut detection with PySceneDetect's content detector, fed the proxy frames we decode anyway."""
+"""Shot cuts from PySceneDetect's content detector, fed the proxy frames we decode anyway."""
 
 from __future__ import annotations
 
@@ -31,5 +31,8 @@ class ShotDetector:
         """Frame indices where a new shot starts, sorted."""
         extra = []
         if self._last is not None:
-            extra = [c.frame_num for c in self._detector.post_process(FrameTimecode(self._last, fps=self._fps))]
+            extra = [
+                c.frame_num
+                for c in self._detector.post_process(FrameTimecode(self._last, fps=self._fps))
+            ]
         return sorted({int(c) for c in [*self._cuts, *extra] if c > 0})

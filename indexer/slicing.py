@@ -23,6 +23,7 @@ def make_slices(
 
     Raises:
         ConfigError: ``window_s`` is outside 1-3 s.
+
     """
     if not MIN_WINDOW_S <= window_s <= MAX_WINDOW_S:
         raise ConfigError(f"slice window must be {MIN_WINDOW_S}-{MAX_WINDOW_S} s, got {window_s}")

@@ -1,4 +1,4 @@
-"""Prompt templates, highlight vocabularies and highlight scripts: data files and one small loader."""
+"""Prompt templates, vocabularies and highlight scripts: data files and one small loader."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ def load_text(name: str) -> str:
 
     Raises:
         FileNotFoundError: no such template (the message lists the ones there are).
+
     """
     path = ROOT / name
     if not path.is_file():
@@ -23,7 +24,7 @@ def load_text(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_yaml_dir(kind: str) -> dict[str, dict]:
     """Every ``<kind>/*.yaml`` file parsed, keyed by file stem (e.g. ``vocab`` -> domains)."""
     return {

@@ -15,8 +15,16 @@ from indexer.errors import (
 )
 
 __all__ = [
-    "ConfigError", "EncoderError", "RHLError", "RenderError", "StoreError", "VLMResponseError",
-    "VideoOpenError", "export_highlights", "find_highlights", "index_video",
+    "ConfigError",
+    "EncoderError",
+    "RHLError",
+    "RenderError",
+    "StoreError",
+    "VLMResponseError",
+    "VideoOpenError",
+    "export_highlights",
+    "find_highlights",
+    "index_video",
 ]
 __version__ = "0.1.0"
 

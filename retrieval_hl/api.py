@@ -1,8 +1,8 @@
 """The Python API in three calls: ``index_video``, ``find_highlights``, ``export_highlights``.
 
-    >>> video = index_video("match.mp4")
-    >>> hl = find_highlights(video, prompt="the goals and the celebrations")
-    >>> export_highlights(hl, "out/match")
+>>> video = index_video("match.mp4")
+>>> hl = find_highlights(video, prompt="the goals and the celebrations")
+>>> export_highlights(hl, "out/match")
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def index_video(
         VideoOpenError: the file is missing or not a decodable video.
         EncoderError: the encoder's weights cannot be had.
         StoreError: the store holds vectors of another encoder.
+
     """
     s = settings or Settings()
     info = probe_video(path, video_id)
@@ -53,14 +54,22 @@ def index_video(
     if db.encoder_spec not in (None, enc.spec):
         from indexer.errors import StoreError
 
-        raise StoreError(f"store {s.store!r} holds vectors of {db.encoder_spec}, not {enc.spec}; "
-                         "use another --store or the same --encoder")
+        raise StoreError(
+            f"store {s.store!r} holds vectors of {db.encoder_spec}, not {enc.spec}; "
+            "use another --store or the same --encoder"
+        )
     if not reindex and (have := load_video(db, info)) is not None:
         log.info("%s already indexed (%d slices); reusing them", info.video_id, len(have.slices))
         return have
     video = embed_video(
-        info, enc, window_s=s.window_s, sample_fps=s.sample_fps, snap_to_shots=s.snap_to_shots,
-        reader=s.reader, tags=tags, progress=progress,
+        info,
+        enc,
+        window_s=s.window_s,
+        sample_fps=s.sample_fps,
+        snap_to_shots=s.snap_to_shots,
+        reader=s.reader,
+        tags=tags,
+        progress=progress,
     )
     added = store_video(db, video)
     log.info("%s: %d new points in %s (%d in all)", info.video_id, added, db.name, db.count())
@@ -85,20 +94,34 @@ def find_highlights(
     if describer is None:
         describer = _default_describer(s, prompt)
     descriptions = describer.describe(video, enc)
-    log.info("%d descriptions from %s: %s", len(descriptions), describer.name,
-             "; ".join(f"[{d.priority}] {d.text}" for d in descriptions))
+    log.info(
+        "%d descriptions from %s: %s",
+        len(descriptions),
+        describer.name,
+        "; ".join(f"[{d.priority}] {d.text}" for d in descriptions),
+    )
     text_vectors = enc.encode_texts([d.text for d in descriptions])
     hits = retrieve(video.slices, video.vectors, descriptions, text_vectors)
     claims = claim_slices(hits, descriptions, s.threshold_z)
     segments = merge_adjacent(
-        video.slices, hits, claims, descriptions,
-        max_gap_s=s.max_gap_s, min_len_s=s.min_len_s, max_len_s=s.max_len_s,
+        video.slices,
+        hits,
+        claims,
+        descriptions,
+        max_gap_s=s.max_gap_s,
+        min_len_s=s.min_len_s,
+        max_len_s=s.max_len_s,
     )
     segments = suppress_overlaps(segments, s.min_len_s)
     segments = apply_budget(segments, parse_budget(s.budget, video.info.duration_s), video.info.fps)
     segments = order_segments(segments, s.order)
-    log.info("%s: %d segments, %.1f s of %.1f s", video.info.video_id, len(segments),
-             sum(x.duration_s for x in segments), video.info.duration_s)
+    log.info(
+        "%s: %d segments, %.1f s of %.1f s",
+        video.info.video_id,
+        len(segments),
+        sum(x.duration_s for x in segments),
+        video.info.duration_s,
+    )
     return Highlight(
         video=video.info,
         encoder=enc.spec,
@@ -116,8 +139,9 @@ def _default_describer(s: Settings, prompt: str | None) -> Describer:
     if s.vlm_url:
         from retrieval_hl.describe.vlm import VLMDescriber
 
-        return VLMDescriber(base_url=s.vlm_url, model=s.vlm_model or "default",
-                            max_items=s.max_descriptions)
+        return VLMDescriber(
+            base_url=s.vlm_url, model=s.vlm_model or "default", max_items=s.max_descriptions
+        )
     return VocabDescriber(domains=s.domains, max_items=s.max_descriptions)
 
 

@@ -69,8 +69,12 @@ def _child(predict: Predictor, path: Path, entry: IndexEntry, conn) -> None:  # 
     except RHLError as exc:
         conn.send(("error", str(exc)))
     except BaseException as exc:  # noqa: BLE001 - any crash costs this video only
-        conn.send(("error", f"{type(exc).__name__}: {exc} | "
-                            f"{traceback.format_exc(limit=3).splitlines()[-1]}"))
+        conn.send(
+            (
+                "error",
+                f"{type(exc).__name__}: {exc} | {traceback.format_exc(limit=3).splitlines()[-1]}",
+            )
+        )
     finally:
         conn.close()
 
@@ -111,6 +115,7 @@ def run_batch(
 
     Raises:
         ConfigError: the index is unreadable or ``videos_dir`` is not a directory.
+
     """
     entries: Sequence[IndexEntry] = load_index(index_path)
     videos = Path(videos_dir)

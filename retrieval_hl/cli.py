@@ -52,8 +52,13 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="YAML file of settings (flags and RHL_* env vars override it).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML file of settings (flags and RHL_* env vars override it).",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv includes libraries).")
 @click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only; no progress bars.")
 @click.version_option(package_name="retrieval-hl")
@@ -72,10 +77,12 @@ def _settings(ctx: click.Context, **overrides):  # noqa: ANN202
     return s
 
 
-_store_opt = click.option("--store", default=None,
-                          help="faiss:DIR (default), DIR, qdrant::memory:, qdrant:PATH or a URL.")
-_encoder_opt = click.option("--encoder", default=None,
-                            help="open_clip:ARCH:TAG|PATH|random (default ViT-B-32 laion2b).")
+_store_opt = click.option(
+    "--store", default=None, help="faiss:DIR (default), DIR, qdrant::memory:, qdrant:PATH or a URL."
+)
+_encoder_opt = click.option(
+    "--encoder", default=None, help="open_clip:ARCH:TAG|PATH|random (default ViT-B-32 laion2b)."
+)
 
 
 def _index_one(ctx: click.Context, path: str, settings, reindex: bool, tags=()):  # noqa: ANN001, ANN202
@@ -122,27 +129,59 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
 @click.option("--no-render", is_flag=True, help="Write JSON and SRT only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
 @click.pass_context
-def highlight(ctx, video, prompt, budget, out_dir, store, encoder, domains, order, crossfade_s,
-              vlm_url, vlm_model, no_render, as_json) -> None:  # noqa: ANN001
+def highlight(
+    ctx,
+    video,
+    prompt,
+    budget,
+    out_dir,
+    store,
+    encoder,
+    domains,
+    order,
+    crossfade_s,
+    vlm_url,
+    vlm_model,
+    no_render,
+    as_json,
+) -> None:  # noqa: ANN001
     """Find the highlights of VIDEO and write highlights.json, .srt and highlight.mp4."""
     from retrieval_hl.api import export_highlights, find_highlights
 
-    s = _settings(ctx, store=store, encoder=encoder, budget=budget, order=order,
-                  domains=tuple(domains) or None, crossfade_s=crossfade_s, vlm_url=vlm_url,
-                  vlm_model=vlm_model, render=False if no_render else None)
+    s = _settings(
+        ctx,
+        store=store,
+        encoder=encoder,
+        budget=budget,
+        order=order,
+        domains=tuple(domains) or None,
+        crossfade_s=crossfade_s,
+        vlm_url=vlm_url,
+        vlm_model=vlm_model,
+        render=False if no_render else None,
+    )
     video_path = Path(video)
     out = Path(out_dir) if out_dir else Path("highlights") / video_path.stem
     v = _index_one(ctx, video, s, reindex=False)
     hl = find_highlights(v, prompt=prompt, settings=s)
     written = export_highlights(hl, out, settings=s)
     if as_json:
-        click.echo(json.dumps({"segments": len(hl.segments), "duration_s": hl.duration_s,
-                               **{k: str(p) for k, p in written.items()}}))
+        click.echo(
+            json.dumps(
+                {
+                    "segments": len(hl.segments),
+                    "duration_s": hl.duration_s,
+                    **{k: str(p) for k, p in written.items()},
+                }
+            )
+        )
         return
     for seg in hl.segments:
         d = hl.descriptions[seg.description_index]
-        click.echo(f"{seg.start_s:8.2f}-{seg.end_s:8.2f}s  p{seg.priority}  z={seg.score_norm:.2f}"
-                   f"  {d.text}")
+        click.echo(
+            f"{seg.start_s:8.2f}-{seg.end_s:8.2f}s  p{seg.priority}  z={seg.score_norm:.2f}"
+            f"  {d.text}"
+        )
     click.echo(f"{len(hl.segments)} segments, {hl.duration_s:.1f} s -> {out}")
 
 
@@ -168,10 +207,15 @@ def search(ctx, text, video_id, tags, top_k, store, encoder, as_json) -> None:  
     enc = create_encoder(encoder or db.encoder_spec or s.encoder)
     hits = db.search(enc.encode_texts([text]), top_k=top_k, video_id=video_id, tags=tags)[0]
     for h in hits:
-        row = {"video_id": h.slice.video_id, "slice": h.slice.index, "start_s": h.slice.start_s,
-               "end_s": h.slice.end_s, "score": round(h.score_raw, 4)}
-        click.echo(json.dumps(row) if as_json else
-                   f"{h.score_raw:.4f}  {h.slice.video_id}  {h.slice.start_s:.2f}-{h.slice.end_s:.2f}s")
+        row = {
+            "video_id": h.slice.video_id,
+            "slice": h.slice.index,
+            "start_s": h.slice.start_s,
+            "end_s": h.slice.end_s,
+            "score": round(h.score_raw, 4),
+        }
+        span = f"{h.slice.start_s:.2f}-{h.slice.end_s:.2f} s"
+        click.echo(json.dumps(row) if as_json else f"{h.score_raw:.4f}  {h.slice.video_id}  {span}")
 
 
 def main() -> None:

@@ -70,14 +70,17 @@ def parse_budget(text: str, duration_s: float) -> float | None:
 
     Raises:
         ConfigError: anything else.
+
     """
     t = str(text).strip().lower()
     if t in ("none", "off", "0s", ""):
         return None
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min)?", t)
     if not m:
-        raise ConfigError(f"bad budget {text!r}; use seconds like 60s, minutes like 2m, "
-                          "a fraction of the video like 0.2, or none")
+        raise ConfigError(
+            f"bad budget {text!r}; use seconds like 60s, minutes like 2m, "
+            "a fraction of the video like 0.2, or none"
+        )
     value, unit = float(m.group(1)), m.group(2)
     if unit in ("m", "min"):
         return value * 60
@@ -91,6 +94,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
 
     Raises:
         ConfigError: unreadable file, unknown keys or invalid values, with the bad name.
+
     """
     values: dict[str, Any] = {}
     path = config_file or os.environ.get("RHL_CONFIG")

@@ -1,4 +1,4 @@
-"""Deduplicate and budget segments: overlap suppression by priority, a length budget, ordering. Pure."""
+"""Deduplicate and budget segments: overlap suppression, a length budget, ordering. Pure."""
 
 from __future__ import annotations
 
@@ -30,9 +30,13 @@ def suppress_overlaps(segments: Sequence[Segment], min_len_s: float = 0.0) -> li
                     nxt.append(p)
                     continue
                 if p.start_frame < k.start_frame:
-                    nxt.append(p.model_copy(update={"end_frame": k.start_frame, "end_s": k.start_s}))
+                    nxt.append(
+                        p.model_copy(update={"end_frame": k.start_frame, "end_s": k.start_s})
+                    )
                 if p.end_frame > k.end_frame:
-                    nxt.append(p.model_copy(update={"start_frame": k.end_frame, "start_s": k.end_s}))
+                    nxt.append(
+                        p.model_copy(update={"start_frame": k.end_frame, "start_s": k.end_s})
+                    )
             pieces = nxt
         pieces = [p for p in pieces if p.duration_s >= max(min_len_s, 1e-9)]
         if pieces:
@@ -59,10 +63,14 @@ def apply_budget(segments: Sequence[Segment], budget_s: float | None, fps: float
         n = max(1, int(budget_s * fps))
         start = best.start_frame + (best.end_frame - best.start_frame - n) // 2
         kept.append(
-            best.model_copy(update={
-                "start_frame": start, "end_frame": start + n,
-                "start_s": start / fps, "end_s": (start + n) / fps,
-            })
+            best.model_copy(
+                update={
+                    "start_frame": start,
+                    "end_frame": start + n,
+                    "start_s": start / fps,
+                    "end_s": (start + n) / fps,
+                }
+            )
         )
     return kept
 

@@ -1,4 +1,4 @@
-"""Write a ``Highlight`` out: ``highlights.json`` (readable back), ``highlights.srt``, ``highlight.mp4``.
+"""Write a ``Highlight`` out: ``highlights.json`` (readable back), ``.srt`` and ``.mp4``.
 
 Every file is written atomically; the mp4 is rendered by ffmpeg from the original video with
 frame-accurate cuts (input seeking with re-encode), concatenated, with an optional crossfade.
@@ -34,6 +34,7 @@ def load_highlight(path: str | Path) -> Highlight:
 
     Raises:
         ConfigError: the file is missing or not a highlights file.
+
     """
     try:
         return Highlight.model_validate_json(Path(path).read_bytes())
@@ -42,7 +43,9 @@ def load_highlight(path: str | Path) -> Highlight:
         raise ConfigError(f"not a readable highlights file {str(path)!r}: {first}") from None
 
 
-def output_timeline(segments: Sequence[Segment], crossfade_s: float = 0.0) -> list[tuple[float, float]]:
+def output_timeline(
+    segments: Sequence[Segment], crossfade_s: float = 0.0
+) -> list[tuple[float, float]]:
     """Where each segment lands in the rendered video, as (start, end) seconds."""
     out, t = [], 0.0
     for k, seg in enumerate(segments):
@@ -71,13 +74,12 @@ def srt_text(highlight: Highlight, crossfade_s: float = 0.0) -> str:
     return "\n".join(blocks)
 
 
-def render_highlight(
-    highlight: Highlight, out_path: str | Path, crossfade_s: float = 0.0
-) -> Path:
+def render_highlight(highlight: Highlight, out_path: str | Path, crossfade_s: float = 0.0) -> Path:
     """Cut the segments from the original video and join them into ``out_path`` (H.264/AAC).
 
     Raises:
         RenderError: nothing to render, or ffmpeg failed.
+
     """
     segs = list(highlight.segments)
     if not segs:
@@ -88,31 +90,49 @@ def render_highlight(
     for seg in segs:
         args += ["-ss", f"{seg.start_s:.6f}", "-t", f"{seg.duration_s:.6f}", "-i", info.path]
     even = "scale=trunc(iw/2)*2:trunc(ih/2)*2,setsar=1"
-    parts = [f"[{k}:v:0]{even},fps={info.fps:.6f},settb=AVTB,setpts=PTS-STARTPTS[v{k}]"
-             for k in range(len(segs))]
+    parts = [
+        f"[{k}:v:0]{even},fps={info.fps:.6f},settb=AVTB,setpts=PTS-STARTPTS[v{k}]"
+        for k in range(len(segs))
+    ]
     if info.has_audio:
-        parts += [f"[{k}:a:0]aresample=48000,aformat=channel_layouts=stereo,asetpts=PTS-STARTPTS[a{k}]"
-                  for k in range(len(segs))]
+        parts += [
+            f"[{k}:a:0]aresample=48000,aformat=channel_layouts=stereo,asetpts=PTS-STARTPTS[a{k}]"
+            for k in range(len(segs))
+        ]
     if fade > 0 and len(segs) > 1:
         vlast, alast = "v0", "a0"
         for k, (start, _) in enumerate(output_timeline(segs, fade)[1:], 1):
-            parts.append(f"[{vlast}][v{k}]xfade=transition=fade:duration={fade:.3f}:"
-                         f"offset={start:.6f}[vx{k}]")
+            parts.append(
+                f"[{vlast}][v{k}]xfade=transition=fade:duration={fade:.3f}:"
+                f"offset={start:.6f}[vx{k}]"
+            )
             vlast = f"vx{k}"
             if info.has_audio:
                 parts.append(f"[{alast}][a{k}]acrossfade=d={fade:.3f}[ax{k}]")
                 alast = f"ax{k}"
         vout, aout = vlast, alast
     else:
-        streams = "".join(f"[v{k}]" + (f"[a{k}]" if info.has_audio else "") for k in range(len(segs)))
+        streams = "".join(
+            f"[v{k}]" + (f"[a{k}]" if info.has_audio else "") for k in range(len(segs))
+        )
         n_a = 1 if info.has_audio else 0
         parts.append(f"{streams}concat=n={len(segs)}:v=1:a={n_a}[vout]" + ("[aout]" if n_a else ""))
         vout, aout = "vout", "aout"
     args += ["-filter_complex", ";".join(parts), "-map", f"[{vout}]"]
     if info.has_audio:
         args += ["-map", f"[{aout}]", "-c:a", "aac", "-b:a", "160k"]
-    args += ["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
-             "-movflags", "+faststart"]
+    args += [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-crf",
+        "20",
+        "-pix_fmt",
+        "yuv420p",
+        "-movflags",
+        "+faststart",
+    ]
     with atomic_path(out_path) as tmp:
         run_ffmpeg([*args, "-f", "mp4", str(tmp)], what=f"rendering {Path(out_path).name}")
     return Path(out_path)

@@ -28,7 +28,7 @@ def claim_slices(
 def _best_window(pieces: list[Slice], z: list[float], max_len_s: float) -> tuple[int, int]:
     """Indices [i, j) of the contiguous run within ``max_len_s`` with the largest score sum."""
     best, best_ij, total, i = float("-inf"), (0, 1), 0.0, 0
-    for j, s in enumerate(pieces):
+    for j in range(len(pieces)):
         total += z[j]
         while pieces[j].end_s - pieces[i].start_s > max_len_s and i < j:
             total -= z[i]

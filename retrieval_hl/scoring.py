@@ -34,7 +34,9 @@ def hint_mask(slices: Sequence[Slice], descriptions: Sequence[Description]) -> n
     lo = np.array([d.start_hint_s if d.start_hint_s is not None else np.nan for d in descriptions])
     hi = np.array([d.end_hint_s if d.end_hint_s is not None else np.nan for d in descriptions])
     has = ~(np.isnan(lo) | np.isnan(hi))
-    return has[None, :] & (starts < np.nan_to_num(hi)[None, :]) & (ends > np.nan_to_num(lo)[None, :])
+    return (
+        has[None, :] & (starts < np.nan_to_num(hi)[None, :]) & (ends > np.nan_to_num(lo)[None, :])
+    )
 
 
 def retrieve(
@@ -53,8 +55,12 @@ def retrieve(
     raw = np.asarray(slice_vectors, dtype=np.float32) @ np.asarray(text_vectors, np.float32).T
     norm = normalize_scores(raw) + HINT_BONUS_Z * hint_mask(slices, descriptions)
     return [
-        Hit(slice_index=s.index, description_index=j, score_raw=float(raw[i, j]),
-            score_norm=float(norm[i, j]))
+        Hit(
+            slice_index=s.index,
+            description_index=j,
+            score_raw=float(raw[i, j]),
+            score_norm=float(norm[i, j]),
+        )
         for i, s in enumerate(slices)
         for j in range(len(descriptions))
     ]

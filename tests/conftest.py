@@ -14,12 +14,21 @@ TINY = "open_clip:rhl-tiny-vit:random"
 
 def ffmpeg(*args: str) -> None:
     """Run ffmpeg quietly; fail the test with its stderr on error."""
-    subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", *args],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", *args],
+        check=True,
+        capture_output=True,
+    )
 
 
-def make_video(path: Path, seconds: float = 6.0, size: str = "160x120", fps: int = 10,
-               audio: bool = True, source: str = "testsrc2") -> Path:
+def make_video(
+    path: Path,
+    seconds: float = 6.0,
+    size: str = "160x120",
+    fps: int = 10,
+    audio: bool = True,
+    source: str = "testsrc2",
+) -> Path:
     """A lavfi test-pattern video, with a sine tone when ``audio``."""
     args = ["-f", "lavfi", "-i", f"{source}=size={size}:rate={fps}:duration={seconds}"]
     if audio:
@@ -31,13 +40,36 @@ def make_video(path: Path, seconds: float = 6.0, size: str = "160x120", fps: int
 def make_cut_video(path: Path, fps: int = 10) -> Path:
     """Three shots with hard cuts at 3 s and 6 s (red / test pattern / blue), 9 s, with audio."""
     ffmpeg(
-        "-f", "lavfi", "-i", f"color=c=red:size=160x120:rate={fps}:duration=3",
-        "-f", "lavfi", "-i", f"testsrc2=size=160x120:rate={fps}:duration=3",
-        "-f", "lavfi", "-i", f"color=c=blue:size=160x120:rate={fps}:duration=3",
-        "-f", "lavfi", "-i", "sine=frequency=300:duration=9",
-        "-filter_complex", "[0:v][1:v][2:v]concat=n=3:v=1:a=0[v]",
-        "-map", "[v]", "-map", "3:a", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
-        "-shortest", str(path),
+        "-f",
+        "lavfi",
+        "-i",
+        f"color=c=red:size=160x120:rate={fps}:duration=3",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc2=size=160x120:rate={fps}:duration=3",
+        "-f",
+        "lavfi",
+        "-i",
+        f"color=c=blue:size=160x120:rate={fps}:duration=3",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=300:duration=9",
+        "-filter_complex",
+        "[0:v][1:v][2:v]concat=n=3:v=1:a=0[v]",
+        "-map",
+        "[v]",
+        "-map",
+        "3:a",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-shortest",
+        str(path),
     )
     return path
 
@@ -51,11 +83,12 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "cuts": make_cut_video(d / "cuts.mp4"),
         "silent": make_video(d / "silent.mp4", seconds=4, audio=False),
     }
-    rot_src = make_video(d / "rot_src.mp4", seconds=2, size="64x32", audio=False,
-                         source="testsrc")
+    rot_src = make_video(d / "rot_src.mp4", seconds=2, size="64x32", audio=False, source="testsrc")
     ffmpeg("-i", str(rot_src), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(d / "rot.mp4"))
     out["rotated"] = d / "rot.mp4"
-    ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac", str(d / "audio.m4a"))
+    ffmpeg(
+        "-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac", str(d / "audio.m4a")
+    )
     out["audio_only"] = d / "audio.m4a"
     return out
 

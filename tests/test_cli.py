@@ -32,9 +32,21 @@ def duration_s(path) -> float:
 
 def test_highlight_writes_json_srt_mp4(long_video, tmp_path):
     out = tmp_path / "run"
-    res = run("highlight", str(long_video), "--encoder", TINY, "--store", str(tmp_path / "s"),
-              "--out", str(out), "--prompt", "a colourful test pattern", "--budget", "0.5",
-              "--json")
+    res = run(
+        "highlight",
+        str(long_video),
+        "--encoder",
+        TINY,
+        "--store",
+        str(tmp_path / "s"),
+        "--out",
+        str(out),
+        "--prompt",
+        "a colourful test pattern",
+        "--budget",
+        "0.5",
+        "--json",
+    )
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     hl = load_highlight(out / "highlights.json")
     assert summary["segments"] == len(hl.segments) >= 1
@@ -49,8 +61,9 @@ def test_highlight_writes_json_srt_mp4(long_video, tmp_path):
 
 def test_index_twice_then_search(long_video, tmp_path):
     store = str(tmp_path / "s")
-    first = json.loads(run("index", str(long_video), "--encoder", TINY, "--store", store,
-                           "--json").stdout)
+    first = json.loads(
+        run("index", str(long_video), "--encoder", TINY, "--store", store, "--json").stdout
+    )
     run("index", str(long_video), "--encoder", TINY, "--store", store, "--reindex")
     res = run("search", "a test pattern", "--store", store, "--top", "3", "--json")
     rows = [json.loads(x) for x in res.stdout.strip().splitlines()]
@@ -62,8 +75,17 @@ def test_index_twice_then_search(long_video, tmp_path):
 
 
 def test_missing_video_is_one_line_error(tmp_path):
-    res = run("highlight", str(tmp_path / "nope.mp4"), "--encoder", TINY, "--store",
-              str(tmp_path / "s"), "--out", str(tmp_path / "o"), code=1)
+    res = run(
+        "highlight",
+        str(tmp_path / "nope.mp4"),
+        "--encoder",
+        TINY,
+        "--store",
+        str(tmp_path / "s"),
+        "--out",
+        str(tmp_path / "o"),
+        code=1,
+    )
     assert res.stderr.startswith("error: no such video file")
     assert len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
@@ -80,8 +102,15 @@ def test_missing_weights_fail_fast(long_video, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     t0 = time.monotonic()
-    res = run("index", str(long_video), "--encoder", "open_clip:ViT-B-32:laion2b_s34b_b79k",
-              "--store", str(tmp_path / "s"), code=1)
+    res = run(
+        "index",
+        str(long_video),
+        "--encoder",
+        "open_clip:ViT-B-32:laion2b_s34b_b79k",
+        "--store",
+        str(tmp_path / "s"),
+        code=1,
+    )
     assert time.monotonic() - t0 < 60
     assert "supply the weights" in res.stderr and "/path/to/" in res.stderr
 
@@ -89,15 +118,30 @@ def test_missing_weights_fail_fast(long_video, tmp_path, monkeypatch):
 def test_store_refuses_other_encoder(long_video, tmp_path):
     store = str(tmp_path / "s")
     run("index", str(long_video), "--encoder", TINY, "--store", store)
-    res = run("index", str(long_video), "--encoder", "open_clip:ViT-B-32:random", "--store",
-              store, code=1)
+    res = run(
+        "index", str(long_video), "--encoder", "open_clip:ViT-B-32:random", "--store", store, code=1
+    )
     assert "rhl-tiny-vit" in res.stderr
 
 
 def test_silent_video_with_crossfade(videos, tmp_path):
     out = tmp_path / "run"
-    run("highlight", str(videos["cuts"]), "--encoder", TINY, "--store", str(tmp_path / "s"),
-        "--out", str(out), "--prompt", "red; blue", "--budget", "none", "--crossfade", "0.3")
+    run(
+        "highlight",
+        str(videos["cuts"]),
+        "--encoder",
+        TINY,
+        "--store",
+        str(tmp_path / "s"),
+        "--out",
+        str(out),
+        "--prompt",
+        "red; blue",
+        "--budget",
+        "none",
+        "--crossfade",
+        "0.3",
+    )
     hl = load_highlight(out / "highlights.json")
     if hl.segments:
         fades = 0.3 * (len(hl.segments) - 1)

@@ -37,8 +37,17 @@ def test_rotated_proxy_matches_ffmpeg_display(videos, tmp_path):
     info = probe_video(videos["rotated"])
     chunk = next(PyAVReader().iter_chunks(info, [0], (32, 64), 8))
     assert chunk.frames.shape == (1, 64, 32, 3)
-    ffmpeg("-i", str(videos["rotated"]), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24",
-           str(tmp_path / "f.rgb"))
+    ffmpeg(
+        "-i",
+        str(videos["rotated"]),
+        "-frames:v",
+        "1",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        str(tmp_path / "f.rgb"),
+    )
     ref = np.fromfile(tmp_path / "f.rgb", np.uint8).reshape(64, 32, 3)
     assert np.abs(chunk.frames[0].astype(int) - ref).mean() < 12
 

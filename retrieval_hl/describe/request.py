@@ -1,4 +1,4 @@
-"""The user's own words as descriptions: vague or precise, one event or several, English or Chinese."""
+"""The user's own words as descriptions: vague or precise, one event or several, en/zh."""
 
 from __future__ import annotations
 
@@ -70,7 +70,9 @@ class RequestDescriber:
             if _CJK.search(part) and not encoder.multilingual:
                 log.warning(
                     "request %r is not English but encoder %s is English-only; "
-                    "use --encoder %s for multilingual queries", part, encoder.spec,
+                    "use --encoder %s for multilingual queries",
+                    part,
+                    encoder.spec,
                     MULTILINGUAL_ENCODER,
                 )
                 out.extend(self._vocab_translations(part, prio))
@@ -86,6 +88,7 @@ class RequestDescriber:
         for it in load_vocabulary():
             shared = grams & _bigrams(it.zh)
             if len(shared) >= 2 or (shared and len(_bigrams(it.zh)) <= 2):
-                found.append(Description(text=it.en, priority=priority, source="user",
-                                         domain=it.domain))
+                found.append(
+                    Description(text=it.en, priority=priority, source="user", domain=it.domain)
+                )
         return found[:3]

@@ -32,6 +32,7 @@ def load_vocabulary(domains: Sequence[str] = ()) -> list[VocabItem]:
 
     Raises:
         ConfigError: a named domain does not exist (the message lists those that do).
+
     """
     files = prompts.load_yaml_dir("vocab")
     unknown = [d for d in domains if d not in files]
@@ -48,7 +49,9 @@ def load_vocabulary(domains: Sequence[str] = ()) -> list[VocabItem]:
     return items
 
 
-def item_evidence(slice_vectors: np.ndarray, item_vectors: np.ndarray, top_frac: float = 0.1) -> np.ndarray:
+def item_evidence(
+    slice_vectors: np.ndarray, item_vectors: np.ndarray, top_frac: float = 0.1
+) -> np.ndarray:
     """How strongly the video shows each item: z-score across items of the mean cosine of the
     item's best ``top_frac`` slices. Comparing items with each other cancels the per-text offset
     that raw CLIP cosines carry only partly, so the ranking, not the value, is what is used.
@@ -76,19 +79,31 @@ class VocabDescriber:
         ev = item_evidence(video.vectors, vectors)
         domains = sorted({it.domain for it in self.items})
         dom_ev = {
-            d: float(np.mean(sorted((ev[i] for i, it in enumerate(self.items) if it.domain == d),
-                                    reverse=True)[:3]))
+            d: float(
+                np.mean(
+                    sorted(
+                        (ev[i] for i, it in enumerate(self.items) if it.domain == d), reverse=True
+                    )[:3]
+                )
+            )
             for d in domains
         }
         best_domain = max(dom_ev, key=dom_ev.get)
-        log.info("vocabulary: best domain %s (%s)", best_domain,
-                 ", ".join(f"{d} {v:.2f}" for d, v in sorted(dom_ev.items(), key=lambda x: -x[1])))
+        log.info(
+            "vocabulary: best domain %s (%s)",
+            best_domain,
+            ", ".join(f"{d} {v:.2f}" for d, v in sorted(dom_ev.items(), key=lambda x: -x[1])),
+        )
         picks = sorted(
             (i for i, it in enumerate(self.items) if it.domain == best_domain),
             key=lambda i: -ev[i],
         )[: self.max_items]
         return [
-            Description(text=self.items[i].en, priority=self.items[i].priority, source="vocab",
-                        domain=best_domain)
+            Description(
+                text=self.items[i].en,
+                priority=self.items[i].priority,
+                source="vocab",
+                domain=best_domain,
+            )
             for i in picks
         ]
