@@ -30,7 +30,7 @@ DEFAULT_SHORT_SIDE_PX = 224
 
 @dataclass(frozen=True)
 class FrameChunk:
-    """Proxy frames in order: ``frames[i]`` (RGB uint8, h x w x 3) is source frame ``indices[i]``."""
+    """Proxy frames in order: ``frames[i]`` (RGB uint8, h x w x 3) is frame ``indices[i]``."""
 
     indices: np.ndarray
     frames: np.ndarray

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from indexer.atomic import write_atomic
 from indexer.errors import ConfigError, RHLError
+from indexer.models import VideoInfo
 from retrieval_hl.competition import IndexEntry, VideoPrediction, load_index
 
 log = logging.getLogger(__name__)
@@ -157,3 +158,20 @@ def run_batch(
         if progress:
             progress(1)
     return BatchResult(written=len(entries) - skipped, skipped=skipped, failed=tuple(failed))
+
+
+def probe_sizes(entries: Sequence[IndexEntry], videos_dir: str | Path) -> dict[str, VideoInfo]:
+    """Probe the videos of ``entries`` that can be found and opened; the rest are left out."""
+    from indexer.probe import probe_video
+
+    out = {}
+    for e in entries:
+        path = find_video(e, Path(videos_dir))
+        if path is None:
+            log.warning("%s: no video file in %s", e.video_id, videos_dir)
+            continue
+        try:
+            out[e.video_id] = probe_video(path, e.video_id)
+        except RHLError as exc:
+            log.warning("%s: %s", e.video_id, exc)
+    return out

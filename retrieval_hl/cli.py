@@ -218,6 +218,50 @@ def search(ctx, text, video_id, tags, top_k, store, encoder, as_json) -> None:  
         click.echo(json.dumps(row) if as_json else f"{h.score_raw:.4f}  {h.slice.video_id}  {span}")
 
 
+@cli.command()
+@click.argument("pred", type=click.Path(exists=True, dir_okay=False))
+@click.option("--index", "index_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--videos", "videos_dir", default=None, type=click.Path(file_okay=False),
+              help="Probe the videos here to check frame ranges and boxes inside the frame.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per issue.")
+@click.pass_context
+def validate(ctx, pred, index_path, videos_dir, as_json) -> None:  # noqa: ANN001
+    """Check a predictions file against its index; exit 1 if there is any error."""
+    from retrieval_hl.batch import probe_sizes
+    from retrieval_hl.competition import load_index, load_predictions, validate_predictions
+
+    index = load_index(index_path)
+    sizes = probe_sizes(index, videos_dir) if videos_dir else None
+    issues = validate_predictions(load_predictions(pred), index, sizes)
+    for issue in issues:
+        click.echo(issue.model_dump_json() if as_json else str(issue))
+    errors = sum(i.level == "error" for i in issues)
+    if not as_json:
+        click.echo(f"{len(index)} videos, {errors} errors, {len(issues) - errors} warnings")
+    if errors:
+        ctx.exit(1)
+
+
+@cli.command("eval")
+@click.argument("gt", type=click.Path(exists=True, dir_okay=False))
+@click.argument("pred", type=click.Path(exists=True, dir_okay=False))
+@click.option("--videos", "videos_dir", default=None, type=click.Path(file_okay=False),
+              help="Probe the videos here so out-of-range frames and boxes count as invalid.")
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+def evaluate(gt, pred, videos_dir, as_json) -> None:  # noqa: ANN001
+    """Score PRED against GT: mean over videos of the IoU-weighted F, x100."""
+    from retrieval_hl.batch import probe_sizes
+    from retrieval_hl.competition import IndexEntry, evaluate_files, load_ground_truth
+
+    sizes = None
+    if videos_dir:
+        entries = [IndexEntry(video_id=v.video_id, ratio_wh=v.ratio_wh or (9, 16))
+                   for v in load_ground_truth(gt).values()]
+        sizes = probe_sizes(entries, videos_dir)
+    report = evaluate_files(gt, pred, sizes)
+    click.echo(report.model_dump_json(indent=2) if as_json else report.to_table())
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="rhl")
