@@ -98,9 +98,30 @@ class DecordReader:
             try:
                 batch = vr.get_batch(part.tolist()).asnumpy()
             except decord.DECORDError as exc:
-                log.warning("decord stopped at frame %d of %s: %s", part[0], info.path, exc)
-                return
+                first = str(exc).strip().splitlines()[-1][:160]
+                raise VideoOpenError(f"decord failed at frame {part[0]} of {info.path!r}: {first}")
             yield FrameChunk(part, _to_display(batch, info.rotation_deg))
+
+
+class FallbackReader:
+    """decord first; where it fails (some sizes, damaged streams) PyAV takes over from there."""
+
+    name = "decord+pyav"
+
+    def iter_chunks(
+        self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int], chunk_size: int
+    ) -> Iterator[FrameChunk]:
+        """See ``VideoReader.iter_chunks``."""
+        done = -1
+        try:
+            for chunk in DecordReader().iter_chunks(info, indices, size, chunk_size):
+                done = int(chunk.indices[-1])
+                yield chunk
+            return
+        except VideoOpenError as exc:
+            log.info("%s; continuing with PyAV", exc)
+        rest = [i for i in indices if i > done]
+        yield from PyAVReader().iter_chunks(info, rest, size, chunk_size)
 
 
 class PyAVReader:
@@ -202,4 +223,4 @@ def open_reader(info: VideoInfo, backend: str = "auto") -> VideoReader:
     if info.variable_frame_rate:
         log.info("variable frame rate: using the PyAV reader (frames counted in decode order)")
         return PyAVReader()
-    return DecordReader()
+    return FallbackReader()

@@ -262,6 +262,13 @@ def evaluate(gt, pred, videos_dir, as_json) -> None:  # noqa: ANN001
     click.echo(report.model_dump_json(indent=2) if as_json else report.to_table())
 
 
+# The library sits above retrieval_hl; only the command line, at the top, brings the two together.
+from library.cli import assemble, library  # noqa: E402
+
+cli.add_command(library)
+cli.add_command(assemble)
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="rhl")

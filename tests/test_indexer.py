@@ -125,3 +125,14 @@ def test_odd_path_names(videos, tmp_path):
     path = tmp_path / "my clip; 'quoted' \"x\" $HOME.mp4"
     shutil.copy(videos["plain"], path)
     assert probe_video(path).n_frames == 60
+
+
+def test_auto_reader_falls_back_to_pyav_where_decord_fails(tmp_path):
+    """decord2 rejects some proxy sizes (e.g. 96x128): the auto reader carries on with PyAV."""
+    from tests.conftest import make_video
+
+    info = probe_video(make_video(tmp_path / "odd.mp4", seconds=2, size="96x128", audio=False))
+    reader = open_reader(info)
+    chunks = list(reader.iter_chunks(info, [0, 5, 10, 15], (96, 128), 2))
+    assert np.concatenate([c.indices for c in chunks]).tolist() == [0, 5, 10, 15]
+    assert chunks[0].frames.shape == (2, 128, 96, 3)

@@ -336,3 +336,244 @@ def test_congruence_faiss_qdrant(tmp_path):
         assert sf == sq
         np.testing.assert_allclose(vf, vq, atol=1e-6)
         assert f.video_ids() == q.video_ids() == ["v0", "v1", "v2", "v3"]
+
+
+# -- FAISS: approximate search above a size threshold ------------------------------------------
+
+ADIM = 32
+N_VIDEOS, PER_VIDEO = 20, 100  # 2000 points, four times the threshold below
+THRESHOLD = 500
+
+
+def clustered(rng: np.random.Generator, n: int, n_clusters: int = 40) -> np.ndarray:
+    """``n`` unit vectors in gaussian clusters around random unit centres (ADIM-d)."""
+    centres = unit(rng, n_clusters, ADIM)
+    pts = centres[rng.integers(0, n_clusters, n)] + 0.12 * rng.standard_normal((n, ADIM))
+    return (pts / np.linalg.norm(pts, axis=1, keepdims=True)).astype(np.float32)
+
+
+def near_centres(rng: np.random.Generator, vecs: np.ndarray, n: int) -> np.ndarray:
+    """Queries close to stored points, so each has a dense neighbourhood like a real query."""
+    q = vecs[rng.integers(0, len(vecs), n)] + 0.05 * rng.standard_normal((n, ADIM))
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+def library_slices() -> list[Slice]:
+    """N_VIDEOS videos of PER_VIDEO slices; every other slice tagged 'even', every 10th 'ten'."""
+    tags = {i: ("even",) + (("ten",) if i % 10 == 0 else ()) for i in range(0, PER_VIDEO, 2)}
+    return [s for v in range(N_VIDEOS) for s in make_slices(f"v{v:02d}", PER_VIDEO, tags)]
+
+
+def row(hit: SearchHit) -> int:
+    """Position of a hit's vector in the arrays built by ``library_slices`` order."""
+    return int(hit.slice.video_id[1:]) * PER_VIDEO + hit.slice.index
+
+
+def exact_top(vecs: np.ndarray, q: np.ndarray, k: int, mask: np.ndarray | None = None):
+    """Brute-force top-k rows per query, optionally among the rows where ``mask`` is true."""
+    sims = q @ vecs.T
+    if mask is not None:
+        sims[:, ~mask] = -np.inf
+    return np.argsort(-sims, axis=1)[:, :k]
+
+
+def recall(results: list[list[SearchHit]], truth: np.ndarray) -> float:
+    pairs = zip(results, truth, strict=True)
+    return float(np.mean([len({row(h) for h in hits} & set(t)) / len(t) for hits, t in pairs]))
+
+
+@pytest.fixture
+def approx_store(tmp_path):
+    """A FAISS store of 2000 clustered points with the approximate threshold at 500."""
+    rng = np.random.default_rng(20)
+    vecs = clustered(rng, N_VIDEOS * PER_VIDEO)
+    store = FaissStore(tmp_path, approx_threshold=THRESHOLD)
+    store.upsert(library_slices(), vecs, ENC)
+    yield store, vecs, near_centres(rng, vecs, 50)
+    store.close()
+
+
+def spy(monkeypatch, store: FaissStore, method: str) -> list[int]:
+    """Count calls of one of the store's search paths (queries per call)."""
+    calls: list[int] = []
+    real = getattr(store, method)
+
+    def wrapped(q, *args):
+        calls.append(len(q))
+        return real(q, *args)
+
+    monkeypatch.setattr(store, method, wrapped)
+    return calls
+
+
+def test_approx_recall_vs_exact(approx_store, monkeypatch):
+    store, vecs, q = approx_store
+    assert store.approx_spec is None  # nothing built until a search needs it
+    exact_calls = spy(monkeypatch, store, "_search_exact")
+    res = store.search(q, top_k=10)
+    assert exact_calls == [] and store.approx_spec.startswith("IVF50,Flat nprobe=16")
+    assert all(len(hits) == 10 for hits in res)
+    assert recall(res, exact_top(vecs, q, 10)) >= 0.9
+    store.approx_nprobe = 4  # 8 % of the lists: still near-exact on clustered data
+    assert recall(store.search(q, top_k=10), exact_top(vecs, q, 10)) >= 0.9
+    store.approx_nprobe = None
+    for qi, hits in zip(q, res, strict=True):
+        scores = [h.score_raw for h in hits]
+        assert scores == sorted(scores, reverse=True)
+        # IVF-Flat ranks by the true inner product: scores are exact cosines.
+        np.testing.assert_allclose(scores, vecs[[row(h) for h in hits]] @ qi, atol=1e-5)
+    # Same hit format as the exact path: an exact store over the same points agrees on the top.
+    exact = FaissStore(store.path.parent / "exact", approx_threshold=10**9)
+    exact.upsert(library_slices(), vecs, ENC)
+    ref = exact.search(q, top_k=10)
+    assert sum(a[0] == b[0] for a, b in zip(res, ref, strict=True)) >= 45
+    exact.close()
+
+
+def test_approx_filters(approx_store, monkeypatch):
+    store, vecs, q = approx_store
+    sl = library_slices()
+    even = np.array(["even" in s.tags for s in sl])
+    ten = np.array(["ten" in s.tags for s in sl])
+    in_v03 = np.array([s.video_id == "v03" for s in sl])
+    exact_calls = spy(monkeypatch, store, "_search_exact")
+    approx_calls = spy(monkeypatch, store, "_search_approx")
+    # 1000 candidates > threshold: IVF with an IDSelector.
+    res = store.search(q, top_k=10, tags=["even"])
+    assert approx_calls == [50] and exact_calls == []
+    assert all(len(h) == 10 and all("even" in x.slice.tags for x in h) for h in res)
+    assert recall(res, exact_top(vecs, q, 10, even)) >= 0.9
+    # 100 or 200 candidates <= threshold: exact over the subset, identical to brute force.
+    for kw, mask in (({"video_id": "v03"}, in_v03), ({"tags": ("ten", "even")}, ten)):
+        res = store.search(q, top_k=10, **kw)
+        assert [[row(h) for h in hits] for hits in res] == exact_top(vecs, q, 10, mask).tolist()
+    assert approx_calls == [50] and exact_calls == [50, 50]
+    (hits,) = store.search(q[0], top_k=10, video_id="v03", tags=["ten"])
+    assert sorted(row(h) for h in hits) == np.flatnonzero(in_v03 & ten).tolist()
+    assert store.search(q[0], tags=["nope"]) == [[]]
+
+
+def test_approx_too_few_hits_rerun_exactly(approx_store, monkeypatch):
+    store, vecs, q = approx_store
+    store.approx_nprobe = 1  # one list of ~40 points cannot give 300 hits
+    exact_calls = spy(monkeypatch, store, "_search_exact")
+    res = store.search(q[:5], top_k=300)
+    assert exact_calls == [5]
+    assert [[row(h) for h in hits] for hits in res] == exact_top(vecs, q[:5], 300).tolist()
+
+
+def test_approx_index_persisted(approx_store, monkeypatch, caplog):
+    store, _, q = approx_store
+    before = store.search(q, top_k=10)
+    spec = store.approx_spec
+    d = store.path
+    assert (d / "approx.faiss").is_file()
+    meta = json.loads((d / "approx.json").read_text())
+    assert meta["ntotal"] == meta["trained_n"] == 2000 and meta["factory"] == "IVF50,Flat"
+    store.close()
+
+    def no_build(self):
+        raise AssertionError("the saved approximate index should have been loaded")
+
+    monkeypatch.setattr(FaissStore, "_build_approx", no_build)
+    with FaissStore(d.parent, approx_threshold=THRESHOLD) as s:
+        assert s.search(q, top_k=10) == before and s.approx_spec == spec
+    monkeypatch.undo()
+    # A saved index that no longer matches index.faiss is discarded and rebuilt, loudly.
+    meta["ids_digest"] = "0" * 32
+    (d / "approx.json").write_text(json.dumps(meta))
+    with FaissStore(d.parent, approx_threshold=THRESHOLD) as s:
+        assert s.search(q, top_k=10) == before
+    assert "does not match" in caplog.text
+    assert json.loads((d / "approx.json").read_text())["ids_digest"] != "0" * 32
+    (d / "approx.faiss").write_bytes(b"garbage")
+    with FaissStore(d.parent, approx_threshold=THRESHOLD) as s:
+        assert s.search(q, top_k=10) == before
+    assert "unreadable approx.faiss" in caplog.text
+
+
+def test_approx_delete_and_upsert_patch_the_index(approx_store, monkeypatch):
+    store, vecs, _ = approx_store
+    planted = vecs[3 * PER_VIDEO : 4 * PER_VIDEO : 10]  # ten vectors of video v03
+    res = store.search(planted, top_k=10)
+    assert all(h[0].slice.video_id == "v03" for h in res)
+    built = store._approx
+    assert store.delete_video("v03") == PER_VIDEO
+    assert store._approx is built  # patched in place, not dropped
+    res = store.search(planted, top_k=10)
+    assert all(len(h) == 10 and all(x.slice.video_id != "v03" for x in h) for h in res)
+    # Re-upserting moves a point: the approximate index finds it at its new place only.
+    new = unit(np.random.default_rng(21), 1, ADIM)
+    store.upsert(make_slices("v05", 1, start=7), new, ENC)
+    (hits,) = store.search(new, top_k=1)
+    assert key(hits[0]) == ("v05", 7) and hits[0].score_raw == pytest.approx(1.0, abs=1e-5)
+    (hits,) = store.search(vecs[5 * PER_VIDEO + 7], top_k=10)
+    assert ("v05", 7) not in [key(h) for h in hits]
+    d = store.path.parent
+    store.close()
+    # The patched index was saved with the data: reopening loads it, and a change made before
+    # any search (the index not yet in memory) is applied to the saved copy, not rebuilt.
+    monkeypatch.setattr(FaissStore, "_build_approx", lambda self: pytest.fail("rebuilt"))
+    with FaissStore(d, approx_threshold=THRESHOLD) as s:
+        s.upsert(make_slices("v03", PER_VIDEO), vecs[3 * PER_VIDEO : 4 * PER_VIDEO], ENC)
+        assert s.count() == 2000
+        res = s.search(planted, top_k=10)
+        assert all(h[0].slice.video_id == "v03" for h in res)
+    with FaissStore(d, approx_threshold=THRESHOLD) as s:
+        assert s.search(planted, top_k=10) == res and s.count() == 2000
+
+
+def test_approx_dropped_below_threshold_and_retrained_when_outgrown(tmp_path):
+    rng = np.random.default_rng(22)
+    vecs = clustered(rng, 2000)
+    with FaissStore(tmp_path, approx_threshold=150) as s:
+        s.upsert(make_slices("a", 200), vecs[:200], ENC)
+        s.search(vecs[0])
+        assert s.approx_spec.startswith("IVF5,") and (s.path / "approx.json").exists()
+        s.delete_video("a")
+        s.upsert(make_slices("a", 100), vecs[:100], ENC)
+        # 100 points <= 150: exact again, and the cached approximate index is gone.
+        assert s.approx_spec is None and not (s.path / "approx.json").exists()
+        assert not (s.path / "approx.faiss").exists()
+        s.upsert(make_slices("b", 200), vecs[200:400], ENC)
+        s.search(vecs[0])
+        assert s.approx_spec.startswith("IVF7,")
+        # Growing past 4x the training size drops the index; the next search retrains it.
+        s.upsert(make_slices("c", 1600), vecs[400:], ENC)
+        assert s.approx_spec is None
+        (hits,) = s.search(vecs[1999], top_k=1)
+        assert key(hits[0]) == ("c", 1599) and s.approx_spec.startswith("IVF47,")  # 1900 points
+
+
+def test_approx_threshold_settings(tmp_path, monkeypatch):
+    assert FaissStore(tmp_path / "a").approx_threshold == 50_000
+    monkeypatch.setenv("RHL_FAISS_APPROX_THRESHOLD", "1_000")
+    assert open_store(str(tmp_path / "b")).approx_threshold == 1000
+    assert open_store(str(tmp_path / "c"), approx_threshold=7).approx_threshold == 7
+    # Qdrant has no such switch; the argument is accepted and ignored.
+    open_store("qdrant::memory:", approx_threshold=7).close()
+    monkeypatch.setenv("RHL_FAISS_APPROX_THRESHOLD", "lots")
+    with pytest.raises(StoreError, match="RHL_FAISS_APPROX_THRESHOLD='lots'"):
+        open_store(str(tmp_path / "d"))
+    with pytest.raises(StoreError, match="approx_threshold must be an integer >= 0"):
+        FaissStore(tmp_path / "e", approx_threshold=-1)
+    with pytest.raises(StoreError, match="approx_nprobe"):
+        FaissStore(tmp_path / "f", approx_threshold=10, approx_nprobe=0)
+
+
+def test_approx_threshold_zero_still_answers_small_stores(tmp_path):
+    rng = np.random.default_rng(23)
+    vecs = unit(rng, 30, ADIM)
+    with FaissStore(tmp_path, approx_threshold=0) as s:
+        s.upsert(make_slices("a", 30), vecs, ENC)
+        res = s.search(vecs[:3], top_k=30)
+        assert s.approx_spec == "IVF1,Flat nprobe=1"
+        assert [len(h) for h in res] == [30, 30, 30]
+        assert [key(h[0]) for h in res] == [("a", 0), ("a", 1), ("a", 2)]
+
+
+def test_search_leaves_queries_untouched(store):
+    store.upsert(make_slices("a", 3), unit(np.random.default_rng(24), 3), ENC)
+    q = np.full((2, DIM), 3.0, np.float32)
+    store.search(q)
+    assert (q == 3.0).all()

@@ -1,0 +1,244 @@
+"""``rhl library add|list|search|rm|export`` and ``rhl assemble``: parse, call the library, print.
+
+Registered on the ``rhl`` group in ``retrieval_hl.cli``; errors of the library (``RHLError``) are
+turned into one line and exit code 1 there. Heavy modules load inside the commands, so
+``rhl --help`` stays fast, and nothing here imports ``retrieval_hl.cli`` (which imports this).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+log = logging.getLogger(__name__)
+
+
+def default_library() -> str:
+    """``$RHL_LIBRARY``, else ``$XDG_CACHE_HOME/retrieval-hl/library``."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return os.environ.get("RHL_LIBRARY") or str(Path(cache) / "retrieval-hl" / "library")
+
+
+def _library_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--encoder", default=None,
+                     help="Encoder spec for a new library (an existing one keeps its own).")(f)
+    f = click.option("--collection", default=None,
+                     help="Vector collection name (default 'library'; for shared servers).")(f)
+    f = click.option("--store", default=None,
+                     help="Vector store if not the library directory: qdrant:PATH or a URL.")(f)
+    f = click.option("--library", "library_path", default=None,
+                     help="Library: DIR, faiss:DIR, qdrant:PATH (default $RHL_LIBRARY or "
+                          "~/.cache/retrieval-hl/library).")(f)
+    return f
+
+
+def _open(ctx: click.Context, library_path: str | None, store: str | None,
+          collection: str | None, encoder: str | None):  # noqa: ANN202
+    from library.catalog import Library
+    from retrieval_hl.config import load_settings
+
+    config = (ctx.obj or {}).get("config")
+    settings = load_settings(config, encoder=encoder)
+    log.debug("effective settings: %s", settings.model_dump_json())
+    return Library.open(library_path or default_library(), store=store, collection=collection,
+                        encoder=encoder, settings=settings)
+
+
+def _split_tags(values: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(t for v in values for t in v.split(",") if t.strip())
+
+
+def _clip_row(clip) -> str:  # noqa: ANN001
+    tags = ",".join(clip.tags) or "-"
+    return (f"{clip.clip_id}\t{clip.duration_s:6.2f}s\t{clip.category or '-'}\t{tags}\t"
+            f"{Path(clip.source_path).name} {clip.start_s:.2f}-{clip.end_s:.2f}s"
+            + (f"\t{clip.summary}" if clip.summary else ""))
+
+
+@click.group("library")
+def library() -> None:
+    """Catalog of past highlight clips: add, list, search, rm, export."""
+
+
+@library.command("add")
+@click.argument("paths", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--from-run", "runs", multiple=True, type=click.Path(),
+              help="A `rhl highlight` output directory: add its segments (repeatable).")
+@click.option("--tags", multiple=True, help="Tags for the new clips: a,b,c (repeatable).")
+@click.option("--category", default=None, help="Category of the new clips, e.g. basketball.")
+@click.option("--mode", type=click.Choice(["auto", "clip", "video"]), default="auto",
+              show_default=True,
+              help="clip: a file is one clip; video: cut into shot clips; auto: by length.")
+@_library_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per new clip.")
+@click.pass_context
+def add(ctx, paths, runs, tags, category, mode, library_path, store, collection, encoder,
+        as_json) -> None:  # noqa: ANN001
+    """Add clip files or whole videos (PATHS) and highlight runs (--from-run) to the library."""
+    if not paths and not runs:
+        raise click.UsageError("give clip/video PATHS or --from-run DIR")
+    tag_list = _split_tags(tags)
+    added = []
+    with _open(ctx, library_path, store, collection, encoder) as lib:
+        for p in paths:
+            added += lib.add_path(p, mode=mode, tags=tag_list, category=category)
+        for r in runs:
+            added += lib.add_from_run(r, tags=tag_list, category=category)
+        total = len(lib)
+    for clip in added:
+        click.echo(clip.model_dump_json() if as_json else _clip_row(clip))
+    if not as_json:
+        click.echo(f"added {len(added)} clip(s); the library has {total}")
+
+
+@library.command("list")
+@click.option("--category", default=None, help="Only this category.")
+@click.option("--tags", multiple=True, help="Only clips with all these tags: a,b (repeatable).")
+@_library_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per clip.")
+@click.pass_context
+def list_clips(ctx, category, tags, library_path, store, collection, encoder,
+               as_json) -> None:  # noqa: ANN001
+    """List the clips of the library."""
+    with _open(ctx, library_path, store, collection, encoder) as lib:
+        clips = lib.list(category=category, tags=_split_tags(tags))
+    for clip in clips:
+        click.echo(clip.model_dump_json() if as_json else _clip_row(clip))
+
+
+@library.command("search")
+@click.argument("text")
+@click.option("--category", default=None, help="Only this category.")
+@click.option("--tags", multiple=True, help="Only clips with all these tags: a,b (repeatable).")
+@click.option("--top", "top_k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@_library_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit.")
+@click.pass_context
+def search(ctx, text, category, tags, top_k, library_path, store, collection, encoder,
+           as_json) -> None:  # noqa: ANN001
+    """Search every clip of the library for TEXT (z = score normalised over the library)."""
+    with _open(ctx, library_path, store, collection, encoder) as lib:
+        hits = lib.search(text, category=category, tags=_split_tags(tags), top_k=top_k)
+    for h in hits:
+        if as_json:
+            click.echo(json.dumps({"clip_id": h.clip.clip_id, "score_norm": round(h.score_norm, 4),
+                                   "score_raw": round(h.score_raw, 4),
+                                   "source_path": h.clip.source_path, "start_s": h.clip.start_s,
+                                   "end_s": h.clip.end_s, "category": h.clip.category,
+                                   "tags": list(h.clip.tags), "summary": h.clip.summary}))
+        else:
+            click.echo(f"z={h.score_norm:6.2f}  cos={h.score_raw:.4f}  {_clip_row(h.clip)}")
+
+
+@library.command("rm")
+@click.argument("clip_ids", nargs=-1, required=True)
+@_library_options
+@click.pass_context
+def rm(ctx, clip_ids, library_path, store, collection, encoder) -> None:  # noqa: ANN001
+    """Remove clips (and their vectors) by id."""
+    with _open(ctx, library_path, store, collection, encoder) as lib:
+        n = lib.remove(list(clip_ids))
+        left = len(lib)
+    click.echo(f"removed {n} clip(s); {left} left")
+
+
+@library.command("export")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the JSON here instead of standard output.")
+@_library_options
+@click.pass_context
+def export(ctx, out_path, library_path, store, collection, encoder) -> None:  # noqa: ANN001
+    """Export the catalog (clips, tags, sources, encoder) as JSON."""
+    with _open(ctx, library_path, store, collection, encoder) as lib:
+        text = lib.export(out_path)
+    if out_path is None:
+        click.echo(text)
+    else:
+        click.echo(f"wrote {out_path}")
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    from indexer.errors import ConfigError
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*[xX:]\s*(\d+)\s*", text)
+    if not m:
+        raise ConfigError(f"bad --size {text!r}; use WIDTHxHEIGHT, e.g. 1280x720")
+    return int(m.group(1)), int(m.group(2))
+
+
+@click.command("assemble")
+@click.argument("script")
+@_library_options
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default="edit.mp4",
+              show_default=True, help="The rendered edit; the plan and SRT go next to it.")
+@click.option("--plan", "plan_path", type=click.Path(dir_okay=False), default=None,
+              help="Plan JSON path (default OUT with .plan.json).")
+@click.option("--size", default=None, help="Output WIDTHxHEIGHT (default: the first cut's).")
+@click.option("--fps", type=click.FloatRange(0, 240, min_open=True), default=None,
+              help="Output frame rate (default: the first cut's).")
+@click.option("--crossfade", "crossfade_s", type=click.FloatRange(0, 5), default=0.0,
+              show_default=True, help="Crossfade between cuts in seconds (0 = hard cuts).")
+@click.option("--allow-reuse", is_flag=True, help="Let several events use the same clip.")
+@click.option("--min-z", type=float, default=None,
+              help="Match threshold on the normalised score (default: by library size, >= 2).")
+@click.option("--no-render", is_flag=True, help="Write the plan and SRT only.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.pass_context
+def assemble(ctx, script, library_path, store, collection, encoder, out_path, plan_path, size,
+             fps, crossfade_s, allow_reuse, min_z, no_render, as_json) -> None:  # noqa: ANN001
+    """Assemble an edit from the library following SCRIPT.
+
+    SCRIPT is a text file (one event per line, English or Chinese), a YAML script, template:NAME
+    for a built-in template (basketball, soccer, wedding, ...), or a saved .plan.json to render
+    again. Events without a good match are reported and left out.
+    """
+    from indexer.atomic import write_atomic
+    from indexer.errors import RenderError
+    from library.assemble import load_plan, plan_assembly, plan_srt, render_plan, save_plan
+    from library.script import load_script
+    from library.templates import load_script_template
+
+    out = Path(out_path)
+    plan_file = Path(plan_path) if plan_path else out.with_suffix(".plan.json")
+    srt_file = out.with_suffix(".srt")
+    if script.endswith(".json"):
+        plan = load_plan(script)
+        plan_file = Path(script)
+    else:
+        parsed = (load_script_template(script[len("template:"):])
+                  if script.startswith("template:") else load_script(script))
+        with _open(ctx, library_path, store, collection, encoder) as lib:
+            plan = plan_assembly(parsed, lib, min_z=min_z, allow_reuse=allow_reuse,
+                                 size=_parse_size(size), fps=fps, crossfade_s=crossfade_s)
+        save_plan(plan, plan_file)
+    write_atomic(srt_file, plan_srt(plan))
+    written = {"plan": str(plan_file), "srt": str(srt_file)}
+    if not plan.steps:
+        raise RenderError(
+            f"no event of {script} matched a library clip; nothing to render "
+            f"(plan written to {plan_file})"
+        )
+    if not no_render:
+        written["mp4"] = str(render_plan(plan, out))
+    if as_json:
+        click.echo(json.dumps({
+            "steps": len(plan.steps), "duration_s": round(plan.duration_s, 3),
+            "missed": [m.model_dump(mode="json") for m in plan.missed], **written,
+        }))
+        return
+    for s in plan.steps:
+        click.echo(f"{s.out_start_s:7.2f}-{s.out_end_s:7.2f}s  z={s.score_norm:5.2f}  "
+                   f"{s.clip_id}  {s.text}")
+    for m in plan.missed:
+        click.echo(f"  missed event {m.event_index + 1} {m.text!r}: {m.reason}")
+    click.echo(f"{len(plan.steps)} cuts, {plan.duration_s:.1f} s, {len(plan.missed)} missed -> "
+               + ", ".join(written.values()))
