@@ -99,7 +99,8 @@ class DecordReader:
                 batch = vr.get_batch(part.tolist()).asnumpy()
             except decord.DECORDError as exc:
                 first = str(exc).strip().splitlines()[-1][:160]
-                raise VideoOpenError(f"decord failed at frame {part[0]} of {info.path!r}: {first}")
+                msg = f"decord failed at frame {part[0]} of {info.path!r}: {first}"
+                raise VideoOpenError(msg) from None
             yield FrameChunk(part, _to_display(batch, info.rotation_deg))
 
 
