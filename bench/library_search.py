@@ -160,11 +160,12 @@ def timed_queries(
     return float(p50), float(p95), float(np.mean(rec))
 
 
-def faiss_path(store: FaissStore, n_candidates: int) -> str:
-    """Which path a search with ``n_candidates`` passing points takes in ``store``."""
-    if n_candidates <= store.approx_threshold:
-        return "exact (flat)" if n_candidates == store.count() else "exact on subset"
-    return store.approx_spec or "approx"
+def faiss_path(store: FaissStore, **filters: object) -> str:
+    """The path ``store.search(top_k=K, **filters)`` takes, with the IVF parameters if any."""
+    path = store.search_path(K, **filters)
+    if path.startswith("approx") and store.approx_spec:
+        return store.approx_spec + (" postfilter" if path.endswith("postfilter") else "")
+    return path
 
 
 def bench_faiss(
@@ -196,9 +197,7 @@ def bench_faiss(
     insert_s = time.perf_counter() - t0
     log(f"  faiss exact n={n}: {len(q)} queries (upsert {insert_s:.1f} s)")
     p50, p95, rec = timed_queries(lambda r: store.search(r, top_k=K), q, truth)
-    rows.append(
-        Row(kind, "faiss exact", n, "all", "exact (flat)", insert_s, None, None, p50, p95, rec)
-    )
+    rows.append(Row(kind, "faiss exact", n, "all", "exact", insert_s, None, None, p50, p95, rec))
     store.close()
     del store
     gc.collect()
@@ -210,18 +209,16 @@ def bench_faiss(
     t0 = time.perf_counter()
     store.search(q[0], top_k=K)
     build_s = time.perf_counter() - t0 if n > threshold else None
-    path = faiss_path(store, n)
+    path = faiss_path(store)
     log(f"  faiss auto n={n}: open {open_s:.1f} s, first search {time.perf_counter() - t0:.1f} s")
     p50, p95, rec = timed_queries(lambda r: store.search(r, top_k=K), q, truth)
     rows.append(Row(kind, "faiss auto", n, "all", path, None, build_s, None, p50, p95, rec))
-    for label, kw, tr, m in (
-        (f"tag 1/{TAG_EVERY}", {"tags": ["goal"]}, truth_tag, len(tagged)),
-        ("one video", {"video_id": video}, truth_video, len(vrows)),
+    for label, kw, tr in (
+        (f"tag 1/{TAG_EVERY}", {"tags": ["goal"]}, truth_tag),
+        ("one video", {"video_id": video}, truth_video),
     ):
         p50, p95, rec = timed_queries(lambda r, kw=kw: store.search(r, top_k=K, **kw), q, tr)
-        path = faiss_path(store, m)
-        if path.startswith("IVF"):
-            path += " +IDSelector"
+        path = faiss_path(store, **kw)
         rows.append(Row(kind, "faiss auto", n, label, path, None, None, None, p50, p95, rec))
     store.close()
     del store
@@ -264,12 +261,26 @@ def bench_qdrant(
         insert_s = time.perf_counter() - t0
         p50, p95, rec = timed_queries(lambda r: fs.search(r, top_k=K), q, truth)
         rows.append(
-            Row(
-                kind, "faiss auto", n, "all", faiss_path(fs, n), insert_s, None, None, p50, p95, rec
-            )
+            Row(kind, "faiss auto", n, "all", faiss_path(fs), insert_s, None, None, p50, p95, rec)
         )
         fs.close()
     return rows
+
+
+def qdrant_note(rows: list[Row]) -> str:
+    """Where the Qdrant local rows stopped and why, extrapolated from the largest one."""
+    q = [r for r in rows if r.store == "qdrant local"]
+    if not q:
+        return "qdrant local: not run (--qdrant-sizes '')."
+    last = max(q, key=lambda r: (r.n, r.p50_ms))
+    per_point = np.mean([r.p50_ms / r.n for r in q if r.n == last.n])
+    return (
+        f"qdrant local: stopped at {last.n} points. Its embedded mode scans in Python, so a query\n"
+        f"  costs ~linearly in n: from the {last.n}-point rows, ~{per_point * 1e5:.0f} ms at 1e5"
+        f" and ~{per_point * 1e6 / 1e3:.1f} s at 1e6 per query,\n"
+        "  and qdrant-client itself warns above 20 000 points. Past that use FAISS or a Qdrant\n"
+        "  server (HNSW)."
+    )
 
 
 def fmt(v: float | None, spec: str) -> str:
@@ -369,15 +380,13 @@ All rows go through the store classes: upsert() of Slice payloads, search() retu
 insert s = one upsert() of all n slices (ids, payload JSON, index files written);
 build s = first search after opening, which trains + fills + saves the IVF index;
 reopen s = open again + first search, with the saved IVF index loaded instead of rebuilt.
-faiss auto = FaissStore with approx_threshold={a.threshold}: exact up to it, IVF above it; a
-filtered search with at most that many candidates runs exactly on the subset.
+faiss auto = FaissStore with approx_threshold={a.threshold}: exact up to it, IVF above it;
+  filters post-filter the IVF ranking, or run exactly on the passing points when they are too
+  few for a ranking (exact-subset); path = FaissStore.search_path().
 uniform: random unit vectors have no neighbourhood structure (in {DIM}-d every point is nearly
   equidistant), so their recall says little about real embeddings; it is the worst case.
 clustered: {N_CLUSTERS} gaussian clusters (sigma {SIGMA}/dim), queries near cluster centres.
-qdrant local: qdrant-client's embedded mode scans in Python and holds every point as Python
-  objects; stopped at {max(qsizes) if qsizes else 0} points because its cost grows linearly with
-  n (compare the two sizes above): 1e5 would be ~2x the largest row and 1e6 ~20x, i.e. seconds
-  per query. Past ~20k points use FAISS or a Qdrant server (HNSW).
+{qdrant_note(rows)}
 peak RSS {rss_gb:.1f} GiB; wall {time.perf_counter() - start:.0f} s; load avg now \
 {os.getloadavg()[0]:.2f} (other processes on these CPUs inflate p95 most)
 command: {cmd}"""

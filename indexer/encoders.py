@@ -128,6 +128,17 @@ def _hub_offline() -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = old_env
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    old = root.level
+    root.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        root.setLevel(old)
+
+
 def bf16_supported() -> bool:
     """True on CPUs with native bf16 (AVX512-BF16 / AMX), where autocast pays off."""
     try:
@@ -197,7 +208,9 @@ class OpenClipEncoder:
         online = _hub_reachable()
         ctx = contextlib.nullcontext() if online else _hub_offline()
         try:
-            with ctx:
+            # open_clip logs its own download failure at ERROR on the root logger; the
+            # EncoderError below says it once, with the remedy.
+            with ctx, _quiet_root_logger():
                 model = open_clip.create_model(spec.arch, pretrained=str(spec.weights))
                 tokenizer = open_clip.get_tokenizer(spec.arch)
         except (OSError, RuntimeError, ValueError) as exc:

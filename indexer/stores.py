@@ -61,6 +61,12 @@ _APPROX_RETRAIN_FACTOR = 4
 # k-means asks for at least 39 training points per centroid; more buys little and costs time.
 _APPROX_TRAIN_PER_LIST = 40
 _APPROX_ADD_CHUNK = 65_536
+# A filtered approximate search reads this many times the depth at which k passing points are
+# expected (k * all / passing) from the unfiltered ranking, then keeps the passing ones...
+_APPROX_FILTER_DEPTH = 2
+# ...unless that depth exceeds this; then the filter is selective enough for exact search on the
+# passing points to be the better deal (at 1e6 points: ~10 ms for 1000 passing).
+_APPROX_FILTER_MAX_DEPTH = 1024
 
 
 class SearchHit(Frozen):
@@ -275,14 +281,17 @@ class FaissStore:
     spec, dim and format version in ``meta.json``. Every upsert or delete rewrites these files
     atomically. One writer per directory at a time.
 
-    A search with at most ``approx_threshold`` candidates (the whole store, or the slices that pass
-    its filters) is exact. Above that it goes to an approximate inverted-file index
-    (``IVF<nlist>,Flat``, inner product) derived from the flat vectors: built on the first search
+    In a store of at most ``approx_threshold`` points every search is exact. Above that, searches
+    go to an approximate inverted-file index (``IVF<nlist>,Flat``, inner product) derived from the
+    flat vectors, except filtered searches whose filter is very selective (fewer than about
+    ``2 * top_k * count / 1024`` passing points, e.g. one video), which run exactly on the passing
+    points (:meth:`search_path` says which). The IVF index is built on the first search
     that needs it, updated in place by later upserts and deletes, retrained when the store has
     grown or shrunk fourfold, and saved as ``approx.faiss`` + ``approx.json`` so that reopening
     loads it instead of rebuilding it. Memory holds at most two copies of the vectors: the flat
-    index and the IVF index. Queries the approximate index answers with fewer than ``top_k``
-    hits are re-run exactly, so hit counts never depend on the path taken.
+    index and the IVF index. A filtered approximate search keeps the passing points of a deeper
+    unfiltered ranking. Queries the approximate index answers with fewer than ``top_k`` hits are
+    re-run exactly, so hit counts never depend on the path taken.
 
     Args:
         directory: The index directory; created if missing.
@@ -305,8 +314,15 @@ class FaissStore:
     # IVF-Flat builds 1e6 points in ~1 min (spherical k-means on a sample + assignment) and has
     # add_with_ids/remove_ids, so adding or deleting a video patches it in milliseconds. Its
     # latency at matching recall is in the same few-ms range (IVF4000 nprobe=64: ~5 ms at 1e6;
-    # HNSW efSearch=128: ~2.5 ms at 1e5). Both honour an IDSelector in SearchParameters, and both
-    # starve of candidates under a restrictive one; hence exact search on small filtered sets.
+    # HNSW efSearch=128: ~2.5 ms at 1e5).
+    # Filters: both honour an IDSelector in SearchParameters, and both starve of candidates under
+    # a restrictive one; hence exact search on the passing points when the filter is selective.
+    # Otherwise the IVF ranking is post-filtered instead of given a selector: at 1e6 points with
+    # 1e5 passing, building the IDSelectorBatch alone costs ~45 ms a call and the selector search
+    # needs ~10x nprobe (~40 ms), while post-filtering the top 2*k*n/m costs ~10 ms for the same
+    # recall. Its hits are exactly the top-k passing points of that approximate ranking; a query
+    # with fewer than k of them is re-run exactly. Exact search on a subset still scans the whole
+    # flat index with a selector (O(count)), so it is kept for filters a ranking cannot serve.
 
     name: ClassVar[str] = "faiss"
     INDEX_FILE: ClassVar[str] = "index.faiss"
@@ -693,46 +709,82 @@ class FaissStore:
         self.flush()
         return len(ids_arr) - len(existing)
 
-    def _allowed(self, video_id: str | None, tags: Sequence[str]) -> np.ndarray | None:
-        """Labels passing the filters (unordered), or None when there is no filter."""
+    def _allowed(self, video_id: str | None, tags: Sequence[str]) -> set[int] | None:
+        """Labels passing the filters, or None when there is no filter.
+
+        The set may be one of the store's own groups: read it, never change or keep it.
+        """
         if video_id is None and not tags:
             return None
         pools = [self._by_tag.get(t, set()) for t in set(tags)]
         if video_id is not None:
             pools.append(self._by_video.get(video_id, set()))
         pools.sort(key=len)
-        pool = pools[0].intersection(*pools[1:])
-        return np.fromiter(pool, dtype=np.int64, count=len(pool))
+        return pools[0] if len(pools) == 1 else pools[0].intersection(*pools[1:])
 
     def _search_exact(
-        self, q: np.ndarray, k: int, allowed: np.ndarray | None
+        self, q: np.ndarray, k: int, allowed: set[int] | None
     ) -> tuple[np.ndarray, np.ndarray]:
         if allowed is None:
             return self._index.search(q, k)
-        sel = faiss.IDSelectorBatch(allowed)  # must outlive the search call
+        ids = np.fromiter(allowed, dtype=np.int64, count=len(allowed))
+        sel = faiss.IDSelectorBatch(ids)  # must outlive the search call
         return self._index.search(q, k, params=faiss.SearchParameters(sel=sel))
 
     def _search_approx(
-        self, q: np.ndarray, k: int, allowed: np.ndarray | None
+        self, q: np.ndarray, k: int, allowed: set[int] | None
     ) -> tuple[np.ndarray, np.ndarray]:
         index = self._ensure_approx()
         params = faiss.SearchParametersIVF()
         params.nprobe = self._nprobe()
-        if allowed is not None:
-            sel = faiss.IDSelectorBatch(allowed)  # must outlive the search call
-            params.sel = sel
-            # Scan proportionally more lists, so a filtered query meets about as many passing
-            # candidates as an unfiltered one does.
-            ratio = self._index.ntotal / len(allowed)
-            params.nprobe = min(int(index.nlist), math.ceil(params.nprobe * ratio))
-        scores, labels = index.search(q, k, params=params)
+        if allowed is None:
+            scores, labels = index.search(q, k, params=params)
+        else:
+            depth = self._filter_depth(k, len(allowed))
+            deep_scores, deep_labels = index.search(q, depth, params=params)
+            scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+            labels = np.full((len(q), k), -1, dtype=np.int64)
+            for i, lrow in enumerate(deep_labels.tolist()):
+                keep = [j for j, lab in enumerate(lrow) if lab in allowed][:k]
+                scores[i, : len(keep)] = deep_scores[i, keep]
+                labels[i, : len(keep)] = deep_labels[i, keep]
         short = np.flatnonzero((labels < 0).any(axis=1))
-        if len(short):  # the probed lists held fewer than k (passing) points
+        if len(short):  # fewer than k (passing) points in the probed lists or ranking depth
             log.debug(
                 "%d of %d queries re-run exactly: too few approximate hits", len(short), len(q)
             )
             scores[short], labels[short] = self._search_exact(q[short], k, allowed)
         return scores, labels
+
+    def _filter_depth(self, k: int, n_passing: int) -> int:
+        n = int(self._index.ntotal)
+        return min(n, math.ceil(_APPROX_FILTER_DEPTH * k * n / n_passing))
+
+    def _use_approx(self, k: int, allowed: set[int] | None) -> bool:
+        if self._index.ntotal <= self.approx_threshold:
+            return False
+        return allowed is None or self._filter_depth(k, len(allowed)) <= _APPROX_FILTER_MAX_DEPTH
+
+    def search_path(
+        self, top_k: int = 10, video_id: str | None = None, tags: Sequence[str] = ()
+    ) -> str:
+        """Which way :meth:`search` answers a query with these arguments (for logs and benches).
+
+        Returns:
+            ``"exact"`` (whole flat index), ``"exact-subset"`` (flat index restricted to the
+            passing points), ``"approx"`` or ``"approx-postfilter"`` (IVF ranking, filtered
+            afterwards), or ``"empty"``. Approximate queries that find fewer than ``top_k`` hits
+            are re-run exactly.
+
+        """
+        self._check_open()
+        allowed = None if self._index is None else self._allowed(video_id, tags)
+        n = 0 if self._index is None else self._index.ntotal if allowed is None else len(allowed)
+        if n == 0:
+            return "empty"
+        if self._use_approx(min(top_k, n), allowed):
+            return "approx" if allowed is None else "approx-postfilter"
+        return "exact" if allowed is None else "exact-subset"
 
     def search(
         self,
@@ -743,8 +795,8 @@ class FaissStore:
     ) -> list[list[SearchHit]]:
         """Nearest slices per query by cosine similarity.
 
-        Exact when at most ``approx_threshold`` slices pass the filters, approximate (IVF)
-        otherwise; see the class docstring.
+        Exact up to ``approx_threshold`` points, approximate (IVF) above it except for very
+        selective filters; :meth:`search_path` tells which, the class docstring why.
 
         Args:
             queries: float32 (q, dim) or (dim,) query vectors.
@@ -770,10 +822,10 @@ class FaissStore:
         q = np.array(q, dtype=np.float32, order="C")  # a copy: normalised in place below
         faiss.normalize_L2(q)
         k = min(top_k, n)
-        if n <= self.approx_threshold:
-            scores, labels = self._search_exact(q, k, allowed)
-        else:
+        if self._use_approx(k, allowed):
             scores, labels = self._search_approx(q, k, allowed)
+        else:
+            scores, labels = self._search_exact(q, k, allowed)
         return [
             [
                 SearchHit(slice=self._slices[int(lab)], score_raw=float(sc))

@@ -1,19 +1,27 @@
-"""The Python API in three calls: ``index_video``, ``find_highlights``, ``export_highlights``.
+"""The Python API: ``index_video``, ``find_highlights``, ``export_highlights``, and
+``highlight_video`` which does all of it for one file, with or without a semantic encoder.
 
->>> video = index_video("match.mp4")
->>> hl = find_highlights(video, prompt="the goals and the celebrations")
->>> export_highlights(hl, "out/match")
+    >>> video = index_video("match.mp4")
+    >>> hl = find_highlights(video, prompt="the goals and the celebrations")
+    >>> export_highlights(hl, "out/match")
+
+    >>> hl = highlight_video("match.mp4", ratio_wh=(9, 16))  # query-free if no weights here
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from indexer.encoders import Encoder, create_encoder
+from indexer.errors import EncoderError, StoreError
+from indexer.models import Slice, VideoInfo
 from indexer.pipeline import IndexedVideo, embed_video, load_video, store_video
 from indexer.probe import probe_video
+from indexer.slicing import make_slices
 from indexer.stores import VectorStore, open_store
 from retrieval_hl.config import Settings, parse_budget
 from retrieval_hl.dedup import apply_budget, order_segments, suppress_overlaps
@@ -22,10 +30,12 @@ from retrieval_hl.describe.request import RequestDescriber
 from retrieval_hl.describe.vocab import VocabDescriber
 from retrieval_hl.export import export_highlight
 from retrieval_hl.merge import claim_slices, merge_adjacent
-from retrieval_hl.models import Highlight
+from retrieval_hl.models import Description, Highlight, Hit, Segment
 from retrieval_hl.scoring import retrieve
 
 log = logging.getLogger(__name__)
+
+SIGNALS_DESCRIPTION = Description(text="highlight", priority=1, source="signals")
 
 
 def index_video(
@@ -45,15 +55,12 @@ def index_video(
         VideoOpenError: the file is missing or not a decodable video.
         EncoderError: the encoder's weights cannot be had.
         StoreError: the store holds vectors of another encoder.
-
     """
     s = settings or Settings()
     info = probe_video(path, video_id)
     enc = encoder or create_encoder(s.encoder)
     db = store or open_store(s.store)
     if db.encoder_spec not in (None, enc.spec):
-        from indexer.errors import StoreError
-
         raise StoreError(
             f"store {s.store!r} holds vectors of {db.encoder_spec}, not {enc.spec}; "
             "use another --store or the same --encoder"
@@ -76,23 +83,26 @@ def index_video(
     return video
 
 
-def find_highlights(
-    video: IndexedVideo,
-    *,
-    prompt: str | None = None,
-    describer: Describer | None = None,
-    settings: Settings | None = None,
-    encoder: Encoder | None = None,
-) -> Highlight:
-    """Describe, retrieve, merge and deduplicate: the highlights of an indexed video.
-
-    The describer is ``describer`` if given, else the user's ``prompt``, else a VLM when
-    ``settings.vlm_url`` is set, else the offline vocabulary.
+def default_describer(settings: Settings, prompt: str | None) -> Describer:
+    """The user's ``prompt`` if any, else a VLM when ``settings.vlm_url`` is set, else the
+    offline vocabulary.
     """
-    s = settings or Settings()
-    enc = encoder or create_encoder(video.encoder_spec or s.encoder)
-    if describer is None:
-        describer = _default_describer(s, prompt)
+    if prompt:
+        return RequestDescriber(prompt, max_items=settings.max_descriptions)
+    if settings.vlm_url:
+        from retrieval_hl.describe.vlm import VLMDescriber
+
+        return VLMDescriber(
+            base_url=settings.vlm_url,
+            model=settings.vlm_model or "default",
+            max_items=settings.max_descriptions,
+        )
+    return VocabDescriber(domains=settings.domains, max_items=settings.max_descriptions)
+
+
+def _describe(
+    video: IndexedVideo, describer: Describer, enc: Encoder
+) -> tuple[list[Description], list[Hit]]:
     descriptions = describer.describe(video, enc)
     log.info(
         "%d descriptions from %s: %s",
@@ -101,10 +111,19 @@ def find_highlights(
         "; ".join(f"[{d.priority}] {d.text}" for d in descriptions),
     )
     text_vectors = enc.encode_texts([d.text for d in descriptions])
-    hits = retrieve(video.slices, video.vectors, descriptions, text_vectors)
+    return descriptions, retrieve(video.slices, video.vectors, descriptions, text_vectors)
+
+
+def _segments_from_hits(
+    slices: Sequence[Slice],
+    hits: Sequence[Hit],
+    descriptions: Sequence[Description],
+    s: Settings,
+    info: VideoInfo,
+) -> list[Segment]:
     claims = claim_slices(hits, descriptions, s.threshold_z)
     segments = merge_adjacent(
-        video.slices,
+        slices,
         hits,
         claims,
         descriptions,
@@ -113,15 +132,27 @@ def find_highlights(
         max_len_s=s.max_len_s,
     )
     segments = suppress_overlaps(segments, s.min_len_s)
-    segments = apply_budget(segments, parse_budget(s.budget, video.info.duration_s), video.info.fps)
-    segments = order_segments(segments, s.order)
-    log.info(
-        "%s: %d segments, %.1f s of %.1f s",
-        video.info.video_id,
-        len(segments),
-        sum(x.duration_s for x in segments),
-        video.info.duration_s,
-    )
+    segments = apply_budget(segments, parse_budget(s.budget, info.duration_s), info.fps)
+    return order_segments(segments, s.order)
+
+
+def find_highlights(
+    video: IndexedVideo,
+    *,
+    prompt: str | None = None,
+    describer: Describer | None = None,
+    settings: Settings | None = None,
+    encoder: Encoder | None = None,
+) -> Highlight:
+    """Describe, retrieve, merge and deduplicate: the highlights of an indexed video, by meaning.
+
+    The describer is ``describer`` if given, else ``default_describer(settings, prompt)``.
+    """
+    s = settings or Settings()
+    enc = encoder or create_encoder(video.encoder_spec or s.encoder)
+    descriptions, hits = _describe(video, describer or default_describer(s, prompt), enc)
+    segments = _segments_from_hits(video.slices, hits, descriptions, s, video.info)
+    _log_result(video.info, segments)
     return Highlight(
         video=video.info,
         encoder=enc.spec,
@@ -133,16 +164,132 @@ def find_highlights(
     )
 
 
-def _default_describer(s: Settings, prompt: str | None) -> Describer:
-    if prompt:
-        return RequestDescriber(prompt, max_items=s.max_descriptions)
-    if s.vlm_url:
-        from retrieval_hl.describe.vlm import VLMDescriber
+def _log_result(info: VideoInfo, segments: Sequence[Segment]) -> None:
+    log.info(
+        "%s: %d segments, %.1f s of %.1f s",
+        info.video_id,
+        len(segments),
+        sum(x.duration_s for x in segments),
+        info.duration_s,
+    )
 
-        return VLMDescriber(
-            base_url=s.vlm_url, model=s.vlm_model or "default", max_items=s.max_descriptions
+
+def load_encoder_or_none(settings: Settings, required: bool) -> Encoder | None:
+    """The semantic encoder, or ``None`` (with a one-line warning) when its weights cannot be
+    had and semantic matching is optional.
+
+    Raises:
+        EncoderError: the weights cannot be had and ``required`` (or ``semantic == "on"``).
+    """
+    if settings.semantic == "off":
+        return None
+    try:
+        return create_encoder(settings.encoder)
+    except EncoderError as exc:
+        if required or settings.semantic == "on":
+            raise
+        log.warning("semantic matching is off (query-free highlights only): %s", exc)
+        return None
+
+
+def _label_segments(
+    segments: Sequence[Segment], hits: Sequence[Hit], n_desc: int
+) -> list[Segment]:
+    """Give each query-free segment the description that matches its slices best."""
+    if not n_desc:
+        return list(segments)
+    z: dict[int, np.ndarray] = {}
+    for h in hits:
+        z.setdefault(h.slice_index, np.zeros(n_desc))[h.description_index] = h.score_norm
+    out = []
+    for seg in segments:
+        rows = [z[i] for i in seg.slice_indices if i in z]
+        if rows:
+            best = int(np.argmax(np.mean(rows, axis=0)))
+            seg = seg.model_copy(update={"description_index": best})
+        out.append(seg)
+    return out
+
+
+def highlight_video(
+    path: str | Path,
+    *,
+    prompt: str | None = None,
+    settings: Settings | None = None,
+    ratio_wh: tuple[int, int] | None = None,
+    video_id: str | None = None,
+    encoder: Encoder | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Highlight:
+    """The main job for one file: highlights by signals (motion, audio, shots, faces, quality),
+    fused with meaning when a semantic encoder is available, then a crop box per kept frame
+    when ``ratio_wh`` is given.
+
+    With ``prompt`` the user's words lead (retrieve -> merge -> dedup by description, the
+    signals lifting livelier slices); without it the fused highlightness decides the extent
+    and each segment is labelled with the description that fits it best. Without an encoder
+    (weights unavailable, or ``semantic="off"``), the signals alone decide.
+
+    Raises:
+        VideoOpenError: the file is missing or not a decodable video.
+        EncoderError: ``prompt`` (or ``semantic="on"``) needs an encoder whose weights are missing.
+    """
+    from retrieval_hl.highlightness import fuse_signals, select_highlights
+    from retrieval_hl.signals import measure_signals_and_cuts
+
+    s = settings or Settings()
+    info = probe_video(path, video_id)
+    enc = encoder or load_encoder_or_none(s, required=bool(prompt))
+    video: IndexedVideo | None = None
+    if enc is not None:
+        video = index_video(path, settings=s, encoder=enc, video_id=info.video_id,
+                            progress=progress)
+        info, slices, cuts = video.info, video.slices, video.cuts
+    else:
+        slices, cuts = tuple(make_slices(info, s.window_s)), ()
+    sig, cuts = measure_signals_and_cuts(info, slices, cuts or None, reader=s.reader)
+    budget_s = parse_budget(s.budget, info.duration_s)
+    if video is not None and enc is not None:
+        descriptions, hits = _describe(video, default_describer(s, prompt), enc)
+    else:
+        descriptions, hits = [SIGNALS_DESCRIPTION], []
+    if prompt:
+        lift = np.clip(fuse_signals(sig), -2.0, 3.0) * s.signal_weight
+        pos = {sl.index: k for k, sl in enumerate(slices)}
+        hits = [h.model_copy(update={"score_norm": h.score_norm + lift[pos[h.slice_index]]})
+                for h in hits]
+        segments = _segments_from_hits(slices, hits, descriptions, s, info)
+    else:
+        semantic = None
+        if hits:
+            semantic = np.zeros((len(slices), len(descriptions)))
+            pos = {sl.index: k for k, sl in enumerate(slices)}
+            for h in hits:
+                semantic[pos[h.slice_index], h.description_index] = h.score_norm
+        score = fuse_signals(sig, semantic=semantic)
+        segments = select_highlights(
+            slices, score, info, min_len_s=s.min_len_s, max_len_s=s.max_len_s,
+            max_gap_s=s.max_gap_s, budget_s=budget_s, allow_empty=s.allow_empty,
         )
-    return VocabDescriber(domains=s.domains, max_items=s.max_descriptions)
+        segments = order_segments(_label_segments(segments, hits, len(descriptions)), s.order)
+    _log_result(info, segments)
+    crops = ()
+    if ratio_wh is not None and segments:
+        from retrieval_hl.ground import ground_frames
+
+        frames = [f for seg in segments for f in range(seg.start_frame, seg.end_frame)]
+        crops = tuple(ground_frames(info, frames, ratio_wh, cuts, reader=s.reader))
+    return Highlight(
+        video=info,
+        encoder=enc.spec if enc is not None else "none",
+        descriptions=tuple(descriptions),
+        segments=tuple(segments),
+        slices=tuple(slices),
+        crops=crops,
+        ratio_wh=ratio_wh,
+        settings=s.model_dump(mode="json"),
+        order=s.order,
+    )
 
 
 def export_highlights(

@@ -175,3 +175,22 @@ def probe_sizes(entries: Sequence[IndexEntry], videos_dir: str | Path) -> dict[s
         except RHLError as exc:
             log.warning("%s: %s", e.video_id, exc)
     return out
+
+
+@dataclass(frozen=True)
+class HighlightPredictor:
+    """The main job as a batch predictor: highlights, then a crop box per kept frame."""
+
+    settings: object
+
+    def __call__(self, path: Path, video_id: str, ratio_wh: tuple[int, int]) -> VideoPrediction:
+        """Predict one video's line."""
+        from retrieval_hl.api import highlight_video
+
+        hl = highlight_video(path, settings=self.settings, ratio_wh=ratio_wh, video_id=video_id)
+        return VideoPrediction.from_crop_boxes(video_id, ratio_wh, hl.crops)
+
+
+def make_predictor(settings: object) -> Predictor:
+    """The default batch predictor for ``settings`` (a ``retrieval_hl.config.Settings``)."""
+    return HighlightPredictor(settings)

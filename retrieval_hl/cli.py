@@ -29,7 +29,7 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 
 @contextlib.contextmanager
-def _progress(ctx: click.Context, total: int, desc: str) -> Iterator[Callable[[int], None]]:
+def _progress(ctx: click.Context, total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
     """A tqdm bar on a terminal, nothing with --quiet or when stderr is not a TTY."""
     if ctx.obj["quiet"] or not sys.stderr.isatty():
         yield lambda n: None
@@ -114,13 +114,27 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
         click.echo(json.dumps(r) if as_json else f"{r['video_id']}\t{r['slices']} slices")
 
 
+def _parse_ratio(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    from indexer.errors import ConfigError
+
+    parts = text.replace("x", ":").replace("/", ":").split(":")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError(f"bad ratio {text!r}; use W:H such as 9:16 or 16:9")
+    return int(parts[0]), int(parts[1])
+
+
 @cli.command()
 @click.argument("video")
 @click.option("--prompt", default=None, help="What to keep, in your words (English or Chinese).")
+@click.option("--ratio", default=None, help="Reframe for publishing: 9:16, 16:9, 1:1 ...")
 @click.option("--budget", default=None, help="Total length: 60s, 2m, or a fraction like 0.2.")
 @click.option("--out", "out_dir", default=None, help="Run directory (default ./highlights/<name>).")
 @_store_opt
 @_encoder_opt
+@click.option("--semantic", type=click.Choice(["auto", "on", "off"]), default=None,
+              help="auto: use the encoder if its weights load, else signals only (default).")
 @click.option("--domain", "domains", multiple=True, help="Vocabulary domain(s) to rank.")
 @click.option("--order", type=click.Choice(["chronological", "score"]), default=None)
 @click.option("--crossfade", "crossfade_s", type=float, default=None, help="Seconds, 0 = cut.")
@@ -129,60 +143,68 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
 @click.option("--no-render", is_flag=True, help="Write JSON and SRT only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
 @click.pass_context
-def highlight(
-    ctx,
-    video,
-    prompt,
-    budget,
-    out_dir,
-    store,
-    encoder,
-    domains,
-    order,
-    crossfade_s,
-    vlm_url,
-    vlm_model,
-    no_render,
-    as_json,
-) -> None:  # noqa: ANN001
-    """Find the highlights of VIDEO and write highlights.json, .srt and highlight.mp4."""
-    from retrieval_hl.api import export_highlights, find_highlights
+def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semantic, domains, order,
+              crossfade_s, vlm_url, vlm_model, no_render, as_json) -> None:  # noqa: ANN001
+    """Find the highlights of VIDEO; write highlights.json, .srt, highlight.mp4 (and with
+    --ratio a reframed mp4 and predictions.jsonl) into the run directory.
+    """
+    from indexer.probe import probe_video
+    from retrieval_hl.api import export_highlights, highlight_video
 
-    s = _settings(
-        ctx,
-        store=store,
-        encoder=encoder,
-        budget=budget,
-        order=order,
-        domains=tuple(domains) or None,
-        crossfade_s=crossfade_s,
-        vlm_url=vlm_url,
-        vlm_model=vlm_model,
-        render=False if no_render else None,
-    )
-    video_path = Path(video)
-    out = Path(out_dir) if out_dir else Path("highlights") / video_path.stem
-    v = _index_one(ctx, video, s, reindex=False)
-    hl = find_highlights(v, prompt=prompt, settings=s)
+    s = _settings(ctx, store=store, encoder=encoder, budget=budget, order=order,
+                  domains=tuple(domains) or None, crossfade_s=crossfade_s, vlm_url=vlm_url,
+                  vlm_model=vlm_model, render=False if no_render else None, semantic=semantic)
+    ratio_wh = _parse_ratio(ratio)
+    info = probe_video(video)
+    out = Path(out_dir) if out_dir else Path("highlights") / Path(video).stem
+    with _progress(ctx, int(info.duration_s * s.sample_fps) + 1, info.video_id) as bar:
+        hl = highlight_video(video, prompt=prompt, settings=s, ratio_wh=ratio_wh, progress=bar)
     written = export_highlights(hl, out, settings=s)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "segments": len(hl.segments),
-                    "duration_s": hl.duration_s,
-                    **{k: str(p) for k, p in written.items()},
-                }
-            )
-        )
+        click.echo(json.dumps({"segments": len(hl.segments), "duration_s": hl.duration_s,
+                               "encoder": hl.encoder, **{k: str(p) for k, p in written.items()}}))
         return
     for seg in hl.segments:
         d = hl.descriptions[seg.description_index]
-        click.echo(
-            f"{seg.start_s:8.2f}-{seg.end_s:8.2f}s  p{seg.priority}  z={seg.score_norm:.2f}"
-            f"  {d.text}"
-        )
+        click.echo(f"{seg.start_s:8.2f}-{seg.end_s:8.2f} s  p{seg.priority}  "
+                   f"score {seg.score_norm:.2f}  {d.text}")
     click.echo(f"{len(hl.segments)} segments, {hl.duration_s:.1f} s -> {out}")
+
+
+@cli.command()
+@click.argument("index_path", metavar="INDEX", type=click.Path(exists=True, dir_okay=False))
+@click.option("--videos", "videos_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--out", "out_path", default="predictions.jsonl", show_default=True)
+@click.option("--resume", is_flag=True, help="Keep finished videos of an earlier run.")
+@click.option("--time-limit", "time_limit_s", type=float, default=600.0, show_default=True,
+              help="Seconds per video; a video over it gets an empty prediction.")
+@click.option("--log", "log_path", default=None, help="Log file (default OUT.log).")
+@_encoder_opt
+@click.option("--semantic", type=click.Choice(["auto", "on", "off"]), default=None)
+@click.pass_context
+def batch(ctx, index_path, videos_dir, out_path, resume, time_limit_s, log_path, encoder,
+          semantic) -> None:  # noqa: ANN001
+    """Competition batch: one predictions line per INDEX entry, in index order."""
+    from retrieval_hl.batch import make_predictor, run_batch
+
+    s = _settings(ctx, encoder=encoder, semantic=semantic, budget="none", render=False,
+                  allow_empty=True)
+    handler = logging.FileHandler(log_path or f"{out_path}.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    for name in PACKAGES:
+        logging.getLogger(name).setLevel(min(logging.getLogger(name).level, logging.INFO))
+    try:
+        from indexer.probe import probe_video  # noqa: F401  (warm imports before forking)
+
+        with _progress(ctx, None, "videos") as bar:
+            res = run_batch(index_path, videos_dir, out_path, make_predictor(s), resume=resume,
+                            time_limit_s=time_limit_s, progress=bar)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    click.echo(f"{res.written} written, {res.skipped} kept from before, {len(res.failed)} failed"
+               f" -> {out_path}")
 
 
 @cli.command()

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     vlm_url: str | None = None
     vlm_model: str | None = None
     render: bool = True
+    semantic: Literal["auto", "on", "off"] = "auto"
+    # A video without a clear highlight: keep its best moment anyway (the main job), or output
+    # nothing (the competition batch, where an empty list is the right answer).
+    allow_empty: bool = False
+    signal_weight: float = Field(0.5, ge=0, le=5)
 
     @field_validator("budget")
     @classmethod

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 JSON_NAME = "highlights.json"
 SRT_NAME = "highlights.srt"
 MP4_NAME = "highlight.mp4"
+PREDICTIONS_NAME = "predictions.jsonl"
 
 
 def save_highlight(highlight: Highlight, path: str | Path) -> Path:
@@ -138,19 +139,87 @@ def render_highlight(highlight: Highlight, out_path: str | Path, crossfade_s: fl
     return Path(out_path)
 
 
+def render_reframed(highlight: Highlight, cut_mp4: str | Path, out_path: str | Path) -> Path:
+    """Reframe the rendered cut (``render_highlight`` without crossfade) with the crop boxes.
+
+    Output frame k is kept frame k (segments in order), cropped to its box; the audio of the
+    cut is copied. Frames stream through PyAV and an ffmpeg pipe, one at a time.
+
+    Raises:
+        RenderError: no crop boxes, or ffmpeg failed.
+    """
+    import subprocess
+
+    import av
+
+    from indexer.ffmpeg import ffmpeg_binary
+
+    if not highlight.crops:
+        raise RenderError("no crop boxes to reframe with")
+    by_frame = {c.frame: c for c in highlight.crops}
+    kept = [f for s in highlight.segments for f in range(s.start_frame, s.end_frame)]
+    boxes = [by_frame.get(f) for f in kept]
+    first = next(b for b in boxes if b is not None)
+    w, h = first.w_px - first.w_px % 2, first.h_px - first.h_px % 2
+    with atomic_path(out_path) as tmp:
+        cmd = [
+            ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+            "-framerate", f"{highlight.video.fps:.6f}", "-i", "pipe:0", "-i", str(cut_mp4),
+            "-map", "0:v", "-map", "1:a?", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
+            "-pix_fmt", "yuv420p", "-c:a", "copy", "-shortest", "-movflags", "+faststart",
+            "-f", "mp4", str(tmp),
+        ]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        last = first
+        try:
+            with av.open(str(cut_mp4)) as src:
+                for k, frame in enumerate(src.decode(video=0)):
+                    box = boxes[min(k, len(boxes) - 1)] or last
+                    last = box
+                    rgb = frame.to_ndarray(format="rgb24")
+                    crop = rgb[box.y_px : box.y_px + h, box.x_px : box.x_px + w]
+                    proc.stdin.write(crop.tobytes())
+        except BrokenPipeError:
+            pass
+        finally:
+            proc.stdin.close()
+            err = proc.stderr.read().decode(errors="replace").strip()
+            proc.wait()
+        if proc.returncode != 0:
+            raise RenderError(f"ffmpeg failed while reframing: {(err.splitlines() or ['?'])[-1]}")
+    return Path(out_path)
+
+
 def export_highlight(
     highlight: Highlight, out_dir: str | Path, *, render: bool = True, crossfade_s: float = 0.0
 ) -> dict[str, Path]:
     """Write JSON, SRT and (if ``render`` and there is anything to show) the mp4 into ``out_dir``.
 
-    Returns the written paths by kind (``json``, ``srt``, ``mp4``).
+    With crop boxes, also ``predictions.jsonl`` (the competition line for this video) and the
+    reframed ``highlight_<w>x<h>.mp4``; reframing needs hard cuts, so it ignores ``crossfade_s``.
+    Returns the written paths by kind (``json``, ``srt``, ``mp4``, ``predictions``, ``reframed``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if highlight.crops:
+        crossfade_s = 0.0
     written = {"json": save_highlight(highlight, out / JSON_NAME)}
     written["srt"] = write_atomic(out / SRT_NAME, srt_text(highlight, crossfade_s))
+    if highlight.ratio_wh is not None:
+        from retrieval_hl.competition import VideoPrediction
+
+        line = VideoPrediction.from_crop_boxes(
+            highlight.video.video_id, highlight.ratio_wh, highlight.crops
+        ).to_json_line()
+        written["predictions"] = write_atomic(out / PREDICTIONS_NAME, line + "\n")
     if render and highlight.segments:
         written["mp4"] = render_highlight(highlight, out / MP4_NAME, crossfade_s)
+        if highlight.crops:
+            tw, th = highlight.ratio_wh or (0, 0)
+            written["reframed"] = render_reframed(
+                highlight, written["mp4"], out / f"highlight_{tw}x{th}.mp4"
+            )
     elif render:
         log.warning("no highlight found in %s: nothing to render", highlight.video.path)
     return written

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from indexer.models import Frozen, Slice, VideoInfo
 
-DescriptionSource = Literal["vlm", "vocab", "user", "template"]
+DescriptionSource = Literal["vlm", "vocab", "user", "template", "signals"]
 
 
 class Description(Frozen):
@@ -80,6 +80,7 @@ class Highlight(Frozen):
     segments: tuple[Segment, ...]
     slices: tuple[Slice, ...] = ()
     crops: tuple[CropBox, ...] = ()
+    ratio_wh: tuple[int, int] | None = None
     settings: dict = Field(default_factory=dict)
     order: Literal["chronological", "score"] = "chronological"
 

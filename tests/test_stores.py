@@ -437,20 +437,54 @@ def test_approx_filters(approx_store, monkeypatch):
     ten = np.array(["ten" in s.tags for s in sl])
     in_v03 = np.array([s.video_id == "v03" for s in sl])
     exact_calls = spy(monkeypatch, store, "_search_exact")
-    approx_calls = spy(monkeypatch, store, "_search_approx")
-    # 1000 candidates > threshold: IVF with an IDSelector.
-    res = store.search(q, top_k=10, tags=["even"])
-    assert approx_calls == [50] and exact_calls == []
-    assert all(len(h) == 10 and all("even" in x.slice.tags for x in h) for h in res)
-    assert recall(res, exact_top(vecs, q, 10, even)) >= 0.9
-    # 100 or 200 candidates <= threshold: exact over the subset, identical to brute force.
-    for kw, mask in (({"video_id": "v03"}, in_v03), ({"tags": ("ten", "even")}, ten)):
+    # 1000, 200 and 100 passing points: the IVF ranking, post-filtered (depth 2*k*n/m <= 1024).
+    for kw, mask in (
+        ({"tags": ["even"]}, even),
+        ({"tags": ("ten", "even")}, ten),
+        ({"video_id": "v03"}, in_v03),
+    ):
+        assert store.search_path(10, **kw) == "approx-postfilter"
         res = store.search(q, top_k=10, **kw)
-        assert [[row(h) for h in hits] for hits in res] == exact_top(vecs, q, 10, mask).tolist()
-    assert approx_calls == [50] and exact_calls == [50, 50]
-    (hits,) = store.search(q[0], top_k=10, video_id="v03", tags=["ten"])
-    assert sorted(row(h) for h in hits) == np.flatnonzero(in_v03 & ten).tolist()
-    assert store.search(q[0], tags=["nope"]) == [[]]
+        assert all(len(h) == 10 and all(mask[row(x)] for x in h) for h in res)
+        assert recall(res, exact_top(vecs, q, 10, mask)) >= 0.9
+    assert exact_calls == []
+    # 10 passing points: too selective for a ranking, exact on them, identical to brute force.
+    kw = {"video_id": "v03", "tags": ["ten"]}
+    assert store.search_path(10, **kw) == "exact-subset"
+    res = store.search(q, top_k=10, **kw)
+    assert [[row(h) for h in hits] for hits in res] == exact_top(vecs, q, 10, in_v03 & ten).tolist()
+    assert exact_calls == [50]
+    assert store.search(q[0], tags=["nope"]) == [[]] and store.search_path(tags=["nope"]) == "empty"
+
+
+def test_search_path(tmp_path):
+    with FaissStore(tmp_path, approx_threshold=10) as s:
+        assert s.search_path() == "empty"
+        s.upsert(make_slices("a", 10, {0: ("x",)}), unit(np.random.default_rng(26), 10), ENC)
+        assert (s.search_path(), s.search_path(video_id="a")) == ("exact", "exact-subset")
+        s.upsert(make_slices("b", 10), unit(np.random.default_rng(27), 10), ENC)
+        assert s.search_path(video_id="b") == "approx-postfilter"
+        assert s.search_path() == "approx" and s.approx_spec is None  # not built by asking
+
+
+def test_approx_filter_far_from_the_query_falls_back_to_exact(tmp_path, monkeypatch):
+    rng = np.random.default_rng(25)
+    vecs = clustered(rng, 2000)
+    q = near_centres(rng, vecs, 1)
+    far = np.argsort(vecs @ q[0])[:600]  # > threshold, and all far from the query
+    far_rows = set(far.tolist())
+    sl = [
+        s.model_copy(update={"tags": ("far",)}) if r in far_rows else s
+        for r, s in enumerate(library_slices())
+    ]
+    with FaissStore(tmp_path, approx_threshold=THRESHOLD) as store:
+        store.upsert(sl, vecs, ENC)
+        exact_calls = spy(monkeypatch, store, "_search_exact")
+        approx_calls = spy(monkeypatch, store, "_search_approx")
+        (hits,) = store.search(q, top_k=10, tags=["far"])
+        assert approx_calls == [1] and exact_calls == [1]
+        mask = np.isin(np.arange(2000), far)
+        assert [row(h) for h in hits] == exact_top(vecs, q, 10, mask)[0].tolist()
 
 
 def test_approx_too_few_hits_rerun_exactly(approx_store, monkeypatch):

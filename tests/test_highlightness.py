@@ -1,0 +1,369 @@
+"""Highlightness without a query: signals, fusion, the no-highlight rule, extents; end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.models import Slice, VideoInfo
+from indexer.slicing import make_slices
+from retrieval_hl.highlightness import (
+    MIN_SCALE,
+    Weights,
+    fuse_signals,
+    peak_contrast,
+    robust_z,
+    select_highlights,
+    sustained_score,
+)
+from retrieval_hl.signals import SliceSignals, residual_motion, shot_density
+from tests.conftest import ffmpeg
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def video_info(seconds: float = 40.0, fps: float = 10.0) -> VideoInfo:
+    return VideoInfo(
+        path="/x.mp4",
+        video_id="v",
+        width_px=160,
+        height_px=120,
+        fps=fps,
+        n_frames=int(seconds * fps),
+        duration_s=seconds,
+    )
+
+
+def one_second_slices(info: VideoInfo) -> list[Slice]:
+    return make_slices(info, window_s=1.0)
+
+
+def noisy_signals(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """A busy-but-unremarkable video: every signal wanders around its typical value."""
+    rng = np.random.default_rng(seed)
+    return {
+        "motion": 2.0 + 0.6 * rng.standard_normal(n),
+        "audio_loudness": -30.0 + 2.5 * rng.standard_normal(n),
+        "audio_onset": 0.10 + 0.03 * rng.standard_normal(n),
+        "shot_density": np.zeros(n),
+        "faces": np.zeros(n),
+        "sharpness": 300.0 * np.exp(0.1 * rng.standard_normal(n)),
+        "exposure": np.full(n, 0.05),
+    }
+
+
+def plant(sig: dict[str, np.ndarray], lo: int, hi: int, strength: float = 1.0) -> None:
+    """Make slices [lo, hi) a highlight: strong residual motion, loud, with onsets."""
+    sig["motion"][lo:hi] = 2.0 + 10.0 * strength
+    sig["audio_loudness"][lo:hi] = -30.0 + 18.0 * strength
+    sig["audio_onset"][lo:hi] = 0.10 + 0.4 * strength
+
+
+def spans(segments) -> list[tuple[float, float]]:
+    return [(round(s.start_s, 3), round(s.end_s, 3)) for s in segments]
+
+
+def iou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    return inter / (max(a[1], b[1]) - min(a[0], b[0]))
+
+
+# ----------------------------------------------------------------------------- signals container
+
+
+def test_slice_signals_validate_and_round_trip():
+    sig = SliceSignals(**noisy_signals(5))
+    assert len(sig) == 5
+    assert sig.motion.dtype == np.float64 and not sig.motion.flags.writeable
+    back = SliceSignals.from_dict(sig.to_dict())
+    for name in SliceSignals.names:
+        np.testing.assert_allclose(getattr(back, name), getattr(sig, name))
+    with pytest.raises(ValueError, match="audio_onset"):
+        SliceSignals(**{**noisy_signals(5), "audio_onset": np.zeros(4)})
+    with pytest.raises(ValueError, match="1-D"):
+        SliceSignals(**{**noisy_signals(5), "faces": np.zeros((5, 2))})
+    with pytest.raises(ValueError, match="unknown signals"):
+        SliceSignals.from_dict({"motion": [1.0], "speed": [2.0]})
+
+
+def test_to_dict_writes_nan_as_none():
+    sig = SliceSignals(**{**noisy_signals(3), "motion": np.array([1.0, np.nan, 2.0])})
+    assert sig.to_dict()["motion"] == [1.0, None, 2.0]
+
+
+def test_shot_density_counts_cuts_per_second_around_each_slice():
+    info = video_info(20.0)
+    slices = make_slices(info, window_s=2.0)
+    dens = shot_density(info, slices, cuts=[100, 110, 120], window_s=4.0)  # cuts at 10, 11, 12 s
+    assert dens[0] == 0.0
+    assert dens[5] == pytest.approx(3 / 4)  # slice 10-12 s, window 9-13 s
+    assert dens.argmax() in (5,)
+
+
+# ----------------------------------------------------------------------------- motion measure
+
+
+def textured(h: int = 96, w: int = 128, seed: int = 1) -> np.ndarray:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (h // 4, w // 4), dtype=np.uint8)
+    return cv2.GaussianBlur(cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC), (3, 3), 0)
+
+
+def test_camera_pan_is_discounted():
+    big = textured(96, 160)
+    prev, cur = big[:, 10:138].copy(), big[:, 16:144].copy()  # the camera pans 6 px
+    raw = float(np.abs(prev.astype(int) - cur.astype(int)).mean())
+    assert residual_motion(prev, cur) < 0.25 * raw
+
+
+def test_subject_on_still_background_is_not_aligned_away():
+    bg = np.full((96, 128), 32, np.uint8)
+    bg[60:80, 10:30] = 128  # a still grey square
+    prev, cur = bg.copy(), bg.copy()
+    prev[20:44, 40:64] = 250
+    cur[20:44, 52:76] = 250  # a bright box moves 12 px
+    raw = float(np.abs(prev.astype(int) - cur.astype(int)).mean())
+    assert residual_motion(prev, cur) == pytest.approx(raw, rel=0.05)
+    assert residual_motion(bg, bg) == 0.0
+
+
+# ----------------------------------------------------------------------------- fusion
+
+
+def test_robust_z_respects_the_noise_floor_and_clips():
+    x = np.array([1.0, 1.0, 1.0, 1.01, 1.0, 100.0])
+    z = robust_z(x, min_scale=0.5, clip=5.0)
+    assert abs(z[3]) < 0.05  # a tiny wobble stays tiny: the scale is the floor, not MAD = 0
+    assert z[5] == 5.0
+    assert np.all(robust_z(np.full(4, np.nan), 1.0) == 0.0)
+
+
+def test_fuse_is_zero_when_nothing_varies():
+    score = fuse_signals(SliceSignals.zeros(12))
+    assert np.all(score == 0.0)
+
+
+def test_missing_audio_does_not_dilute_motion():
+    sig = noisy_signals(30)
+    plant(sig, 10, 14)
+    silent = {**sig, "audio_loudness": np.zeros(30), "audio_onset": np.zeros(30)}
+    only_motion = Weights(audio_loudness=0.0, audio_onset=0.0)
+    np.testing.assert_allclose(
+        fuse_signals(SliceSignals(**silent)), fuse_signals(SliceSignals(**sig), only_motion)
+    )
+
+
+def test_blur_without_motion_is_pushed_down_but_motion_blur_is_not():
+    sig = noisy_signals(30)
+    plant(sig, 10, 14)
+    base = fuse_signals(SliceSignals(**sig))
+    blurry = {**sig, "sharpness": sig["sharpness"].copy()}
+    blurry["sharpness"][[3, 11]] = 5.0  # slice 3 is still, slice 11 is in the action
+    score = fuse_signals(SliceSignals(**blurry))
+    assert score[3] < base[3] - 0.5
+    assert score[11] == pytest.approx(base[11])
+
+
+def test_badly_exposed_slices_are_pushed_down():
+    sig = noisy_signals(30)
+    sig["exposure"][7] = 0.9
+    assert fuse_signals(SliceSignals(**sig))[7] < fuse_signals(SliceSignals(**noisy_signals(30)))[7]
+
+
+def test_semantic_relevance_joins_the_score():
+    n = 30
+    sem = np.zeros((n, 2))
+    sem[20:25, 1] = 4.0
+    score = fuse_signals(SliceSignals.zeros(n), semantic=sem)
+    assert set(np.flatnonzero(score > 1.0)) == set(range(20, 25))
+    with pytest.raises(ValueError, match="one value per slice"):
+        fuse_signals(SliceSignals.zeros(n), semantic=np.zeros(n + 1))
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def test_planted_peak_is_selected_with_its_extent():
+    info = video_info()
+    slices = one_second_slices(info)
+    sig = noisy_signals(len(slices))
+    plant(sig, 12, 17)
+    segs = select_highlights(slices, fuse_signals(SliceSignals(**sig)), info)
+    assert spans(segs) == [(12.0, 17.0)]
+    assert segs[0].slice_indices == (12, 13, 14, 15, 16)
+    assert segs[0].description_index == 0 and segs[0].priority == 1
+
+
+def test_flat_input_has_no_highlight():
+    info = video_info()
+    slices = one_second_slices(info)
+    assert select_highlights(slices, np.zeros(len(slices)), info) == []
+    for seed in range(20):
+        score = fuse_signals(SliceSignals(**noisy_signals(len(slices), seed)))
+        assert select_highlights(slices, score, info) == []
+
+
+def test_peak_contrast_measures_the_sustained_peak_against_the_bulk():
+    info = video_info(20.0)
+    slices = one_second_slices(info)
+    score = np.zeros(20)
+    score[[3, 11, 12, 13]] = [6.0, 2.0, 2.0, 2.0]
+    lift, contrast = peak_contrast(score, sustained_score(score, slices, 3.0))
+    assert lift == pytest.approx(2.0)
+    assert contrast == pytest.approx(2.0 / 0.25)  # MAD is 0: the spread is its floor
+    assert peak_contrast(score) == (pytest.approx(6.0), pytest.approx(24.0))
+
+
+def test_sustained_score_averages_over_min_len():
+    info = video_info(10.0)
+    slices = one_second_slices(info)
+    score = np.zeros(10)
+    score[4] = 3.0
+    sus = sustained_score(score, slices, 3.0)
+    np.testing.assert_allclose(sus[3:6], 1.0)
+    assert sus[0] == 0.0 and sus.sum() == pytest.approx(3.0)
+    np.testing.assert_allclose(sustained_score(score, slices, 1.0), score)
+
+
+def test_flat_input_can_be_forced_to_name_its_best_peak():
+    info = video_info()
+    slices = one_second_slices(info)
+    score = fuse_signals(SliceSignals(**noisy_signals(len(slices), 3)))
+    segs = select_highlights(slices, score, info, allow_empty=False)
+    assert len(segs) == 1
+    assert int(np.argmax(score)) in segs[0].slice_indices
+    assert segs[0].duration_s <= 5.0
+
+
+def test_short_isolated_spikes_are_not_selected():
+    info = video_info()
+    slices = one_second_slices(info)
+    sig = noisy_signals(len(slices))
+    plant(sig, 30, 32)  # 2 s, shorter than min_len_s
+    assert select_highlights(slices, fuse_signals(SliceSignals(**sig)), info, min_len_s=3.0) == []
+    plant(sig, 8, 13)  # a real 5 s highlight next to the spike
+    segs = select_highlights(slices, fuse_signals(SliceSignals(**sig)), info, min_len_s=3.0)
+    assert spans(segs) == [(8.0, 13.0)]
+
+
+def test_budget_keeps_the_best_segment():
+    info = video_info()
+    slices = one_second_slices(info)
+    sig = noisy_signals(len(slices))
+    plant(sig, 5, 10, strength=1.0)
+    plant(sig, 25, 30, strength=0.8)
+    score = fuse_signals(SliceSignals(**sig))
+    assert spans(select_highlights(slices, score, info)) == [(5.0, 10.0), (25.0, 30.0)]
+    segs = select_highlights(slices, score, info, budget_s=6.0)
+    assert spans(segs) == [(5.0, 10.0)]
+    assert sum(s.duration_s for s in segs) <= 6.0
+    assert spans(select_highlights(slices, score, info, max_segments=1)) == [(5.0, 10.0)]
+
+
+def test_weak_secondary_bumps_are_left_out():
+    info = video_info()
+    slices = one_second_slices(info)
+    sig = noisy_signals(len(slices))
+    plant(sig, 5, 10, strength=1.0)
+    plant(sig, 25, 30, strength=0.25)
+    segs = select_highlights(slices, fuse_signals(SliceSignals(**sig)), info)
+    assert spans(segs) == [(5.0, 10.0)]
+
+
+def test_long_highlight_is_cut_to_max_len():
+    info = video_info(60.0)
+    slices = one_second_slices(info)
+    sig = noisy_signals(len(slices))
+    plant(sig, 10, 35)
+    segs = select_highlights(slices, fuse_signals(SliceSignals(**sig)), info, max_len_s=20.0)
+    assert len(segs) == 1 and segs[0].duration_s == pytest.approx(20.0)
+    assert 10.0 <= segs[0].start_s and segs[0].end_s <= 35.0
+
+
+def test_select_rejects_bad_input():
+    info = video_info()
+    slices = one_second_slices(info)
+    with pytest.raises(ValueError, match="one value per slice"):
+        select_highlights(slices, np.zeros(3), info)
+    with pytest.raises(ValueError, match="extent_frac"):
+        select_highlights(slices, np.zeros(len(slices)), info, seed_frac=0.3, extent_frac=0.5)
+    assert select_highlights([], np.zeros(0), info) == []
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+BASE = "color=c=0x202020:s=160x120:r=10:d=12,drawbox=x=20:y=70:w=24:h=24:color=0x808080:t=fill"
+
+
+@pytest.fixture(scope="module")
+def event_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """12 s, 10 fps: still and silent except 5-8 s, where a box races across and noise roars."""
+    d = tmp_path_factory.mktemp("highlight")
+    event = d / "event.mp4"
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        f"{BASE}[bg];color=c=white:s=30x30:r=10:d=12[box];"
+        "[bg][box]overlay=x='(t-5)*40':y='45+30*sin(t*6)':enable='between(t,5,8)'",
+        "-f",
+        "lavfi",
+        "-i",
+        "anoisesrc=d=12:c=white:a=0.5:r=44100,volume=volume=0:enable='not(between(t,5,8))'",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        "10",
+        "-c:a",
+        "aac",
+        "-shortest",
+        str(event),
+    )
+    static = d / "static.mp4"
+    ffmpeg("-f", "lavfi", "-i", BASE, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(static))
+    return {"event": event, "static": static}
+
+
+@pytest.mark.parametrize("window_s", [1.0, 2.0])
+def test_end_to_end_finds_the_loud_fast_moment(event_videos, window_s):
+    from indexer.probe import probe_video
+    from retrieval_hl.signals import measure_signals
+
+    info = probe_video(event_videos["event"])
+    slices = make_slices(info, window_s=window_s)
+    sig = measure_signals(info, slices, cuts=None)
+    inside = [i for i, s in enumerate(slices) if s.start_s >= 5.0 - 1e-6 and s.end_s <= 8 + 1e-6]
+    outside = [i for i, s in enumerate(slices) if s.end_s <= 5.0 + 1e-6 or s.start_s >= 8 - 1e-6]
+    assert inside and outside
+    assert sig.motion[inside].min() > 5 * max(sig.motion[outside].max(), 0.5)
+    assert sig.audio_loudness[inside].min() > sig.audio_loudness[outside].max() + 20.0
+    for values in (sig.motion, sig.audio_loudness):
+        best = slices[int(np.argmax(values))]
+        assert best.start_s < 8.0 and best.end_s > 5.0
+    assert np.all(sig.shot_density == 0.0)
+
+    segs = select_highlights(slices, fuse_signals(sig), info)
+    assert len(segs) == 1
+    assert iou((segs[0].start_s, segs[0].end_s), (5.0, 8.0)) > 0.5
+    if window_s == 1.0:
+        assert spans(segs) == [(5.0, 8.0)]
+
+
+def test_end_to_end_static_silent_video_has_no_highlight(event_videos):
+    from indexer.probe import probe_video
+    from retrieval_hl.signals import measure_signals
+
+    info = probe_video(event_videos["static"])
+    assert not info.has_audio
+    slices = make_slices(info, window_s=2.0)
+    sig = measure_signals(info, slices)
+    assert np.all(sig.audio_loudness == 0.0) and np.all(sig.audio_onset == 0.0)
+    assert sig.motion.max() < MIN_SCALE["motion"]
+    assert select_highlights(slices, fuse_signals(sig), info) == []
