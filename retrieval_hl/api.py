@@ -192,6 +192,13 @@ def load_encoder_or_none(settings: Settings, required: bool) -> Encoder | None:
         return None
 
 
+def nearest_slices(src: Sequence[Slice], dst: Sequence[Slice]) -> np.ndarray:
+    """For each slice of ``dst``, the position in ``src`` of the slice holding its middle frame."""
+    starts = np.array([x.start_frame for x in src])
+    mids = np.array([(x.start_frame + x.end_frame) // 2 for x in dst])
+    return np.clip(np.searchsorted(starts, mids, side="right") - 1, 0, len(src) - 1)
+
+
 def _label_segments(
     segments: Sequence[Segment], hits: Sequence[Hit], n_desc: int
 ) -> list[Segment]:
@@ -241,31 +248,39 @@ def highlight_video(
     info = probe_video(path, video_id)
     enc = encoder or load_encoder_or_none(s, required=bool(prompt))
     video: IndexedVideo | None = None
+    cuts: Sequence[int] | None = None
     if enc is not None:
         video = index_video(path, settings=s, encoder=enc, video_id=info.video_id,
                             progress=progress)
-        info, slices, cuts = video.info, video.slices, video.cuts
-    else:
-        slices, cuts = tuple(make_slices(info, s.window_s)), ()
-    sig, cuts = measure_signals_and_cuts(info, slices, cuts or None, reader=s.reader)
+        info, cuts = video.info, video.cuts or None
+    # Signals work on a finer grid than the index: extents matter to the frame.
+    fine = tuple(make_slices(info, s.signal_window_s, cuts or ()))
+    sig, cuts = measure_signals_and_cuts(info, fine, cuts, reader=s.reader)
     budget_s = parse_budget(s.budget, info.duration_s)
     if video is not None and enc is not None:
         descriptions, hits = _describe(video, default_describer(s, prompt), enc)
     else:
         descriptions, hits = [SIGNALS_DESCRIPTION], []
-    if prompt:
-        lift = np.clip(fuse_signals(sig), -2.0, 3.0) * s.signal_weight
-        pos = {sl.index: k for k, sl in enumerate(slices)}
+    if prompt and video is not None:
+        fused = np.clip(fuse_signals(sig), -2.0, 3.0) * s.signal_weight
+        lift = fused[nearest_slices(fine, video.slices)]
+        pos = {sl.index: k for k, sl in enumerate(video.slices)}
         hits = [h.model_copy(update={"score_norm": h.score_norm + lift[pos[h.slice_index]]})
                 for h in hits]
+        slices = video.slices
         segments = _segments_from_hits(slices, hits, descriptions, s, info)
     else:
         semantic = None
-        if hits:
-            semantic = np.zeros((len(slices), len(descriptions)))
-            pos = {sl.index: k for k, sl in enumerate(slices)}
+        if hits and video is not None:
+            coarse = np.zeros((len(video.slices), len(descriptions)))
+            pos = {sl.index: k for k, sl in enumerate(video.slices)}
             for h in hits:
-                semantic[pos[h.slice_index], h.description_index] = h.score_norm
+                coarse[pos[h.slice_index], h.description_index] = h.score_norm
+            semantic = coarse[nearest_slices(video.slices, fine)]
+            hits = [Hit(slice_index=sl.index, description_index=d, score_raw=0.0,
+                        score_norm=float(semantic[k, d]))
+                    for k, sl in enumerate(fine) for d in range(len(descriptions))]
+        slices = fine
         score = fuse_signals(sig, semantic=semantic)
         segments = select_highlights(
             slices, score, info, min_len_s=s.min_len_s, max_len_s=s.max_len_s,

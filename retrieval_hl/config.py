@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     store: str = Field(default_factory=default_store)
     reader: Literal["auto", "decord", "pyav"] = "auto"
     window_s: float = Field(2.0, ge=1.0, le=3.0)
+    signal_window_s: float = Field(1.0, ge=1.0, le=3.0)
     sample_fps: float = Field(2.0, gt=0, le=30)
     snap_to_shots: bool = True
     threshold_z: float = 1.0

@@ -146,3 +146,14 @@ def test_silent_video_with_crossfade(videos, tmp_path):
     if hl.segments:
         fades = 0.3 * (len(hl.segments) - 1)
         assert duration_s(out / "highlight.mp4") == pytest.approx(hl.duration_s - fades, abs=0.3)
+
+
+def test_semantic_and_signals_without_prompt(long_video, tmp_path):
+    """No prompt: vocabulary descriptions fused with signals; segments carry vocab labels."""
+    out = tmp_path / "run"
+    run("highlight", str(long_video), "--encoder", TINY, "--store", str(tmp_path / "s"),
+        "--out", str(out), "--semantic", "on", "--no-render")
+    hl = load_highlight(out / "highlights.json")
+    assert hl.encoder == TINY and {d.source for d in hl.descriptions} == {"vocab"}
+    assert len(hl.segments) >= 1  # the main job keeps its best moment even when nothing stands out
+    assert all(0 <= s.description_index < len(hl.descriptions) for s in hl.segments)
