@@ -101,17 +101,25 @@ def default_describer(settings: Settings, prompt: str | None) -> Describer:
 
 
 def _describe(
-    video: IndexedVideo, describer: Describer, enc: Encoder
+    video: IndexedVideo,
+    describer: Describer,
+    enc: Encoder,
+    extra_descriptions: Sequence[Description] = (),
+    image_queries: Sequence[tuple[Description, np.ndarray]] = (),
 ) -> tuple[list[Description], list[Hit]]:
-    descriptions = describer.describe(video, enc)
+    descriptions = [*describer.describe(video, enc), *extra_descriptions]
     log.info(
-        "%d descriptions from %s: %s",
+        "%d descriptions from %s%s: %s",
         len(descriptions),
         describer.name,
+        " and extra queries" if extra_descriptions or image_queries else "",
         "; ".join(f"[{d.priority}] {d.text}" for d in descriptions),
     )
-    text_vectors = enc.encode_texts([d.text for d in descriptions])
-    return descriptions, retrieve(video.slices, video.vectors, descriptions, text_vectors)
+    vectors = enc.encode_texts([d.text for d in descriptions])
+    if image_queries:
+        descriptions += [d for d, _ in image_queries]
+        vectors = np.vstack([vectors, np.stack([v for _, v in image_queries])])
+    return descriptions, retrieve(video.slices, video.vectors, descriptions, vectors)
 
 
 def _segments_from_hits(
@@ -227,6 +235,8 @@ def highlight_video(
     video_id: str | None = None,
     encoder: Encoder | None = None,
     progress: Callable[[int], None] | None = None,
+    extra_descriptions: Sequence[Description] = (),
+    image_queries: Sequence[tuple[Description, np.ndarray]] = (),
 ) -> Highlight:
     """The main job for one file: highlights by signals (motion, audio, shots, faces, quality),
     fused with meaning when a semantic encoder is available, then a crop box per kept frame
@@ -236,6 +246,10 @@ def highlight_video(
     signals lifting livelier slices); without it the fused highlightness decides the extent
     and each segment is labelled with the description that fits it best. Without an encoder
     (weights unavailable, or ``semantic="off"``), the signals alone decide.
+
+    ``extra_descriptions`` (text) and ``image_queries`` (a description with a query vector in
+    the encoder's space, e.g. a library clip) join the describer's queries, as a category's
+    highlight script does.
 
     Raises:
         VideoOpenError: the file is missing or not a decodable video.
@@ -258,8 +272,11 @@ def highlight_video(
     sig, cuts = measure_signals_and_cuts(info, fine, cuts, reader=s.reader)
     budget_s = parse_budget(s.budget, info.duration_s)
     if video is not None and enc is not None:
-        descriptions, hits = _describe(video, default_describer(s, prompt), enc)
+        descriptions, hits = _describe(video, default_describer(s, prompt), enc,
+                                       extra_descriptions, image_queries)
     else:
+        if extra_descriptions or image_queries:
+            log.warning("category/extra queries need semantic matching, which is off: ignored")
         descriptions, hits = [SIGNALS_DESCRIPTION], []
     if prompt and video is not None:
         fused = np.clip(fuse_signals(sig), -2.0, 3.0) * s.signal_weight

@@ -136,6 +136,10 @@ def _parse_ratio(text: str | None) -> tuple[int, int] | None:
 @click.option("--semantic", type=click.Choice(["auto", "on", "off"]), default=None,
               help="auto: use the encoder if its weights load, else signals only (default).")
 @click.option("--domain", "domains", multiple=True, help="Vocabulary domain(s) to rank.")
+@click.option("--category", default=None,
+              help="Add a highlight script's events (prompts/scripts/) as queries, e.g. soccer.")
+@click.option("--library", "library_dir", default=None,
+              help="With --category: the library's clips of that category as image queries.")
 @click.option("--order", type=click.Choice(["chronological", "score"]), default=None)
 @click.option("--crossfade", "crossfade_s", type=float, default=None, help="Seconds, 0 = cut.")
 @click.option("--vlm-url", default=None, help="OpenAI-compatible endpoint for a VLM describer.")
@@ -143,8 +147,9 @@ def _parse_ratio(text: str | None) -> tuple[int, int] | None:
 @click.option("--no-render", is_flag=True, help="Write JSON and SRT only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
 @click.pass_context
-def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semantic, domains, order,
-              crossfade_s, vlm_url, vlm_model, no_render, as_json) -> None:  # noqa: ANN001
+def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semantic, domains,
+              category, library_dir, order, crossfade_s, vlm_url, vlm_model, no_render,
+              as_json) -> None:  # noqa: ANN001
     """Find the highlights of VIDEO; write highlights.json, .srt, highlight.mp4 (and with
     --ratio a reframed mp4 and predictions.jsonl) into the run directory.
     """
@@ -157,8 +162,10 @@ def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semant
     ratio_wh = _parse_ratio(ratio)
     info = probe_video(video)
     out = Path(out_dir) if out_dir else Path("highlights") / Path(video).stem
+    extra, images = _category_queries(category, library_dir, s) if category else ([], [])
     with _progress(ctx, int(info.duration_s * s.sample_fps) + 1, info.video_id) as bar:
-        hl = highlight_video(video, prompt=prompt, settings=s, ratio_wh=ratio_wh, progress=bar)
+        hl = highlight_video(video, prompt=prompt, settings=s, ratio_wh=ratio_wh, progress=bar,
+                             extra_descriptions=extra, image_queries=images)
     written = export_highlights(hl, out, settings=s)
     if as_json:
         click.echo(json.dumps({"segments": len(hl.segments), "duration_s": hl.duration_s,
@@ -169,6 +176,30 @@ def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semant
         click.echo(f"{seg.start_s:8.2f}-{seg.end_s:8.2f} s  p{seg.priority}  "
                    f"score {seg.score_norm:.2f}  {d.text}")
     click.echo(f"{len(hl.segments)} segments, {hl.duration_s:.1f} s -> {out}")
+
+
+def _category_queries(category: str, library_dir: str | None, settings):  # noqa: ANN001, ANN202
+    """A category's script events, and its library clips as image queries (same encoder only)."""
+    from library.catalog import Library
+    from library.script import normalise_label
+    from library.templates import category_queries
+    from retrieval_hl.models import Description
+
+    lib = Library.open(library_dir) if library_dir else None
+    if lib is not None and lib.encoder_spec != settings.encoder:
+        log.warning("library %s uses encoder %s, not %s: its clips are not used as queries",
+                    library_dir, lib.encoder_spec, settings.encoder)
+        lib = None
+    descriptions, vectors = category_queries(category, lib)
+    # The same clips, in the same order, as category_queries takes its vectors from.
+    clips = [c for c in lib.list(category=normalise_label(category)) if lib.store.count(c.clip_id)
+             ] if lib is not None else []
+    images = [
+        (Description(text=f"like library clip: {c.summary or c.clip_id}", priority=2,
+                     source="template", domain=category), v)
+        for c, v in zip(clips, vectors, strict=True)
+    ]
+    return descriptions, images
 
 
 @cli.command()

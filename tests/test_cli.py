@@ -157,3 +157,25 @@ def test_semantic_and_signals_without_prompt(long_video, tmp_path):
     assert hl.encoder == TINY and {d.source for d in hl.descriptions} == {"vocab"}
     assert len(hl.segments) >= 1  # the main job keeps its best moment even when nothing stands out
     assert all(0 <= s.description_index < len(hl.descriptions) for s in hl.segments)
+
+
+def test_category_script_adds_template_queries(long_video, tmp_path):
+    out = tmp_path / "run"
+    run("highlight", str(long_video), "--encoder", TINY, "--store", str(tmp_path / "s"),
+        "--out", str(out), "--category", "soccer", "--no-render")
+    hl = load_highlight(out / "highlights.json")
+    assert any(d.source == "template" and d.domain == "soccer" for d in hl.descriptions)
+    res = run("highlight", str(long_video), "--encoder", TINY, "--store", str(tmp_path / "s"),
+              "--out", str(out), "--category", "no-such-sport", code=1)
+    assert "no script template" in res.stderr
+
+
+def test_category_uses_library_clips_as_image_queries(long_video, videos, tmp_path):
+    lib = str(tmp_path / "lib")
+    run("library", "add", str(videos["plain"]), "--category", "soccer", "--library", lib,
+        "--encoder", TINY)
+    out = tmp_path / "run"
+    run("highlight", str(long_video), "--encoder", TINY, "--store", str(tmp_path / "s"),
+        "--out", str(out), "--category", "soccer", "--library", lib, "--no-render")
+    hl = load_highlight(out / "highlights.json")
+    assert any(d.text.startswith("like library clip") for d in hl.descriptions)
