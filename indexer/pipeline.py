@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from indexer.encoders import Encoder
+from indexer.errors import VideoOpenError
 from indexer.models import Slice, VideoInfo
 from indexer.readers import DEFAULT_SHORT_SIDE_PX, open_reader, prefetch, proxy_size
 from indexer.shots import ShotDetector
@@ -37,6 +39,17 @@ class IndexedVideo:
     frame_vectors: np.ndarray | None = None
 
 
+class FrameSink(Protocol):
+    """Something else that wants proxy frames from the indexer's single decoding pass."""
+
+    wanted: np.ndarray
+    short_side_px: int
+
+    def feed(self, indices: np.ndarray, frames_rgb: np.ndarray) -> None:
+        """Take the frames of this chunk it wants (it filters by ``wanted`` itself)."""
+        ...
+
+
 def embed_video(
     info: VideoInfo,
     encoder: Encoder,
@@ -48,27 +61,37 @@ def embed_video(
     short_side_px: int = DEFAULT_SHORT_SIDE_PX,
     tags: Sequence[str] = (),
     progress: Callable[[int], None] | None = None,
+    sinks: Sequence[FrameSink] = (),
 ) -> IndexedVideo:
     """Decode ``info``'s proxy frames in chunks, embed them and pool them into slices.
 
+    ``sinks`` ride along the same pass (e.g. the signal meter): the pass decodes the union of
+    all wanted frames at the largest proxy size asked for, so the video is decoded once.
     ``progress`` is called with the number of frames just processed (for a progress bar).
     Memory holds one chunk of frames plus one vector per sampled frame.
     """
     wanted = sample_frames(info, sample_fps)
-    size = proxy_size(info, short_side_px)
+    decode = np.union1d(wanted, np.concatenate([s.wanted for s in sinks])) if sinks else wanted
+    side = max([short_side_px, *(s.short_side_px for s in sinks)])
+    size = proxy_size(info, side)
     shots = ShotDetector(info.fps, min_shot_s=max(1.0, 2.0 / sample_fps)) if snap_to_shots else None
     got_idx: list[np.ndarray] = []
     got_vec: list[np.ndarray] = []
-    for chunk in prefetch(open_reader(info, reader).iter_chunks(info, wanted, size, CHUNK_FRAMES)):
+    chunks = open_reader(info, reader).iter_chunks(info, decode, size, CHUNK_FRAMES)
+    for chunk in prefetch(chunks):
+        for sink in sinks:
+            sink.feed(chunk.indices, chunk.frames)
+        mine = np.isin(chunk.indices, wanted)
+        if not mine.any():
+            continue
+        idx, frames = chunk.indices[mine], chunk.frames[mine]
         if shots is not None:
-            shots.feed(chunk.indices, chunk.frames)
-        got_idx.append(chunk.indices)
-        got_vec.append(encoder.encode_images(chunk.frames))
+            shots.feed(idx, frames)
+        got_idx.append(idx)
+        got_vec.append(encoder.encode_images(frames))
         if progress:
-            progress(len(chunk.indices))
+            progress(len(idx))
     if not got_idx:
-        from indexer.errors import VideoOpenError
-
         raise VideoOpenError(f"no frame could be decoded from {info.path!r}")
     frame_indices = np.concatenate(got_idx)
     frame_vectors = np.concatenate(got_vec)

@@ -19,7 +19,7 @@ import numpy as np
 from indexer.encoders import Encoder, create_encoder
 from indexer.errors import EncoderError, StoreError
 from indexer.models import Slice, VideoInfo
-from indexer.pipeline import IndexedVideo, embed_video, load_video, store_video
+from indexer.pipeline import FrameSink, IndexedVideo, embed_video, load_video, store_video
 from indexer.probe import probe_video
 from indexer.slicing import make_slices
 from indexer.stores import VectorStore, open_store
@@ -48,6 +48,7 @@ def index_video(
     tags: tuple[str, ...] = (),
     reindex: bool = False,
     progress: Callable[[int], None] | None = None,
+    sinks: Sequence[FrameSink] = (),
 ) -> IndexedVideo:
     """Probe, decode, embed and store one video; reuse the stored slices if it is already indexed.
 
@@ -77,6 +78,7 @@ def index_video(
         reader=s.reader,
         tags=tags,
         progress=progress,
+        sinks=sinks,
     )
     added = store_video(db, video)
     log.info("%s: %d new points in %s (%d in all)", info.video_id, added, db.name, db.count())
@@ -256,20 +258,27 @@ def highlight_video(
         EncoderError: ``prompt`` (or ``semantic="on"``) needs an encoder whose weights are missing.
     """
     from retrieval_hl.highlightness import fuse_signals, select_highlights
-    from retrieval_hl.signals import measure_signals_and_cuts
+    from retrieval_hl.signals import SignalMeter, measure_signals_and_cuts
 
     s = settings or Settings()
     info = probe_video(path, video_id)
     enc = encoder or load_encoder_or_none(s, required=bool(prompt))
     video: IndexedVideo | None = None
     cuts: Sequence[int] | None = None
+    meter = SignalMeter(info, detect_cuts=False)
     if enc is not None:
+        # The signal meter rides along the indexing pass: one decode for both.
         video = index_video(path, settings=s, encoder=enc, video_id=info.video_id,
-                            progress=progress)
-        info, cuts = video.info, video.cuts or None
+                            progress=progress, sinks=(meter,))
+        info = video.info
+        if meter.n_fed or video.cuts:
+            cuts = video.cuts
     # Signals work on a finer grid than the index: extents matter to the frame.
     fine = tuple(make_slices(info, s.signal_window_s, cuts or ()))
-    sig, cuts = measure_signals_and_cuts(info, fine, cuts, reader=s.reader)
+    if meter.n_fed:
+        sig, cuts = meter.finish(fine, cuts or ())
+    else:  # signals only, or the index was already there: a pass of their own
+        sig, cuts = measure_signals_and_cuts(info, fine, cuts, reader=s.reader)
     budget_s = parse_budget(s.budget, info.duration_s)
     if video is not None and enc is not None:
         descriptions, hits = _describe(video, default_describer(s, prompt), enc,

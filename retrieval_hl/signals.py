@@ -520,6 +520,129 @@ def _stream_offset_s(container: Any, astream: Any) -> float:
 # --------------------------------------------------------------------------- the measurement
 
 
+class SignalMeter:
+    """Streaming half of ``measure_signals_and_cuts``: feed it proxy frames, then ``finish``.
+
+    It can ride along another decoding pass (the indexer's), so a video is decoded once for
+    embeddings, shots and signals: it keeps only the frames in ``wanted`` and a few numbers each.
+    """
+
+    short_side_px = ANALYSIS_SHORT_SIDE_PX
+
+    def __init__(
+        self,
+        info: VideoInfo,
+        sample_fps: float = SAMPLE_FPS,
+        *,
+        face_model: str | None = None,
+        detect_cuts: bool = True,
+    ) -> None:
+        from indexer.slicing import sample_frames
+
+        self.info = info
+        self.wanted = sample_frames(info, sample_fps)
+        self._want = set(self.wanted.tolist())
+        self._face_every = max(1, int(round(sample_fps / FACE_FPS)))
+        self._detect_face = _open_face_detector(face_model)
+        self._shots = None
+        if detect_cuts:
+            from indexer.shots import ShotDetector
+
+            self._shots = ShotDetector(info.fps, min_shot_s=max(1.0, 2.0 / sample_fps))
+        self._idx: list[int] = []
+        self._motion: list[float] = []
+        self._sharp: list[float] = []
+        self._expo: list[float] = []
+        self._face: list[float] = []
+        self._prev_small: np.ndarray | None = None
+        self._t0 = time.perf_counter()
+
+    def feed(self, indices: np.ndarray, frames_rgb: np.ndarray) -> None:
+        """Take the wanted frames among ``frames_rgb`` (source frames ``indices``, in order)."""
+        import cv2
+
+        keep = [k for k, i in enumerate(indices) if int(i) in self._want]
+        if not keep:
+            return
+        indices, frames_rgb = np.asarray(indices)[keep], frames_rgb[keep]
+        if self._shots is not None:
+            self._shots.feed(indices, frames_rgb)
+        for i, rgb in zip(indices, frames_rgb, strict=True):
+            grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+            small = _grey_small(grey, MOTION_SHORT_SIDE_PX)
+            prev = self._prev_small
+            self._motion.append(np.nan if prev is None else residual_motion(prev, small))
+            self._prev_small = small
+            self._sharp.append(sharpness_of(grey))
+            self._expo.append(exposure_penalty(grey))
+            k = len(self._idx)
+            if self._detect_face is not None and k % self._face_every == 0:
+                self._face.append(float(self._detect_face(rgb, grey)))
+            else:
+                self._face.append(np.nan)
+            self._idx.append(int(i))
+
+    @property
+    def n_fed(self) -> int:
+        """Frames taken so far."""
+        return len(self._idx)
+
+    def detected_cuts(self) -> list[int]:
+        """Cuts found in the frames fed so far (empty when not detecting)."""
+        return self._shots.cuts() if self._shots is not None else []
+
+    def finish(
+        self,
+        slices: Sequence[Slice],
+        cuts: Sequence[int] | None = None,
+        *,
+        density_window_s: float = DENSITY_WINDOW_S,
+    ) -> tuple[SliceSignals, tuple[int, ...]]:
+        """Per-slice signals from what was fed; ``cuts=None`` uses the detected ones.
+
+        Raises:
+            VideoOpenError: no frame was fed.
+        """
+        from indexer.errors import VideoOpenError
+
+        info = self.info
+        if not slices:
+            return SliceSignals.zeros(0), tuple(cuts or ())
+        if not self._idx:
+            raise VideoOpenError(f"no frame could be decoded from {info.path!r}")
+        idx = np.asarray(self._idx, dtype=np.int64)
+        cut_list = self.detected_cuts() if cuts is None else cuts
+        cut_arr = np.asarray(sorted(cut_list), dtype=np.int64)
+        motion_arr = np.asarray(self._motion)
+        motion_arr[1:][_straddles_cut(idx[:-1], idx[1:], cut_arr)] = np.nan
+        bounds = (np.array([x.start_frame for x in slices]),
+                  np.array([x.end_frame for x in slices]))
+        motion_s = _slice_motion(bounds, idx, motion_arr)
+        if np.isnan(motion_s).all():
+            motion_s[:] = 0.0
+        faces_s = (
+            _reduce(bounds, idx, np.asarray(self._face), np.mean, fill_nearest=True)
+            if self._detect_face is not None
+            else np.zeros(len(slices))
+        )
+        loud, onset = measure_audio(info, slices)
+        sig = SliceSignals(
+            motion=motion_s,
+            audio_loudness=loud,
+            audio_onset=onset,
+            shot_density=shot_density(info, slices, cut_arr.tolist(), density_window_s),
+            faces=faces_s,
+            sharpness=_reduce(bounds, idx, np.asarray(self._sharp), np.median, fill_nearest=True),
+            exposure=_reduce(bounds, idx, np.asarray(self._expo), np.mean, fill_nearest=True),
+        )
+        log.info(
+            "%s: signals for %d slices from %d frames (%d cuts, audio %s) in %.1f s",
+            info.video_id, len(slices), len(idx), len(cut_arr),
+            "on" if info.has_audio else "off", time.perf_counter() - self._t0,
+        )
+        return sig, tuple(int(c) for c in cut_arr)
+
+
 def measure_signals_and_cuts(
     info: VideoInfo,
     slices: Sequence[Slice],
@@ -555,81 +678,16 @@ def measure_signals_and_cuts(
         VideoOpenError: No frame of the video could be decoded.
         ConfigError: ``sample_fps`` is not positive or ``reader`` is unknown.
     """
-    import cv2
-
-    from indexer.errors import VideoOpenError
-    from indexer.readers import open_reader, proxy_size
-    from indexer.slicing import sample_frames
+    from indexer.readers import open_reader, prefetch, proxy_size
 
     if not slices:
         return SliceSignals.zeros(0), tuple(cuts or ())
-    t0 = time.perf_counter()
-    wanted = sample_frames(info, sample_fps)
-    size = proxy_size(info, ANALYSIS_SHORT_SIDE_PX)
-    face_every = max(1, int(round(sample_fps / FACE_FPS)))
-    detect_face = _open_face_detector(face_model)
-    shots = None
-    if cuts is None:
-        from indexer.shots import ShotDetector
-
-        shots = ShotDetector(info.fps, min_shot_s=max(1.0, 2.0 / sample_fps))
-
-    idx_parts: list[np.ndarray] = []
-    motion, sharp, expo, face = [], [], [], []
-    prev_small: np.ndarray | None = None
-    k = 0
-    for chunk in open_reader(info, reader).iter_chunks(info, wanted, size, CHUNK_FRAMES):
-        if shots is not None:
-            shots.feed(chunk.indices, chunk.frames)
-        idx_parts.append(np.asarray(chunk.indices, dtype=np.int64))
-        for rgb in chunk.frames:
-            grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-            small = _grey_small(grey, MOTION_SHORT_SIDE_PX)
-            motion.append(np.nan if prev_small is None else residual_motion(prev_small, small))
-            prev_small = small
-            sharp.append(sharpness_of(grey))
-            expo.append(exposure_penalty(grey))
-            if detect_face is not None and k % face_every == 0:
-                face.append(float(detect_face(rgb, grey)))
-            else:
-                face.append(np.nan)
-            k += 1
-    if not idx_parts:
-        raise VideoOpenError(f"no frame could be decoded from {info.path!r}")
-    idx = np.concatenate(idx_parts)
-    cut_arr = np.asarray(sorted(shots.cuts() if shots is not None else cuts), dtype=np.int64)
-    motion_arr = np.asarray(motion)
-    motion_arr[1:][_straddles_cut(idx[:-1], idx[1:], cut_arr)] = np.nan
-
-    bounds = (np.array([s.start_frame for s in slices]), np.array([s.end_frame for s in slices]))
-    motion_s = _slice_motion(bounds, idx, motion_arr)
-    if np.isnan(motion_s).all():
-        motion_s[:] = 0.0
-    faces_s = (
-        _reduce(bounds, idx, np.asarray(face), np.mean, fill_nearest=True)
-        if detect_face is not None
-        else np.zeros(len(slices))
-    )
-    loud, onset = measure_audio(info, slices)
-    sig = SliceSignals(
-        motion=motion_s,
-        audio_loudness=loud,
-        audio_onset=onset,
-        shot_density=shot_density(info, slices, cut_arr.tolist(), density_window_s),
-        faces=faces_s,
-        sharpness=_reduce(bounds, idx, np.asarray(sharp), np.median, fill_nearest=True),
-        exposure=_reduce(bounds, idx, np.asarray(expo), np.mean, fill_nearest=True),
-    )
-    log.info(
-        "%s: signals for %d slices from %d frames (%d cuts, audio %s) in %.1f s",
-        info.video_id,
-        len(slices),
-        len(idx),
-        len(cut_arr),
-        "on" if info.has_audio else "off",
-        time.perf_counter() - t0,
-    )
-    return sig, tuple(int(c) for c in cut_arr)
+    meter = SignalMeter(info, sample_fps, face_model=face_model, detect_cuts=cuts is None)
+    size = proxy_size(info, meter.short_side_px)
+    chunks = open_reader(info, reader).iter_chunks(info, meter.wanted, size, CHUNK_FRAMES)
+    for chunk in prefetch(chunks):
+        meter.feed(chunk.indices, chunk.frames)
+    return meter.finish(slices, cuts, density_window_s=density_window_s)
 
 
 def measure_signals(
