@@ -67,6 +67,10 @@ _APPROX_FILTER_DEPTH = 2
 # ...unless that depth exceeds this; then the filter is selective enough for exact search on the
 # passing points to be the better deal (at 1e6 points: ~10 ms for 1000 passing).
 _APPROX_FILTER_MAX_DEPTH = 1024
+# Exact search on a subset copies the passing vectors out when they are at most this fraction of
+# the store; beyond it, scanning the whole flat index with a selector is cheaper. Measured at 1e6
+# points: 1000 passing, copy ~3 ms vs scan ~8-20 ms; 50 000 passing, copy ~75 ms vs scan ~50 ms.
+_EXACT_GATHER_FRACTION = 1 / 64
 
 
 class SearchHit(Frozen):
@@ -322,8 +326,8 @@ class FaissStore:
     # needs ~10x nprobe (~40 ms), while post-filtering the top 2*k*n/m at sqrt(10)x nprobe costs
     # ~10-20 ms for the same recall. Its hits are exactly the top-k passing points of that
     # approximate ranking; a query with fewer than k of them is re-run exactly. Exact search on
-    # a subset still scans the whole flat index with a selector (O(count)), so it is kept for
-    # filters too selective for a ranking.
+    # a subset scans the whole flat index with a selector (O(count)) or, for small subsets, copies
+    # the passing vectors out; it is kept for filters too selective for a ranking.
 
     name: ClassVar[str] = "faiss"
     INDEX_FILE: ClassVar[str] = "index.faiss"
@@ -730,6 +734,10 @@ class FaissStore:
         if allowed is None:
             return self._index.search(q, k)
         ids = np.fromiter(allowed, dtype=np.int64, count=len(allowed))
+        if len(ids) <= _EXACT_GATHER_FRACTION * self._index.ntotal:
+            vecs = self._index.reconstruct_batch(ids)
+            scores, pos = faiss.knn(q, vecs, k, metric=faiss.METRIC_INNER_PRODUCT)
+            return scores, np.where(pos >= 0, ids[np.maximum(pos, 0)], -1)
         sel = faiss.IDSelectorBatch(ids)  # must outlive the search call
         return self._index.search(q, k, params=faiss.SearchParameters(sel=sel))
 

@@ -24,7 +24,12 @@ from indexer.probe import probe_video
 from indexer.slicing import make_slices
 from indexer.stores import VectorStore, open_store
 from retrieval_hl.config import Settings, parse_budget
-from retrieval_hl.dedup import apply_budget, order_segments, suppress_overlaps
+from retrieval_hl.dedup import (
+    apply_budget,
+    extend_to_min_len,
+    order_segments,
+    suppress_overlaps,
+)
 from retrieval_hl.describe.base import Describer
 from retrieval_hl.describe.request import RequestDescriber
 from retrieval_hl.describe.vocab import VocabDescriber
@@ -312,6 +317,8 @@ def highlight_video(
             slices, score, info, min_len_s=s.min_len_s, max_len_s=s.max_len_s,
             max_gap_s=s.max_gap_s, budget_s=budget_s, allow_empty=s.allow_empty,
         )
+        if not s.allow_empty:  # the main job: every clip long enough to watch
+            segments = extend_to_min_len(segments, s.min_clip_s, info.fps, info.n_frames)
         segments = order_segments(_label_segments(segments, hits, len(descriptions)), s.order)
     _log_result(info, segments)
     crops = ()

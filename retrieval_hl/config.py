@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     threshold_z: float = 1.0
     max_gap_s: float = Field(2.0, ge=0)
     min_len_s: float = Field(2.0, ge=0)
+    min_clip_s: float = Field(3.0, ge=0)  # the main job widens shorter clips to this
     max_len_s: float = Field(20.0, gt=0)
     budget: str = "0.2"
     order: Literal["chronological", "score"] = "chronological"
