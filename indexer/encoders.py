@@ -239,7 +239,7 @@ class OpenClipEncoder:
             return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: under it autocast re-casts the weights every call
     def encode_images(self, frames: np.ndarray) -> np.ndarray:
         """See ``Encoder.encode_images``."""
         out = []
@@ -251,7 +251,7 @@ class OpenClipEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return F.normalize(torch.cat(out), dim=-1).numpy().astype(np.float32)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: under it autocast re-casts the weights every call
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """See ``Encoder.encode_texts``."""
         if not texts:
