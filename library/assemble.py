@@ -40,6 +40,7 @@ from indexer.probe import probe_video
 from library.models import AssemblyPlan, LibraryClip, MissedEvent, PlanStep, Script
 from library.scoring import default_min_z, normalise_scores
 from library.script import normalise_label, normalise_labels
+from retrieval_hl.export import srt_timestamp
 
 if TYPE_CHECKING:
     from library.catalog import Library
@@ -393,18 +394,10 @@ def load_plan(path: str | Path) -> AssemblyPlan:
         raise ConfigError(f"not a readable assembly plan {str(path)!r}: {first}") from None
 
 
-def _srt_time(t: float) -> str:
-    ms = int(round(t * 1000))
-    h, ms = divmod(ms, 3_600_000)
-    m, ms = divmod(ms, 60_000)
-    s, ms = divmod(ms, 1000)
-    return f"{h:02d}:{m:02d}:{s:02d},{ms:03d}"
-
-
 def plan_srt(plan: AssemblyPlan) -> str:
     """Captions for the rendered edit: each event's text over its cut."""
     return "\n".join(
-        f"{n}\n{_srt_time(s.out_start_s)} --> {_srt_time(s.out_end_s)}\n{s.text}\n"
+        f"{n}\n{srt_timestamp(s.out_start_s)} --> {srt_timestamp(s.out_end_s)}\n{s.text}\n"
         for n, s in enumerate(plan.steps, 1)
     )
 

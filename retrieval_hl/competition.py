@@ -70,19 +70,13 @@ def fixed_crop_size(width_px: int, height_px: int, ratio_wh: Sequence[int]) -> t
             or the frame is too small to hold a one-pixel box of that ratio.
 
     """
-    tw, th = _check_ratio(ratio_wh)
-    if width_px <= 0 or height_px <= 0:
-        raise ConfigError(f"frame size must be positive, got {width_px}x{height_px}")
-    if width_px * th >= height_px * tw:  # source at least as wide as the target: height-limited
-        w = (height_px * tw) // th
-    else:
-        w = width_px
-    h = (w * th) // tw
-    if w < 1 or h < 1:
-        raise ConfigError(
-            f"a {width_px}x{height_px} frame is too small for a {tw}:{th} crop (got {w}x{h})"
-        )
-    return w, h
+    from retrieval_hl.grounding import fixed_window_size
+
+    ratio = _check_ratio(ratio_wh)
+    try:
+        return fixed_window_size(width_px, height_px, ratio)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def iou_xyw(boxes_a: Any, boxes_b: Any, ratio_wh: Sequence[int]) -> np.ndarray:

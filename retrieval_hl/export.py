@@ -56,7 +56,8 @@ def output_timeline(
     return out
 
 
-def _srt_time(t: float) -> str:
+def srt_timestamp(t: float) -> str:
+    """``HH:MM:SS,mmm`` for an SRT cue at ``t`` seconds."""
     ms = int(round(t * 1000))
     h, ms = divmod(ms, 3_600_000)
     m, ms = divmod(ms, 60_000)
@@ -71,7 +72,7 @@ def srt_text(highlight: Highlight, crossfade_s: float = 0.0) -> str:
         zip(highlight.segments, output_timeline(highlight.segments, crossfade_s), strict=True), 1
     ):
         text = highlight.descriptions[seg.description_index].text
-        blocks.append(f"{n}\n{_srt_time(a)} --> {_srt_time(b)}\n{text}\n")
+        blocks.append(f"{n}\n{srt_timestamp(a)} --> {srt_timestamp(b)}\n{text}\n")
     return "\n".join(blocks)
 
 

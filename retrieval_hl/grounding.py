@@ -34,8 +34,9 @@ PRESMOOTH_FRAMES = 9
 def fixed_window_size(width_px: int, height_px: int, ratio_wh: tuple[int, int]) -> tuple[int, int]:
     """Largest window of aspect ``ratio_wh`` that fits inside a ``width_px`` x ``height_px`` frame.
 
-    Rounds the way the competition's scorer does: the full height (or width) is kept and the other
-    side is ``round``-ed, never larger than the frame.
+    The one definition of the task's fixed crop size. Both sides are floored, so the box as
+    scored (height ``w * th / tw``) never leaves the frame: ``w = min(W, floor(H * tw / th))``,
+    ``h = floor(w * th / tw)``; e.g. 9:16 on 1920x1080 gives (607, 1079).
 
     Args:
         width_px: Frame width in pixels.
@@ -46,16 +47,18 @@ def fixed_window_size(width_px: int, height_px: int, ratio_wh: tuple[int, int]) 
         The window size ``(w, h)`` in pixels.
 
     Raises:
-        ValueError: A size or ratio component is not positive.
+        ValueError: A size or ratio component is not positive, or the frame is too small.
     """
     tw, th = ratio_wh
     if width_px <= 0 or height_px <= 0:
         raise ValueError(f"frame size must be positive, got {width_px}x{height_px}")
     if tw <= 0 or th <= 0:
         raise ValueError(f"ratio must be positive, got {tw}:{th}")
-    if width_px / height_px >= tw / th:
-        return max(1, min(int(round(height_px * tw / th)), width_px)), height_px
-    return width_px, max(1, min(int(round(width_px * th / tw)), height_px))
+    w = (height_px * tw) // th if width_px * th >= height_px * tw else width_px
+    h = (w * th) // tw
+    if w < 1 or h < 1:
+        raise ValueError(f"a {width_px}x{height_px} frame size is too small for {tw}:{th}")
+    return w, h
 
 
 def runs_of(frames: Sequence[int] | np.ndarray, cuts: Sequence[int] = ()) -> list[np.ndarray]:
