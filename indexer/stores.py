@@ -73,6 +73,27 @@ _APPROX_FILTER_MAX_DEPTH = 1024
 _EXACT_GATHER_FRACTION = 1 / 64
 
 
+def qdrant_cluster_layout() -> dict[str, int]:
+    """Sharding and replication for new collections on a Qdrant server, from the environment.
+
+    ``RHL_QDRANT_SHARDS`` (shard_number) and ``RHL_QDRANT_REPLICAS`` (replication_factor), e.g.
+    3 and 2 on the three-node cluster of docker-compose.yml; unset leaves the server's defaults.
+
+    Raises:
+        StoreError: a value is not a positive integer.
+    """
+    out = {}
+    for env, key in (("RHL_QDRANT_SHARDS", "shard_number"),
+                     ("RHL_QDRANT_REPLICAS", "replication_factor")):
+        raw = os.environ.get(env)
+        if raw is None:
+            continue
+        if not raw.isdigit() or int(raw) < 1:
+            raise StoreError(f"{env} must be a positive integer, got {raw!r}")
+        out[key] = int(raw)
+    return out
+
+
 class SearchHit(Frozen):
     """One retrieved slice and its cosine similarity to the query."""
 
@@ -1008,11 +1029,13 @@ class QdrantStore:
 
     def _create(self, encoder_spec: str, dim: int) -> None:
         metadata = {"encoder_spec": encoder_spec, "dim": dim}
+        layout = {} if self._local else qdrant_cluster_layout()
         with _qdrant_errors(f"create collection {self.collection!r}"):
             self.client.create_collection(
                 self.collection,
                 vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
                 metadata=metadata,
+                **layout,
             )
             if not self._local:  # local mode ignores payload indexes and warns about them
                 for key in ("video_id", "tags"):

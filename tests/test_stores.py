@@ -611,3 +611,17 @@ def test_search_leaves_queries_untouched(store):
     q = np.full((2, DIM), 3.0, np.float32)
     store.search(q)
     assert (q == 3.0).all()
+
+
+def test_qdrant_cluster_layout_from_env(monkeypatch):
+    from indexer.stores import qdrant_cluster_layout
+
+    monkeypatch.delenv("RHL_QDRANT_SHARDS", raising=False)
+    monkeypatch.delenv("RHL_QDRANT_REPLICAS", raising=False)
+    assert qdrant_cluster_layout() == {}
+    monkeypatch.setenv("RHL_QDRANT_SHARDS", "3")
+    monkeypatch.setenv("RHL_QDRANT_REPLICAS", "2")
+    assert qdrant_cluster_layout() == {"shard_number": 3, "replication_factor": 2}
+    monkeypatch.setenv("RHL_QDRANT_REPLICAS", "two")
+    with pytest.raises(StoreError, match="RHL_QDRANT_REPLICAS"):
+        qdrant_cluster_layout()
