@@ -1,7 +1,8 @@
 """Per-slice measurements of "something happens here", taken without any query.
 
-``measure_signals`` decodes the video's proxy frames once, in chunks (memory stays flat however
-long the video is), and the audio track once, streamed; it keeps one small number per sampled
+``measure_signals_and_cuts`` (or a ``SignalMeter`` riding along the indexer's pass) decodes the
+video's proxy frames once, in chunks (memory stays flat however long the video is), and the audio
+track once, streamed; it keeps one small number per sampled
 frame or audio hop and reduces them to one value per slice. Every signal is a real measurement in
 its own unit; ``retrieval_hl.highlightness`` turns them into one score.
 
@@ -689,19 +690,3 @@ def measure_signals_and_cuts(
         meter.feed(chunk.indices, chunk.frames)
     return meter.finish(slices, cuts, density_window_s=density_window_s)
 
-
-def measure_signals(
-    info: VideoInfo,
-    slices: Sequence[Slice],
-    cuts: Sequence[int] | None = (),
-    reader: str = "auto",
-    sample_fps: float = SAMPLE_FPS,
-    *,
-    face_model: str | None = None,
-    density_window_s: float = DENSITY_WINDOW_S,
-) -> SliceSignals:
-    """``measure_signals_and_cuts`` without the cuts."""
-    return measure_signals_and_cuts(
-        info, slices, cuts, reader, sample_fps, face_model=face_model,
-        density_window_s=density_window_s,
-    )[0]

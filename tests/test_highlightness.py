@@ -334,11 +334,11 @@ def event_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("window_s", [1.0, 2.0])
 def test_end_to_end_finds_the_loud_fast_moment(event_videos, window_s):
     from indexer.probe import probe_video
-    from retrieval_hl.signals import measure_signals
+    from retrieval_hl.signals import measure_signals_and_cuts
 
     info = probe_video(event_videos["event"])
     slices = make_slices(info, window_s=window_s)
-    sig = measure_signals(info, slices, cuts=None)
+    sig, _ = measure_signals_and_cuts(info, slices, cuts=None)
     inside = [i for i, s in enumerate(slices) if s.start_s >= 5.0 - 1e-6 and s.end_s <= 8 + 1e-6]
     outside = [i for i, s in enumerate(slices) if s.end_s <= 5.0 + 1e-6 or s.start_s >= 8 - 1e-6]
     assert inside and outside
@@ -358,12 +358,12 @@ def test_end_to_end_finds_the_loud_fast_moment(event_videos, window_s):
 
 def test_end_to_end_static_silent_video_has_no_highlight(event_videos):
     from indexer.probe import probe_video
-    from retrieval_hl.signals import measure_signals
+    from retrieval_hl.signals import measure_signals_and_cuts
 
     info = probe_video(event_videos["static"])
     assert not info.has_audio
     slices = make_slices(info, window_s=2.0)
-    sig = measure_signals(info, slices)
+    sig, _ = measure_signals_and_cuts(info, slices)
     assert np.all(sig.audio_loudness == 0.0) and np.all(sig.audio_onset == 0.0)
     assert sig.motion.max() < MIN_SCALE["motion"]
     assert select_highlights(slices, fuse_signals(sig), info) == []
