@@ -251,6 +251,35 @@ class OpenClipEncoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return F.normalize(torch.cat(out), dim=-1).numpy().astype(np.float32)
 
+    @torch.no_grad()
+    def relevance_maps(self, frames: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """Patch-level cosine of each frame with ``query`` (a unit vector of this space).
+
+        The vision tower's patch tokens are projected like the pooled token; frames are squashed
+        (not cropped) to the model's input so the (n, g, g) grid covers the whole frame. Coarse
+        and noisy, as patch-level CLIP is, but it says where the described thing is.
+
+        Raises:
+            EncoderError: the vision tower has no patch tokens (not a ViT).
+        """
+        visual = self.model.visual
+        if not hasattr(visual, "output_tokens") or getattr(visual, "proj", None) is None:
+            raise EncoderError(f"{self.spec}: no patch tokens for relevance maps")
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+        x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True)
+        x = (x - self.mean) / self.std
+        q = torch.from_numpy(np.asarray(query, dtype=np.float32)).reshape(-1)
+        visual.output_tokens = True
+        try:
+            with self._autocast():
+                _, tokens = visual(x)
+            tokens = F.normalize(tokens.float() @ visual.proj.float(), dim=-1)
+        finally:
+            visual.output_tokens = False
+        sim = (tokens @ q).numpy()
+        g = int(round(sim.shape[1] ** 0.5))
+        return sim[:, : g * g].reshape(len(frames), g, g)
+
     @torch.no_grad()  # not inference_mode: under it autocast re-casts the weights every call
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """See ``Encoder.encode_texts``."""

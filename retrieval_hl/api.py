@@ -113,7 +113,7 @@ def _describe(
     enc: Encoder,
     extra_descriptions: Sequence[Description] = (),
     image_queries: Sequence[tuple[Description, np.ndarray]] = (),
-) -> tuple[list[Description], list[Hit]]:
+) -> tuple[list[Description], np.ndarray, list[Hit]]:
     descriptions = [*describer.describe(video, enc), *extra_descriptions]
     log.info(
         "%d descriptions from %s%s: %s",
@@ -126,7 +126,7 @@ def _describe(
     if image_queries:
         descriptions += [d for d, _ in image_queries]
         vectors = np.vstack([vectors, np.stack([v for _, v in image_queries])])
-    return descriptions, retrieve(video.slices, video.vectors, descriptions, vectors)
+    return descriptions, vectors, retrieve(video.slices, video.vectors, descriptions, vectors)
 
 
 def _segments_from_hits(
@@ -165,7 +165,7 @@ def find_highlights(
     """
     s = settings or Settings()
     enc = encoder or create_encoder(video.encoder_spec or s.encoder)
-    descriptions, hits = _describe(video, describer or default_describer(s, prompt), enc)
+    descriptions, _, hits = _describe(video, describer or default_describer(s, prompt), enc)
     segments = _segments_from_hits(video.slices, hits, descriptions, s, video.info)
     _log_result(video.info, segments)
     return Highlight(
@@ -286,12 +286,13 @@ def highlight_video(
         sig, cuts = measure_signals_and_cuts(info, fine, cuts, reader=s.reader)
     budget_s = parse_budget(s.budget, info.duration_s)
     if video is not None and enc is not None:
-        descriptions, hits = _describe(video, default_describer(s, prompt), enc,
-                                       extra_descriptions, image_queries)
+        descriptions, query_vectors, hits = _describe(
+            video, default_describer(s, prompt), enc, extra_descriptions, image_queries
+        )
     else:
         if extra_descriptions or image_queries:
             log.warning("category/extra queries need semantic matching, which is off: ignored")
-        descriptions, hits = [SIGNALS_DESCRIPTION], []
+        descriptions, query_vectors, hits = [SIGNALS_DESCRIPTION], None, []
     if prompt and video is not None:
         fused = np.clip(fuse_signals(sig), -2.0, 3.0) * s.signal_weight
         lift = fused[nearest_slices(fine, video.slices)]
@@ -323,10 +324,7 @@ def highlight_video(
     _log_result(info, segments)
     crops = ()
     if ratio_wh is not None and segments:
-        from retrieval_hl.ground import ground_frames
-
-        frames = [f for seg in segments for f in range(seg.start_frame, seg.end_frame)]
-        crops = tuple(ground_frames(info, frames, ratio_wh, cuts, reader=s.reader))
+        crops = _ground(info, segments, ratio_wh, cuts, s, enc, query_vectors)
     return Highlight(
         video=info,
         encoder=enc.spec if enc is not None else "none",
@@ -338,6 +336,41 @@ def highlight_video(
         settings=s.model_dump(mode="json"),
         order=s.order,
     )
+
+
+def _ground(
+    info: VideoInfo,
+    segments: Sequence[Segment],
+    ratio_wh: tuple[int, int],
+    cuts: Sequence[int],
+    s: Settings,
+    enc: Encoder | None,
+    query_vectors: np.ndarray | None,
+) -> tuple:
+    """Crop boxes for every kept frame. With trained CLIP weights each segment is grounded on
+    its own, with the patch relevance of the description that chose it as an extra cue.
+    """
+    from retrieval_hl.ground import ground_frames
+
+    frames = [f for seg in segments for f in range(seg.start_frame, seg.end_frame)]
+    semantic = (
+        enc is not None and query_vectors is not None and hasattr(enc, "relevance_maps")
+        and not enc.spec.endswith(":random")
+    )
+    if not semantic:
+        return tuple(ground_frames(info, frames, ratio_wh, cuts, reader=s.reader))
+    by_frame = {}
+    for seg in segments:
+        query = query_vectors[seg.description_index]
+
+        def relevance(rgb: np.ndarray, query: np.ndarray = query) -> np.ndarray:
+            return enc.relevance_maps(rgb[None], query)[0]
+
+        span = range(seg.start_frame, seg.end_frame)
+        for box in ground_frames(info, span, ratio_wh, cuts, reader=s.reader,
+                                 relevance=relevance):
+            by_frame[box.frame] = box
+    return tuple(by_frame[f] for f in frames)
 
 
 def export_highlights(

@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -47,7 +48,7 @@ log = logging.getLogger(__name__)
 
 STRONG_CONF = 0.5
 WEAK_CONF = 0.12
-PRIORITY_WEIGHT = {"face": 1.0, "person": 0.9, "motion": 0.8, "saliency": 0.5}
+PRIORITY_WEIGHT = {"face": 1.0, "person": 0.9, "text": 0.85, "motion": 0.8, "saliency": 0.5}
 MOTION_SIDE_PX = 128
 SALIENCY_SIDE_PX = 64
 FOCUS_MAX_FRAC = 0.6
@@ -400,6 +401,7 @@ class SubjectLocator:
         window_size: tuple[int, int],
         face_detector: Detector | None = None,
         people_detector: Detector | None = None,
+        relevance: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         """Set up for one video.
 
@@ -409,6 +411,9 @@ class SubjectLocator:
                 motion and saliency maps uses it (capped at ``FOCUS_MAX_FRAC`` of the frame).
             face_detector: From ``open_face_detector``; ``None`` turns faces off.
             people_detector: From ``open_people_detector``; ``None`` turns people off.
+            relevance: Maps a proxy frame to a coarse grid of how much each part shows the
+                description that chose this stretch (``Encoder.relevance_maps``); ``None``
+                turns the text cue off.
         """
         self._src = source_size
         self._focus_frac = (
@@ -417,6 +422,7 @@ class SubjectLocator:
         )
         self._faces = face_detector
         self._people = people_detector
+        self._relevance = relevance
         self._prev: np.ndarray | None = None
 
     def reset(self) -> None:
@@ -440,6 +446,10 @@ class SubjectLocator:
             pick = _pick_detection(det.detect(rgb), (pw, ph), motion, head)
             if pick is not None:
                 out.append(Cue(name, *pick))
+        if self._relevance is not None:
+            cue = _text_cue(self._relevance(rgb), (pw, ph), self._focus_frac)
+            if cue is not None:
+                out.append(cue)
         sal = saliency_map(gray)
         if motion is not None:
             _, _, share = locate_mass(motion, focus)
@@ -476,6 +486,22 @@ class SubjectLocator:
         k = cue.conf / (cue.conf + CENTRE_PRIOR)
         cx, cy = cue.cx * self._src[0] / pw, cue.cy * self._src[1] / ph
         return mx + k * (cx - mx), my + k * (cy - my), cue.conf
+
+
+def _text_cue(grid: np.ndarray, proxy_wh: tuple[int, int], focus_frac) -> Cue | None:  # noqa: ANN001
+    """Where a relevance grid peaks, with a confidence from how far the peak stands out."""
+    grid = np.asarray(grid, dtype=np.float64)
+    if grid.ndim != 2 or grid.size < 4:
+        return None
+    med, spread = float(np.median(grid)), float(grid.std())
+    if spread <= 1e-6:
+        return None
+    heat = np.clip(grid - med, 0, None)
+    gh, gw = grid.shape
+    focus = (max(1, round(focus_frac[0] * gw)), max(1, round(focus_frac[1] * gh)))
+    cx, cy, _ = locate_mass(heat, focus)
+    conf = float(np.clip(((grid.max() - med) / spread - 2.0) / 4.0, 0.0, 1.0))
+    return Cue("text", (cx + 0.5) * proxy_wh[0] / gw, (cy + 0.5) * proxy_wh[1] / gh, conf)
 
 
 def fuse_cues(cues: list[Cue]) -> Cue | None:

@@ -9,7 +9,7 @@ place the windows (``grounding``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -56,6 +56,7 @@ def ground_frames(
     sample_fps: float = 8.0,
     face_detector: str = "auto",
     people_detector: str = "auto",
+    relevance: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[CropBox]:
     """One fixed-size crop box per requested frame, following the subject with a smooth path.
 
@@ -71,6 +72,8 @@ def ground_frames(
         sample_fps: Analysis rate; the path is interpolated to every frame in between.
         face_detector: ``auto``, ``retinaface`` or ``none`` (see ``cues.open_face_detector``).
         people_detector: ``auto``, ``hog`` or ``none`` (see ``cues.open_people_detector``).
+        relevance: Optional text-conditioned relevance grid per proxy frame (see
+            ``SubjectLocator``), ranked between people and motion.
 
     Returns:
         ``CropBox`` per entry of ``frames``, in the same order, integer and inside the frame.
@@ -102,7 +105,8 @@ def ground_frames(
     slack = max(src[0] - win[0], src[1] - win[1]) / max(src)
     if slack > MIN_SLACK_FRAC:
         locator = SubjectLocator(
-            src, win, open_face_detector(face_detector), open_people_detector(people_detector)
+            src, win, open_face_detector(face_detector), open_people_detector(people_detector),
+            relevance,
         )
         size = proxy_size(info, PROXY_SHORT_SIDE_PX)
         log.debug(
