@@ -459,8 +459,10 @@ class SubjectLocator:
             trust = float(np.clip((reliability - 0.2) / 0.4, 0, 1))
             conf = float(np.clip(spread, 0, 1) * (1.0 - np.exp(-strength / 0.5)) * trust)
             # Where it moves, weighted by how far the camera-motion fit can be trusted, plus
-            # what stands out: the moving thing that is also salient.
-            heat = sal + trust * motion / max(float(motion.max()), 1e-6)
+            # what stands out: the moving thing that is also salient. The moving region counts
+            # by its extent, not its speed, so a walker is centred on its body, not its legs.
+            moving = (motion > 0.25 * float(motion.max())).astype(np.float32)
+            heat = sal + trust * moving
             cx, cy, _ = locate_mass(heat, focus)
             out.append(Cue("motion", cx / s, cy / s, conf))
         cx, cy, share = locate_mass(sal, focus)
