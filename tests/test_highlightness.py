@@ -49,6 +49,7 @@ def noisy_signals(n: int, seed: int = 0) -> dict[str, np.ndarray]:
         "audio_onset": 0.10 + 0.03 * rng.standard_normal(n),
         "shot_density": np.zeros(n),
         "faces": np.zeros(n),
+        "people": np.zeros(n),
         "sharpness": 300.0 * np.exp(0.1 * rng.standard_normal(n)),
         "exposure": np.full(n, 0.05),
     }

@@ -41,7 +41,7 @@ def test_grounding_follows_the_relevance_cue(tmp_path):
     grid[3, 6] = 1.0  # "the described thing is at the right edge"
 
     boxes = ground_frames(info, range(info.n_frames), (9, 16), face_detector="none",
-                          people_detector="none", relevance=lambda rgb: grid)
+                          object_detector="none", relevance=lambda rgb: grid)
     plain = ground_frames(info, range(info.n_frames), (9, 16), face_detector="none",
-                          people_detector="none")
+                          object_detector="none")
     assert np.mean([b.x_px for b in boxes]) > np.mean([b.x_px for b in plain]) + 40

@@ -1,0 +1,176 @@
+"""Detectors: EfficientDet anchor/decoding maths, the real models on real frames, and the
+detection cues of grounding (planted detections through the ``Detector`` protocol)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval_hl.cues import SubjectLocator, box_iou, fuse_cues, pick_detection
+from retrieval_hl.detectors import (
+    COCO_PERSON,
+    Detections,
+    decode_efficientdet,
+    efficientdet_anchors,
+    open_face_detector,
+    open_object_detector,
+)
+from retrieval_hl.signals import PresenceDetector
+
+DAVIS = Path("/work/shared/data/davis16")
+
+
+def test_anchor_layout_matches_the_graph():
+    a = efficientdet_anchors(320)
+    assert a.shape == (19206, 4)  # 9 anchors on 40², 20², 10², 5², 3² cells
+    # first cell of level 3 (stride 8): centre (4, 4), square anchor of 3 * 8 px
+    np.testing.assert_allclose(a[0], [4, 4, 24, 24])
+    # aspect 2 is wider than tall, with the same area
+    np.testing.assert_allclose(a[1, 2] * a[1, 3], 24 * 24)
+    assert a[1, 3] > a[1, 2]
+    # the last anchor sits in the last cell of level 7 (3 x 3 cells of 320 / 3 px)
+    np.testing.assert_allclose(a[-1, :2], [320 - 320 / 6, 320 - 320 / 6])
+
+
+def _raw(n_classes: int = 90):
+    anchors = np.array([[100, 100, 40, 40], [102, 101, 40, 40], [200, 50, 20, 20]], float)
+    deltas = np.zeros((3, 4))
+    scores = np.zeros((3, n_classes))
+    return anchors, deltas, scores
+
+
+def test_decode_zero_deltas_gives_anchors_scaled_to_frame():
+    anchors, deltas, scores = _raw()
+    scores[2, COCO_PERSON] = 0.9
+    boxes, sc, cls = decode_efficientdet(
+        deltas, scores, anchors, (640, 320), 320, {COCO_PERSON: "person"}, 0.3
+    )
+    assert cls.tolist() == [COCO_PERSON]
+    # yc=200, xc=50, h=w=20 in 320 px input; frame is 2x wider
+    np.testing.assert_allclose(boxes[0], [80, 190, 40, 20])
+    assert sc[0] == pytest.approx(0.9)
+
+
+def test_decode_regression_threshold_nms_and_class_filter():
+    anchors, deltas, scores = _raw()
+    deltas[0] = [0.5, -0.25, np.log(2), 0.0]  # yc += 20, xc -= 10, h doubled
+    deltas[1] = [0.45, -0.2, np.log(2), 0.0]  # lands 3 px from the first
+    scores[0, 2] = 0.8  # car
+    scores[1, 2] = 0.6  # car, overlaps the first: suppressed
+    scores[2, 2] = 0.2  # below threshold
+    scores[2, 50] = 0.95  # a class we do not ask for
+    boxes, sc, cls = decode_efficientdet(
+        deltas, scores, anchors, (320, 320), 320, {2: "car", COCO_PERSON: "person"}, 0.3
+    )
+    assert cls.tolist() == [2] and sc.tolist() == pytest.approx([0.8])
+    np.testing.assert_allclose(boxes[0], [90 - 20, 120 - 40, 40, 80])
+
+
+def test_decode_keeps_overlapping_boxes_of_different_classes():
+    anchors, deltas, scores = _raw()
+    scores[0, 0] = 0.8
+    scores[1, 17] = 0.7
+    _, _, cls = decode_efficientdet(
+        deltas, scores, anchors, (320, 320), 320, {0: "person", 17: "dog"}, 0.3
+    )
+    assert sorted(cls.tolist()) == [0, 17]
+
+
+def test_box_iou():
+    boxes = np.array([[0, 0, 10, 10], [5, 0, 10, 10], [20, 20, 5, 5]], float)
+    np.testing.assert_allclose(box_iou(boxes, np.array([0, 0, 10, 10.0])), [1, 50 / 150, 0])
+
+
+def test_pick_detection_prefers_the_box_it_followed():
+    det = Detections(
+        np.array([[10, 10, 40, 80], [150, 10, 40, 80]], np.float32),
+        np.array([0.5, 0.5], np.float32),
+        np.array(["person", "person"]),
+    )
+    cue, box = pick_detection(det, "person", (200, 100), None, 0.6, previous=np.array(
+        [148, 12, 40, 80.0]
+    ))
+    assert box[0] == 150 and cue.cx == pytest.approx(170)
+    assert cue.cy == pytest.approx(10 + 0.35 * 80)
+    assert 0 < cue.conf < 1
+    # no history: a tie, and the dominance of the winner is only one half
+    cue2, _ = pick_detection(det, "person", (200, 100), None, 0.6)
+    assert cue2.conf < cue.conf
+
+
+def test_pick_detection_discounts_still_boxes_when_something_else_moves():
+    det = Detections(
+        np.array([[10, 10, 40, 80], [150, 10, 40, 80]], np.float32),
+        np.array([0.6, 0.5], np.float32),
+        np.array(["person", "person"]),
+    )
+    motion = np.zeros((100, 200), np.float32)
+    motion[20:80, 155:185] = 1.0  # only the second one moves
+    cue, box = pick_detection(det, "person", (200, 100), motion, 0.6)
+    assert box[0] == 150
+
+
+class PlantedDetector:
+    """A detector that reports one box per frame: where the frame's bright square is."""
+
+    name = "planted"
+    score_full = 1.0
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def detect(self, rgb: np.ndarray) -> Detections:
+        ys, xs = np.nonzero(rgb[..., 0] > 200)
+        if xs.size == 0:
+            return Detections.empty()
+        box = [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+        return Detections(np.array([box], np.float32), np.array([0.9], np.float32),
+                          np.array([self.kind]))
+
+
+def test_locator_ranks_people_over_animals_and_follows_them():
+    frame = np.full((120, 240, 3), 90, np.uint8)
+    frame[30:90, 180:210] = 255
+    loc = SubjectLocator((480, 240), (135, 240), None, PlantedDetector("person"))
+    cx, cy, conf = loc.update(frame)
+    assert conf > 0.5 and cx > 2 * 180 * 0.9  # pulled towards the person, source pixels
+    cues = {c.name: c for c in loc.cues(frame)}
+    assert fuse_cues(list(cues.values())).name == "person"
+    loc2 = SubjectLocator((480, 240), (135, 240), None, PlantedDetector("animal"))
+    assert {c.name for c in loc2.cues(frame)} >= {"object"}
+
+
+def test_real_detectors_find_nothing_in_a_flat_frame():
+    faces, objects = open_face_detector(), open_object_detector()
+    if objects is None:
+        pytest.skip("ai-edge-litert / pyautoflip not installed")
+    flat = np.full((224, 398, 3), 128, np.uint8)
+    assert len(objects.detect(flat).scores) == 0
+    if faces is not None:
+        assert len(faces.detect(flat).scores) == 0
+    face, person = PresenceDetector()(flat)
+    assert person == 0.0
+    assert face == 0.0 if faces is not None else np.isnan(face)
+
+
+@pytest.mark.parametrize(
+    ("seq", "frame", "kind"),
+    [("car-roundabout", 30, "vehicle"), ("blackswan", 20, "animal"), ("parkour", 40, "person")],
+)
+def test_real_object_detector_on_davis(seq, frame, kind):
+    objects = open_object_detector()
+    if objects is None:
+        pytest.skip("ai-edge-litert / pyautoflip not installed")
+    if not (DAVIS / f"{seq}.mp4").exists():
+        pytest.skip("shared DAVIS data not present")
+    import av
+
+    with av.open(str(DAVIS / f"{seq}.mp4")) as c:
+        rgb = next(f for i, f in enumerate(c.decode(video=0)) if i == frame).to_ndarray(
+            format="rgb24"
+        )
+    gt = json.loads((DAVIS / "annotations.json").read_text())[seq]["subject_boxes_xywh"][frame]
+    det = objects.detect(rgb).of(kind)
+    assert len(det.scores) > 0
+    assert box_iou(det.boxes.astype(float), np.asarray(gt, float)).max() > 0.5
