@@ -7,8 +7,10 @@ Each benchmark video is a DAVIS sequence (real footage, subject mask on every fr
 sequence. Two extra videos are holds only: their ground truth is empty (no highlight). Ground
 truth per kept frame is the fixed-size target-ratio window centred on the subject box, clamped,
 exactly as crop_eval.py defines it. The script builds the set once into bench/out/davis_comp/,
-runs ``rhl batch`` and ``rhl eval`` on it, and scores two baselines in the same run: the kit's
-centre crop on every frame, and a centre crop on exactly the ground-truth frames (oracle extent).
+runs ``rhl batch`` and ``rhl eval`` on it, and scores baselines in the same run: the kit's
+centre crop on every frame, a centre crop on exactly the ground-truth frames (oracle extent), and
+the kit's VLM-baseline mechanism given perfect answers (GT extent, GT subject point every 15
+frames, linearly interpolated): an upper bound of that baseline, since no VLM runs here.
 """
 
 from __future__ import annotations
@@ -100,6 +102,36 @@ def centre_crops(gt_path: Path, vids: Path, ratio, oracle_extent: bool) -> Path:
     return out
 
 
+def vlm_mechanism_oracle(gt_path: Path, vids: Path, ratio, every: int = 15) -> Path:
+    """The kit's VLM baseline fed perfect answers: its one segment is the GT extent and its
+    subject point every ``every`` frames is the GT window centre, linearly interpolated. No VLM
+    runs here, so this is that baseline's upper bound, not a measurement of it."""
+    import numpy as np
+
+    from indexer.probe import probe_video
+
+    out = OUT / "vlm_mechanism_oracle.jsonl"
+    lines = []
+    for vid, rows in load_ground_truth(gt_path).items():
+        info = probe_video(vids / f"{vid}.mp4", vid)
+        cw, ch = fixed_crop_size(info.width_px, info.height_px, ratio)
+        frames = np.array([r.frame for r in rows.rows])
+        boxes = []
+        if frames.size:
+            cx = np.array([r.box[0] + cw / 2 for r in rows.rows])
+            cy = np.array([r.box[1] + ch / 2 for r in rows.rows])
+            keys = np.unique(np.r_[np.arange(0, frames.size, every), frames.size - 1])
+            px = np.interp(frames, frames[keys], cx[keys])
+            py = np.interp(frames, frames[keys], cy[keys])
+            for f, x, y in zip(frames.tolist(), px, py, strict=True):
+                bx = int(round(min(max(x - cw / 2, 0), info.width_px - cw)))
+                by = int(round(min(max(y - ch / 2, 0), info.height_px - ch)))
+                boxes.append(CropBox(frame=f, x_px=bx, y_px=by, w_px=cw, h_px=ch))
+        lines.append(VideoPrediction.from_crop_boxes(vid, ratio, boxes).to_json_line())
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     default_data = Path(__file__).parents[2] / "shared" / "data" / "davis16"
@@ -121,6 +153,7 @@ def main() -> None:
         "ours (rhl batch)": evaluate_files(gt, pred),
         "centre crop, every frame": evaluate_files(gt, centre_crops(gt, vids, ratio, False)),
         "centre crop, GT frames (oracle)": evaluate_files(gt, centre_crops(gt, vids, ratio, True)),
+        "VLM baseline, oracle answers": evaluate_files(gt, vlm_mechanism_oracle(gt, vids, ratio)),
     }
     print(f"command: {' '.join(cmd)}  ({wall:.1f} s)")
     print(rows["ours (rhl batch)"].to_table())
