@@ -49,6 +49,8 @@ AIM_FRAC = {"face": 0.5, "person": 0.35, "object": 0.5}
 MOTION_SIDE_PX = 128
 SALIENCY_SIDE_PX = 64
 FOCUS_MAX_FRAC = 0.6
+# Camera flow (px per sampled frame on the motion proxy) from which a shot counts as panning.
+PAN_FLOW_PX = 1.0
 # Weight of the frame centre as a prior observation (a confidence-weighted pull to the centre):
 # photographers frame subjects near the centre, so a shaky cue should move the crop only a bit.
 CENTRE_PRIOR = 0.15
@@ -100,15 +102,25 @@ def motion_map(prev_gray: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, flo
     m, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=1.5)
     if m is None:
         glob = np.median(flow.reshape(-1, 2), axis=0)
-        res = flow - glob
+        cam = np.broadcast_to(glob, flow.shape)
         shift, reliability = np.abs(glob), 0.0
     else:
         gx = m[0, 0] * xx + m[0, 1] * yy + m[0, 2] - xx
         gy = m[1, 0] * xx + m[1, 1] * yy + m[1, 2] - yy
-        res = flow - np.dstack([gx, gy])
+        cam = np.dstack([gx, gy])
         shift = np.abs(m[:, 2])
         reliability = float(np.mean(inliers)) if inliers is not None else 0.0
+    res = flow - cam
     mag = np.hypot(res[..., 0], res[..., 1])
+    # While the camera pans, what it follows stays put in the frame: its residual points against
+    # the background's flow. A residual *along* that flow is something nearer than the
+    # background sliding past faster (parallax: foliage, fences, passers-by), not the subject.
+    cam_mag = np.hypot(cam[..., 0], cam[..., 1])
+    along = (res[..., 0] * cam[..., 0] + res[..., 1] * cam[..., 1]) / np.maximum(
+        cam_mag * mag, 1e-6
+    )
+    panning = np.clip(cam_mag / PAN_FLOW_PX, 0.0, 1.0)
+    mag = mag * (1.0 - panning * np.clip(along, 0.0, 1.0))
     # Flow is unreliable where pixels enter or leave the frame: a margin as wide as the pan.
     bx = max(1, int(np.ceil(0.03 * min(h, w) + shift[0])))
     by = max(1, int(np.ceil(0.03 * min(h, w) + shift[1])))

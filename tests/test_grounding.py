@@ -208,3 +208,33 @@ def test_disjoint_runs_and_cuts(moving_box):
         assert abs(b.x_px + 101 / 2 - (60 * b.frame / info.fps + 20)) < 0.1 * 320
     with pytest.raises(ValueError, match="frame indices"):
         ground_frames(info, [-1, 3], (9, 16))
+
+
+# --- motion cue --------------------------------------------------------------------------------
+
+
+def _texture(h, w, seed):
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (h // 4, w // 4), dtype=np.uint8)
+    return cv2.GaussianBlur(cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC), (3, 3), 0)
+
+
+def test_motion_cue_keeps_the_followed_subject_and_drops_parallax():
+    from retrieval_hl.cues import motion_map
+
+    bg = _texture(128, 260, 1)
+    subject, near = _texture(40, 24, 2), _texture(40, 24, 3)
+    frames = []
+    for k in range(2):  # the camera pans right 4 px: the background flows left 4 px
+        f = bg[:, 10 + 4 * k : 210 + 4 * k].copy()
+        f[44:84, 40:64] = subject  # followed by the camera: still in the frame
+        x = 130 - 8 * k  # a nearer object sliding past twice as fast as the background
+        f[44:84, x : x + 24] = near
+        frames.append(f.astype(np.float32))
+    mm, reliability = motion_map(*frames)
+    assert reliability > 0.5
+    at_subject = float(mm[44:84, 36:68].sum())
+    at_near = float(mm[44:84, 118:158].sum())
+    assert at_subject > 3 * at_near
