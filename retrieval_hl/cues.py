@@ -300,8 +300,12 @@ class SubjectLocator:
         self._prev = None
         self._previous.clear()
 
-    def cues(self, rgb: np.ndarray) -> list[Cue]:
-        """Every cue's answer for this proxy frame, in proxy pixels, in priority order."""
+    def cues(self, rgb: np.ndarray, following: np.ndarray | None = None) -> list[Cue]:
+        """Every cue's answer for this proxy frame, in proxy pixels, in priority order.
+
+        Motion compares the frame with the previous one; the first frame of a run has none, so
+        it is compared with ``following`` (the run's next sampled frame) when that is given.
+        """
         ph, pw = rgb.shape[:2]
         gray, s = _small_gray(rgb, MOTION_SIDE_PX)
         gh, gw = gray.shape
@@ -310,6 +314,10 @@ class SubjectLocator:
         motion, reliability = None, 0.0
         if self._prev is not None and self._prev.shape == gray.shape:
             motion, reliability = motion_map(self._prev, gray)
+        elif following is not None:
+            after, _ = _small_gray(following, MOTION_SIDE_PX)
+            if after.shape == gray.shape:
+                motion, reliability = motion_map(gray, after)
         self._prev = gray
         found: list[tuple[str, Detections, float]] = []
         if self._faces is not None:
@@ -348,11 +356,14 @@ class SubjectLocator:
         out.append(Cue("saliency", cx / s, cy / s, 0.3 * share))
         return out
 
-    def update(self, rgb: np.ndarray) -> tuple[float, float, float]:
+    def update(
+        self, rgb: np.ndarray, following: np.ndarray | None = None
+    ) -> tuple[float, float, float]:
         """Fused subject centre for the next sampled frame.
 
         Args:
             rgb: Proxy frame, RGB uint8 (h, w, 3), display orientation.
+            following: The run's next sampled frame, for the motion of a run's first frame.
 
         Returns:
             ``(cx, cy, conf)`` in source pixels; ``conf`` 0 means no subject was found and the
@@ -360,7 +371,7 @@ class SubjectLocator:
             weight ``CENTRE_PRIOR`` against its own confidence.
         """
         ph, pw = rgb.shape[:2]
-        cue = fuse_cues(self.cues(rgb))
+        cue = fuse_cues(self.cues(rgb, following))
         mx, my = self._src[0] / 2.0, self._src[1] / 2.0
         if cue is None:
             return mx, my, 0.0

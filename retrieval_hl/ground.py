@@ -48,6 +48,19 @@ def sample_run(run_frames: np.ndarray, step: int) -> np.ndarray:
     return np.unique(np.concatenate([picked, run_frames[-1:]]))
 
 
+def _measure(
+    locator: SubjectLocator,
+    idx: int,
+    rgb: np.ndarray,
+    run_start: set[int],
+    following: np.ndarray | None,
+) -> tuple[float, float, float]:
+    if idx in run_start:
+        locator.reset()
+        return locator.update(rgb, following)
+    return locator.update(rgb)
+
+
 def ground_frames(
     info: VideoInfo,
     frames: Sequence[int],
@@ -119,11 +132,16 @@ def ground_frames(
             wanted.size,
             *size,
         )
+        # One frame of delay, so that a run's first frame can see the next one (its motion).
+        pending: tuple[int, np.ndarray] | None = None
         for chunk in open_reader(info, reader).iter_chunks(info, wanted, size, CHUNK_FRAMES):
             for idx, rgb in zip(chunk.indices.tolist(), chunk.frames, strict=True):
-                if idx in run_start:
-                    locator.reset()
-                measured[idx] = locator.update(rgb)
+                if pending is not None:
+                    following = rgb if idx not in run_start else None
+                    measured[pending[0]] = _measure(locator, *pending, run_start, following)
+                pending = (idx, rgb.copy())
+        if pending is not None:
+            measured[pending[0]] = _measure(locator, *pending, run_start, None)
 
     boxes: dict[int, CropBox] = {}
     for run, picked in zip(runs, samples, strict=True):

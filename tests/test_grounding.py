@@ -238,3 +238,19 @@ def test_motion_cue_keeps_the_followed_subject_and_drops_parallax():
     at_subject = float(mm[44:84, 36:68].sum())
     at_near = float(mm[44:84, 118:158].sum())
     assert at_subject > 3 * at_near
+
+
+def test_first_frame_of_a_run_gets_motion_from_the_next_one():
+    from retrieval_hl.cues import SubjectLocator
+
+    bg = _texture(120, 220, 4)
+    frames = []
+    for k in range(2):
+        f = np.repeat(bg[..., None], 3, axis=2)
+        f[40:80, 150 + 6 * k : 180 + 6 * k] = _texture(40, 30, 5)[..., None]
+        frames.append(f)
+    loc = SubjectLocator((440, 240), (135, 240))
+    assert "motion" not in {c.name for c in loc.cues(frames[0])}
+    loc.reset()
+    cues = {c.name: c for c in loc.cues(frames[0], following=frames[1])}
+    assert cues["motion"].cx > 140  # on the moving patch, right of centre
