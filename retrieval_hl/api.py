@@ -262,7 +262,7 @@ def highlight_video(
         VideoOpenError: the file is missing or not a decodable video.
         EncoderError: ``prompt`` (or ``semantic="on"``) needs an encoder whose weights are missing.
     """
-    from retrieval_hl.highlightness import fuse_signals, select_highlights
+    from retrieval_hl.highlightness import fuse_signals, is_still, select_highlights
     from retrieval_hl.signals import SignalMeter, measure_signals_and_cuts
 
     s = settings or Settings()
@@ -316,7 +316,8 @@ def highlight_video(
         score = fuse_signals(sig, semantic=semantic)
         segments = select_highlights(
             slices, score, info, min_len_s=s.min_len_s, max_len_s=s.max_len_s,
-            max_gap_s=s.max_gap_s, budget_s=budget_s, allow_empty=s.allow_empty,
+            max_gap_s=s.max_gap_s, budget_s=budget_s,
+            allow_empty=s.allow_empty and is_still(sig, fine, s.min_len_s),
         )
         if not s.allow_empty:  # the main job: every clip long enough to watch
             segments = extend_to_min_len(segments, s.min_clip_s, info.fps, info.n_frames)

@@ -47,8 +47,9 @@ class Settings(BaseSettings):
     vlm_model: str | None = None
     render: bool = True
     semantic: Literal["auto", "on", "off"] = "auto"
-    # A video without a clear highlight: keep its best moment anyway (the main job), or output
-    # nothing (the competition batch, where an empty list is the right answer).
+    # A video where nothing stands out: keep its best stretch anyway (the main job), or output
+    # nothing when nothing in it moves either (the competition batch, where an empty list is
+    # then the right answer; a video busy everywhere still gets its best stretch).
     allow_empty: bool = False
     signal_weight: float = Field(0.5, ge=0, le=5)
 

@@ -74,6 +74,24 @@ def test_still_video_has_no_highlight_in_batch(tmp_path):
     assert json.loads((tmp_path / "p.jsonl").read_text())["predictions"] == []
 
 
+def test_busy_everywhere_video_gets_its_best_stretch_in_batch(tmp_path):
+    """Nothing stands out, but a box moves the whole time: one segment, not an empty list."""
+    vids = tmp_path / "v"
+    vids.mkdir()
+    ffmpeg("-f", "lavfi", "-i",
+           "color=c=0x202020:s=160x120:r=10:d=10[bg];color=c=white:s=24x24:r=10:d=10[box];"
+           "[bg][box]overlay=x='68+50*sin(t*5)':y='48+30*cos(t*3)'",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", str(vids / "busy.mp4"))  # fmt: skip
+    (tmp_path / "index.json").write_text(json.dumps([{"video_id": "busy",
+                                                      "targetRatioWH": [9, 16]}]))
+    run("batch", str(tmp_path / "index.json"), "--videos", str(vids), "--out",
+        str(tmp_path / "p.jsonl"), "--semantic", "off")
+    frames = [p["frame"] for p in json.loads((tmp_path / "p.jsonl").read_text())["predictions"]]
+    assert 20 <= len(frames) < 100  # at least min_len_s (2 s at 10 fps), not the whole video
+    assert frames == list(range(frames[0], frames[0] + len(frames)))  # one contiguous segment
+    assert "nothing stands out" in Path(f"{tmp_path / 'p.jsonl'}.log").read_text()
+
+
 def test_batch_isolates_corrupt_and_missing_videos(event_video, tmp_path):
     vids = tmp_path / "videos"
     vids.mkdir()

@@ -10,9 +10,11 @@ import pytest
 from indexer.models import Slice, VideoInfo
 from indexer.slicing import make_slices
 from retrieval_hl.highlightness import (
+    ACTIVE_MOTION,
     MIN_SCALE,
     Weights,
     fuse_signals,
+    is_still,
     peak_contrast,
     robust_z,
     select_highlights,
@@ -238,6 +240,36 @@ def test_flat_input_can_be_forced_to_name_its_best_peak():
     assert len(segs) == 1
     assert int(np.argmax(score)) in segs[0].slice_indices
     assert segs[0].duration_s <= 5.0
+
+
+def test_forced_stretch_is_the_best_sustained_window_not_a_lone_spike():
+    info = video_info()
+    slices = one_second_slices(info)
+    score = np.zeros(len(slices))
+    score[5] = 3.0  # one noisy slice
+    score[20:24] = 1.8  # a lasting moment, lower at its top
+    segs = select_highlights(slices, score, info, min_len_s=3.0, allow_empty=False)
+    assert spans(segs) == [(20.0, 24.0)]
+    score[:] = 0.0
+    score[30] = 0.8  # a faint single-slice peak: the stretch around it is widened to 3 s
+    segs = select_highlights(slices, score, info, min_len_s=3.0, allow_empty=False)
+    assert len(segs) == 1 and segs[0].duration_s == pytest.approx(3.0)
+    assert 30 in segs[0].slice_indices
+    assert select_highlights(slices, score, info, min_len_s=3.0, allow_empty=True) == []
+
+
+def test_still_means_no_sustained_motion_anywhere():
+    info = video_info()
+    slices = one_second_slices(info)
+    sig = noisy_signals(len(slices))
+    sig["motion"] = np.full(len(slices), 0.2)
+    sig["motion"][10] = 2 * ACTIVE_MOTION  # a blip shorter than min_len_s
+    assert is_still(SliceSignals(**sig), slices, 3.0)
+    assert not is_still(SliceSignals(**sig), slices, 1.0)
+    sig["motion"][10:13] = ACTIVE_MOTION + 0.1
+    assert not is_still(SliceSignals(**sig), slices, 3.0)
+    sig["motion"][:] = np.nan  # unmeasured
+    assert is_still(SliceSignals(**sig), slices, 3.0)
 
 
 def test_short_isolated_spikes_are_not_selected():
