@@ -13,13 +13,15 @@ import multiprocessing as mp
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.atomic import write_atomic
-from indexer.errors import ConfigError, RHLError
+from indexer.errors import ConfigError, EncoderError, RHLError
 from indexer.models import VideoInfo
 from retrieval_hl.competition import IndexEntry, VideoPrediction, load_index
+from retrieval_hl.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +183,7 @@ def probe_sizes(entries: Sequence[IndexEntry], videos_dir: str | Path) -> dict[s
 class HighlightPredictor:
     """The main job as a batch predictor: highlights, then a crop box per kept frame."""
 
-    settings: object
+    settings: Settings
 
     def __call__(self, path: Path, video_id: str, ratio_wh: tuple[int, int]) -> VideoPrediction:
         """Predict one video's line."""
@@ -191,6 +193,36 @@ class HighlightPredictor:
         return VideoPrediction.from_crop_boxes(video_id, ratio_wh, hl.crops)
 
 
-def make_predictor(settings: object) -> Predictor:
-    """The default batch predictor for ``settings`` (a ``retrieval_hl.config.Settings``)."""
+def _encoder_problem(spec: str) -> str | None:
+    """Why the encoder ``spec`` cannot be built here, or ``None`` when it can."""
+    import torch  # noqa: F401  (before anything that may import decord)
+
+    from indexer.encoders import create_encoder
+
+    try:
+        create_encoder(spec)
+    except EncoderError as exc:
+        return str(exc)
+    return None
+
+
+def make_predictor(settings: Settings) -> Predictor:
+    """The default batch predictor for ``settings``.
+
+    Whether the encoder loads is settled once, in a process of its own (the parent forks a
+    child per video and stays free of torch threads). When it cannot, ``semantic="auto"`` warns
+    once and runs every video on signals only, instead of each video paying for a failed load
+    (about 3 s for ViT-B-32) and repeating the warning; ``semantic="on"`` stops before any video.
+
+    Raises:
+        EncoderError: ``semantic="on"`` and the encoder's weights cannot be had.
+    """
+    if settings.semantic != "off":
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+            problem = pool.submit(_encoder_problem, settings.encoder).result()
+        if problem is not None:
+            if settings.semantic == "on":
+                raise EncoderError(problem)
+            log.warning("semantic matching is off (query-free highlights only): %s", problem)
+            settings = settings.model_copy(update={"semantic": "off"})
     return HighlightPredictor(settings)

@@ -92,6 +92,26 @@ def test_busy_everywhere_video_gets_its_best_stretch_in_batch(tmp_path):
     assert "nothing stands out" in Path(f"{tmp_path / 'p.jsonl'}.log").read_text()
 
 
+def test_batch_settles_missing_weights_once(event_video, tmp_path):
+    """Semantic auto: one warning, then every video on signals; semantic on: stop at once."""
+    vids = tmp_path / "v"
+    vids.mkdir()
+    for name in ("a", "b"):
+        (vids / f"{name}.mp4").write_bytes(event_video.read_bytes())
+    index = tmp_path / "index.json"
+    index.write_text(json.dumps([{"video_id": i, "targetRatioWH": [9, 16]} for i in "ab"]))
+    weights = ["--encoder", f"open_clip:ViT-B-32:{tmp_path / 'absent.bin'}"]
+    out = tmp_path / "p.jsonl"
+    run("batch", str(index), "--videos", str(vids), "--out", str(out), *weights)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [len(x["predictions"]) > 0 for x in lines] == [True, True]
+    assert Path(f"{out}.log").read_text().count("semantic matching is off") == 1
+    res = run("batch", str(index), "--videos", str(vids), "--out", str(tmp_path / "q.jsonl"),
+              "--semantic", "on", *weights, code=1)
+    assert "weights file not found" in res.stderr and "supply the weights" in res.stderr
+    assert not (tmp_path / "q.jsonl").exists()
+
+
 def test_batch_isolates_corrupt_and_missing_videos(event_video, tmp_path):
     vids = tmp_path / "videos"
     vids.mkdir()
