@@ -228,7 +228,9 @@ def batch(ctx, index_path, videos_dir, out_path, resume, time_limit_s, log_path,
         logging.getLogger(name).setLevel(min(logging.getLogger(name).level, logging.INFO))
     try:
         from indexer.probe import probe_video  # noqa: F401  (warm imports before forking)
+        from retrieval_hl.competition import load_index
 
+        load_index(index_path)  # a bad index fails before the encoder is settled
         with _progress(ctx, None, "videos") as bar:
             res = run_batch(index_path, videos_dir, out_path, make_predictor(s), resume=resume,
                             time_limit_s=time_limit_s, progress=bar)
