@@ -218,8 +218,11 @@ def make_predictor(settings: Settings) -> Predictor:
         EncoderError: ``semantic="on"`` and the encoder's weights cannot be had.
     """
     if settings.semantic != "off":
-        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-            problem = pool.submit(_encoder_problem, settings.encoder).result()
+        try:
+            with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+                problem = pool.submit(_encoder_problem, settings.encoder).result()
+        except Exception as exc:  # noqa: BLE001 - a crashed check means no encoder, not no batch
+            problem = f"the encoder check crashed ({type(exc).__name__}: {exc})"
         if problem is not None:
             if settings.semantic == "on":
                 raise EncoderError(problem)
