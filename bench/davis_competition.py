@@ -22,14 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-from indexer.ffmpeg import ffmpeg_binary
-from retrieval_hl.competition import (
+from retrieval_hl.competition.core import (
     VideoPrediction,
     evaluate_files,
     fixed_crop_size,
     load_ground_truth,
 )
 from retrieval_hl.models import CropBox
+from rhl_common.ffmpeg import ffmpeg_binary
 
 OUT = Path(__file__).parent / "out" / "davis_comp"
 HOLD_S = 3.0

@@ -17,14 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch  # noqa: F401  (before decord, see indexer.readers)
+import torch  # noqa: F401  (before decord, see indexer.decode)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from indexer.probe import probe_video  # noqa: E402
-from retrieval_hl.ground import ground_frames  # noqa: E402
-from retrieval_hl.grounding import fixed_window_size  # noqa: E402
+from retrieval_hl.reframe.camera_path import fixed_window_size  # noqa: E402
+from retrieval_hl.reframe.crops import ground_frames  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 LINE = re.compile(r"^(\S+)\tiou=([\d.]+)\tcoverage=([\d.]+)\tjitter=([\d.]+)")

@@ -42,12 +42,9 @@ import faiss
 import numpy as np
 
 from indexer.models import Slice
-from indexer.stores import (
-    DEFAULT_APPROX_THRESHOLD,
-    FaissStore,
-    QdrantStore,
-    SearchHit,
-)
+from indexer.stores import SearchHit
+from indexer.stores.faiss import DEFAULT_APPROX_THRESHOLD, FaissStore
+from indexer.stores.qdrant import QdrantStore
 
 ENC = "bench:synthetic"
 DIM = 512

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from indexer.ffmpeg import ffmpeg_binary
+from rhl_common.ffmpeg import ffmpeg_binary
 
 OUT = Path(__file__).parent / "out"
 
@@ -92,8 +92,8 @@ def main() -> None:
     t_ref = time.perf_counter() - t0
 
     from indexer.encoders import create_encoder
-    from retrieval_hl.api import export_highlights, highlight_video
     from retrieval_hl.config import load_settings
+    from retrieval_hl.pipeline import export_highlights, highlight_video
 
     ratio = tuple(int(x) for x in args.ratio.split(":")) if args.ratio else None
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class Frozen(BaseModel):
-    """Base of every artefact: immutable, strict about unknown fields, JSON round-trip."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+from rhl_common.models import Frozen
 
 
 class VideoInfo(Frozen):

@@ -9,13 +9,13 @@ from typing import Protocol
 
 import numpy as np
 
+from indexer.decode import DEFAULT_SHORT_SIDE_PX, open_reader, prefetch, proxy_size
 from indexer.encoders import Encoder
-from indexer.errors import VideoOpenError
 from indexer.models import Slice, VideoInfo
-from indexer.readers import DEFAULT_SHORT_SIDE_PX, open_reader, prefetch, proxy_size
 from indexer.shots import ShotDetector
 from indexer.slicing import make_slices, pool_by_slice, sample_frames
 from indexer.stores import VectorStore
+from rhl_common.errors import VideoOpenError
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import av
 
-from indexer.errors import VideoOpenError
 from indexer.models import VideoInfo
+from rhl_common.errors import VideoOpenError
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from indexer.errors import ConfigError
 from indexer.models import Slice, VideoInfo
+from rhl_common.errors import ConfigError
 
 MIN_WINDOW_S = 1.0
 MAX_WINDOW_S = 3.0

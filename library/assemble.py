@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import ValidationError
 
-from indexer.atomic import atomic_path, write_atomic
-from indexer.errors import ConfigError, RenderError
-from indexer.ffmpeg import run_ffmpeg
 from indexer.probe import probe_video
 from library.models import AssemblyPlan, LibraryClip, MissedEvent, PlanStep, Script
 from library.scoring import default_min_z, normalise_scores
 from library.script import normalise_label, normalise_labels
-from retrieval_hl.export import srt_timestamp
+from retrieval_hl.render.export import srt_timestamp
+from rhl_common.atomic import atomic_path, write_atomic
+from rhl_common.errors import ConfigError, RenderError
+from rhl_common.ffmpeg import run_ffmpeg
 
 if TYPE_CHECKING:
     from library.catalog import Library

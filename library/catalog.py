@@ -44,19 +44,19 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from indexer.atomic import write_atomic
+from indexer.decode import open_reader, prefetch, proxy_size
 from indexer.encoders import Encoder, create_encoder
-from indexer.errors import ConfigError, StoreError
 from indexer.models import Slice, VideoInfo
 from indexer.pipeline import embed_video
 from indexer.probe import probe_video
-from indexer.readers import open_reader, prefetch, proxy_size
 from indexer.slicing import pool_by_slice
 from indexer.stores import VectorStore, open_store
 from library.models import Catalog, ClipOrigin, LibraryClip, LibraryHit
 from library.scoring import normalise_scores
 from library.script import normalise_label, normalise_labels
 from retrieval_hl.config import Settings
+from rhl_common.atomic import write_atomic
+from rhl_common.errors import ConfigError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -554,7 +554,7 @@ class Library:
             VideoOpenError: the run's source video is gone or unreadable.
 
         """
-        from retrieval_hl.export import JSON_NAME, load_highlight
+        from retrieval_hl.render.export import JSON_NAME, load_highlight
 
         p = Path(run)
         hl = load_highlight(p / JSON_NAME if p.is_dir() else p)

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from indexer.models import Frozen
+from rhl_common.models import Frozen
 
 ClipOrigin = Literal["clip", "video", "run"]
 

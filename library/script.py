@@ -36,9 +36,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import ValidationError
 
-from indexer.errors import ConfigError
 from library.models import Script, ScriptStep
 from retrieval_hl.describe.request import split_request
+from rhl_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

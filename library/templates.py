@@ -14,11 +14,11 @@ import logging
 import numpy as np
 
 import prompts
-from indexer.errors import ConfigError
 from library.catalog import Library
 from library.models import Script
 from library.script import normalise_label, script_from_data
 from retrieval_hl.models import Description
+from rhl_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The API is ``index_video``, ``find_highlights`` and ``export_highlights``; they 
 that ``import retrieval_hl`` (and ``rhl --help``) stays fast.
 """
 
-from indexer.errors import (
+from rhl_common.errors import (
     ConfigError,
     EncoderError,
     RenderError,
@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):  # noqa: ANN202
     if name in ("index_video", "find_highlights", "export_highlights"):
-        from retrieval_hl import api
+        from retrieval_hl import pipeline as api
 
         return getattr(api, name)
     raise AttributeError(f"module 'retrieval_hl' has no attribute {name!r}")

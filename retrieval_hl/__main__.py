@@ -1,5 +1,5 @@
 """``python -m retrieval_hl`` is the ``rhl`` command."""
 
-from retrieval_hl.cli import main
+from retrieval_hl.cli.main import main
 
 main()

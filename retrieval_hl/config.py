@@ -12,7 +12,7 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from indexer.encoders import DEFAULT_ENCODER
-from indexer.errors import ConfigError
+from rhl_common.errors import ConfigError
 
 
 def default_store() -> str:

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from indexer.models import Frozen, Slice, VideoInfo
+from indexer.models import Slice, VideoInfo
+from rhl_common.models import Frozen
 
 DescriptionSource = Literal["vlm", "vocab", "user", "template", "signals"]
 

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from indexer.ffmpeg import ffmpeg_binary
+from rhl_common.ffmpeg import ffmpeg_binary
 
 TINY = "open_clip:rhl-tiny-vit:random"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data(sub: str) -> Path:
+    """A folder of the shared real footage: ``$RHL_SHARED_DATA/sub``, else ``../shared/data/sub``
+    next to the repository; the test is skipped, with the reason, when it is absent.
+    """
+    root = Path(os.environ.get("RHL_SHARED_DATA", REPO.parent / "shared" / "data"))
+    path = root / sub
+    if not path.is_dir():
+        pytest.skip(f"shared data {path} not present (set RHL_SHARED_DATA to its folder)")
+    return path
 
 
 def ffmpeg(*args: str) -> None:
@@ -84,7 +97,8 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "silent": make_video(d / "silent.mp4", seconds=4, audio=False),
     }
     rot_src = make_video(d / "rot_src.mp4", seconds=2, size="64x32", audio=False, source="testsrc")
-    ffmpeg("-i", str(rot_src), "-c", "copy", "-metadata:s:v:0", "rotate=90", str(d / "rot.mp4"))
+    # A display matrix (ffmpeg 6+; the old ``-metadata:s:v rotate=`` is ignored by ffmpeg 7+).
+    ffmpeg("-display_rotation", "90", "-i", str(rot_src), "-c", "copy", str(d / "rot.mp4"))
     out["rotated"] = d / "rot.mp4"
     ffmpeg(
         "-f", "lavfi", "-i", "sine=frequency=440:duration=2", "-c:a", "aac", str(d / "audio.m4a")

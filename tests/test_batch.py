@@ -10,10 +10,10 @@ import av
 import pytest
 from click.testing import CliRunner
 
-from retrieval_hl.batch import run_batch
-from retrieval_hl.cli import cli
-from retrieval_hl.competition import VideoPrediction, load_predictions
-from retrieval_hl.export import load_highlight
+from retrieval_hl.cli.main import cli
+from retrieval_hl.competition.batch import run_batch
+from retrieval_hl.competition.core import VideoPrediction, load_predictions
+from retrieval_hl.render.export import load_highlight
 from tests.conftest import ffmpeg
 
 

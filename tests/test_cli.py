@@ -9,8 +9,8 @@ import av
 import pytest
 from click.testing import CliRunner
 
-from retrieval_hl.cli import cli
-from retrieval_hl.export import load_highlight
+from retrieval_hl.cli.main import cli
+from retrieval_hl.render.export import load_highlight
 from tests.conftest import TINY, make_video
 
 

@@ -1,13 +1,11 @@
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from indexer.errors import ConfigError
 from indexer.models import VideoInfo
-from retrieval_hl.competition import (
+from retrieval_hl.competition.core import (
     EvalReport,
     FramePrediction,
     IndexEntry,
@@ -26,8 +24,9 @@ from retrieval_hl.competition import (
     validate_predictions,
 )
 from retrieval_hl.models import CropBox
+from rhl_common.errors import ConfigError
+from tests.conftest import shared_data
 
-AIC = Path("/work/shared/data/aic_format")
 R169 = (16, 9)
 A = [0, 0, 160]  # 160 x 90 at 16:9
 A_HALF = [80, 0, 160]  # shifted by half its width: IoU 1/3
@@ -348,12 +347,12 @@ def test_prediction_row_from_raw():
 
 
 def test_real_index_and_predictions_load():
-    index = load_index(AIC / "test_index.json")
+    index = load_index(shared_data("aic_format") / "test_index.json")
     assert index == (
         IndexEntry(video_id="0", ratio_wh=(16, 9)),
         IndexEntry(video_id="1", ratio_wh=(9, 16)),
     )
-    pred = load_predictions(AIC / "predictions_excerpt.jsonl")
+    pred = load_predictions(shared_data("aic_format") / "predictions_excerpt.jsonl")
     assert list(pred) == ["6", "9", "1"]
     assert pred["6"].ratio_wh == (16, 9)
     assert [r.frame for r in pred["9"].rows] == list(range(9, 16))
@@ -361,17 +360,18 @@ def test_real_index_and_predictions_load():
     assert pred["1"].rows == ()
     assert pred["9"].line_nos == (2,)
     # the real lines round-trip byte for byte through the strict model
-    for text in (AIC / "predictions_excerpt.jsonl").read_text().splitlines():
+    for text in (shared_data("aic_format") / "predictions_excerpt.jsonl").read_text().splitlines():
         assert VideoPrediction.from_json_line(text).to_json_line() == text
     # the excerpt scored against itself
     assert score(pred, pred).mean_f_x100 == pytest.approx(100)
     # and as ground truth
-    assert load_ground_truth(AIC / "predictions_excerpt.jsonl").keys() == pred.keys()
+    gt = load_ground_truth(shared_data("aic_format") / "predictions_excerpt.jsonl")
+    assert gt.keys() == pred.keys()
 
 
 def test_real_excerpt_fits_portrait_sources():
     # portrait 16:9 sources: w is the full source width, y stays within H - floor(h)
-    pred = load_predictions(AIC / "predictions_excerpt.jsonl")
+    pred = load_predictions(shared_data("aic_format") / "predictions_excerpt.jsonl")
     index = [IndexEntry(video_id=v, ratio_wh=(16, 9)) for v in pred]
     sizes = {"6": (540, 960, 4), "9": (720, 1280, 16), "1": (1080, 1920, 10)}
     assert validate_predictions(pred, index, sizes) == []
@@ -544,8 +544,8 @@ def test_validate_accepts_index_mapping_and_groups_rows():
 
 
 def test_validate_real_files():
-    index = load_index(AIC / "test_index.json")
-    pred = load_predictions(AIC / "predictions_excerpt.jsonl")
+    index = load_index(shared_data("aic_format") / "test_index.json")
+    pred = load_predictions(shared_data("aic_format") / "predictions_excerpt.jsonl")
     msgs = [(i.video_id, i.message) for i in validate_predictions(pred, index)]
     assert msgs == [
         ("0", "no prediction line (scores 0)"),
@@ -560,7 +560,7 @@ def test_validate_real_files():
 
 def _as_video_rows(by_id, ratio=R169):
     """Round-trip through the loader's own parser, as a file would."""
-    from retrieval_hl.competition import _parse_video_line
+    from retrieval_hl.competition.core import _parse_video_line
 
     return {k: _parse_video_line(line(k, v, ratio)) for k, v in by_id.items()}
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.errors import ConfigError
 from indexer.models import Slice, VideoInfo
 from indexer.slicing import make_slices, pool_by_slice, sample_frames
 from retrieval_hl.config import parse_budget
-from retrieval_hl.dedup import apply_budget, order_segments, suppress_overlaps
-from retrieval_hl.merge import claim_slices, merge_adjacent
 from retrieval_hl.models import Description, Hit, Segment
-from retrieval_hl.scoring import normalize_scores, retrieve
+from retrieval_hl.select.dedup import apply_budget, order_segments, suppress_overlaps
+from retrieval_hl.select.merge import claim_slices, merge_adjacent
+from retrieval_hl.select.scores import normalize_scores, retrieve
+from rhl_common.errors import ConfigError
 
 
 def info(seconds: float = 20.0, fps: float = 10.0) -> VideoInfo:
@@ -185,7 +185,7 @@ def test_slice_rejects_empty():
 
 
 def test_extend_to_min_len_stays_inside_video_and_off_neighbours():
-    from retrieval_hl.dedup import extend_to_min_len
+    from retrieval_hl.select.dedup import extend_to_min_len
 
     out = extend_to_min_len([seg(0.5, 1.5), seg(4.0, 5.0), seg(5.5, 9.0)], 3.0, fps=10,
                             n_frames=100)

@@ -2,13 +2,13 @@
 detection cues of grounding (planted detections through the ``Detector`` protocol)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from retrieval_hl.cues import SubjectLocator, box_iou, fuse_cues, pick_detection
-from retrieval_hl.detectors import (
+from retrieval_hl.reframe.cues import SubjectLocator, box_iou, fuse_cues, pick_detection
+from retrieval_hl.signals.meter import PresenceDetector
+from retrieval_hl.vision.detectors import (
     COCO_PERSON,
     Detections,
     decode_efficientdet,
@@ -16,9 +16,7 @@ from retrieval_hl.detectors import (
     open_face_detector,
     open_object_detector,
 )
-from retrieval_hl.signals import PresenceDetector
-
-DAVIS = Path("/work/shared/data/davis16")
+from tests.conftest import shared_data
 
 
 def test_anchor_layout_matches_the_graph():
@@ -162,15 +160,14 @@ def test_real_object_detector_on_davis(seq, frame, kind):
     objects = open_object_detector()
     if objects is None:
         pytest.skip("ai-edge-litert / pyautoflip not installed")
-    if not (DAVIS / f"{seq}.mp4").exists():
-        pytest.skip("shared DAVIS data not present")
+    davis = shared_data("davis16")
     import av
 
-    with av.open(str(DAVIS / f"{seq}.mp4")) as c:
+    with av.open(str(davis / f"{seq}.mp4")) as c:
         rgb = next(f for i, f in enumerate(c.decode(video=0)) if i == frame).to_ndarray(
             format="rgb24"
         )
-    gt = json.loads((DAVIS / "annotations.json").read_text())[seq]["subject_boxes_xywh"][frame]
+    gt = json.loads((davis / "annotations.json").read_text())[seq]["subject_boxes_xywh"][frame]
     det = objects.detect(rgb).of(kind)
     assert len(det.scores) > 0
     assert box_iou(det.boxes.astype(float), np.asarray(gt, float)).max() > 0.5

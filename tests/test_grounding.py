@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval_hl.grounding import (
+from retrieval_hl.reframe.camera_path import (
     MAX_ACCEL_FRAC,
     MAX_SPEED_FRAC,
     fill_gaps,
@@ -175,7 +175,7 @@ def moving_box(tmp_path_factory) -> Path:
 
 def test_crop_follows_moving_box(moving_box):
     from indexer.probe import probe_video
-    from retrieval_hl.ground import ground_frames
+    from retrieval_hl.reframe.crops import ground_frames
 
     info = probe_video(moving_box)
     boxes = ground_frames(info, range(info.n_frames), (9, 16))
@@ -193,7 +193,7 @@ def test_crop_follows_moving_box(moving_box):
 
 def test_disjoint_runs_and_cuts(moving_box):
     from indexer.probe import probe_video
-    from retrieval_hl.ground import ground_frames
+    from retrieval_hl.reframe.crops import ground_frames
 
     info = probe_video(moving_box)
     frames = [*range(70, 90), *range(5, 30)]
@@ -222,7 +222,7 @@ def _texture(h, w, seed):
 
 
 def test_motion_cue_keeps_the_followed_subject_and_drops_parallax():
-    from retrieval_hl.cues import motion_map
+    from retrieval_hl.reframe.cues import motion_map
 
     bg = _texture(128, 260, 1)
     subject, near = _texture(40, 24, 2), _texture(40, 24, 3)
@@ -241,7 +241,7 @@ def test_motion_cue_keeps_the_followed_subject_and_drops_parallax():
 
 
 def test_first_frame_of_a_run_gets_motion_from_the_next_one():
-    from retrieval_hl.cues import SubjectLocator
+    from retrieval_hl.reframe.cues import SubjectLocator
 
     bg = _texture(120, 220, 4)
     frames = []

@@ -9,7 +9,7 @@ import pytest
 
 from indexer.models import Slice, VideoInfo
 from indexer.slicing import make_slices
-from retrieval_hl.highlightness import (
+from retrieval_hl.select.events import (
     ACTIVE_MOTION,
     MIN_SCALE,
     Weights,
@@ -20,7 +20,7 @@ from retrieval_hl.highlightness import (
     select_highlights,
     sustained_score,
 )
-from retrieval_hl.signals import SliceSignals, residual_motion, shot_density
+from retrieval_hl.signals.meter import SliceSignals, residual_motion, shot_density
 from tests.conftest import ffmpeg
 
 # ----------------------------------------------------------------------------- helpers
@@ -367,7 +367,7 @@ def event_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("window_s", [1.0, 2.0])
 def test_end_to_end_finds_the_loud_fast_moment(event_videos, window_s):
     from indexer.probe import probe_video
-    from retrieval_hl.signals import measure_signals_and_cuts
+    from retrieval_hl.signals.meter import measure_signals_and_cuts
 
     info = probe_video(event_videos["event"])
     slices = make_slices(info, window_s=window_s)
@@ -391,7 +391,7 @@ def test_end_to_end_finds_the_loud_fast_moment(event_videos, window_s):
 
 def test_end_to_end_static_silent_video_has_no_highlight(event_videos):
     from indexer.probe import probe_video
-    from retrieval_hl.signals import measure_signals_and_cuts
+    from retrieval_hl.signals.meter import measure_signals_and_cuts
 
     info = probe_video(event_videos["static"])
     assert not info.has_audio

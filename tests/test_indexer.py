@@ -7,11 +7,11 @@ import shutil
 import numpy as np
 import pytest
 
-from indexer.errors import ConfigError, VideoOpenError
+from indexer.decode import DecordReader, PyAVReader, open_reader, proxy_size
 from indexer.pipeline import embed_video, store_video
 from indexer.probe import probe_video
-from indexer.readers import DecordReader, PyAVReader, open_reader, proxy_size
 from indexer.stores import open_store
+from rhl_common.errors import ConfigError, VideoOpenError
 
 
 def test_probe_plain(videos):

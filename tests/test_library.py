@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from indexer.errors import ConfigError, RenderError, VideoOpenError
 from indexer.probe import probe_video
 from library.assemble import (
     assign_clips,
@@ -32,8 +31,9 @@ from library.scoring import MIN_STD_COS, default_min_z, normalise_scores
 from library.script import MAX_EVENTS, load_script, parse_script
 from library.templates import category_queries, list_templates, load_script_template
 from retrieval_hl.config import Settings
-from retrieval_hl.export import save_highlight
 from retrieval_hl.models import Description, Highlight, Segment
+from retrieval_hl.render.export import save_highlight
+from rhl_common.errors import ConfigError, RenderError, VideoOpenError
 from tests.conftest import TINY, ffmpeg, make_cut_video
 
 COLOURS = {"red": (255, 0, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0), "green": (0, 255, 0)}
@@ -444,7 +444,7 @@ def test_category_queries(lib):
 
 
 def run(*args, code=0):
-    from retrieval_hl.cli import cli
+    from retrieval_hl.cli.main import cli
 
     res = CliRunner().invoke(cli, ["-q", *map(str, args)], catch_exceptions=False)
     assert res.exit_code == code, res.output + res.stderr

@@ -5,18 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from indexer.errors import StoreError
 from indexer.models import Slice
-from indexer.stores import (
-    STORES,
-    FaissStore,
-    QdrantStore,
-    SearchHit,
-    VectorStore,
-    faiss_id,
-    open_store,
-    point_id,
-)
+from indexer.stores import STORES, SearchHit, VectorStore, open_store, point_id
+from indexer.stores.faiss import FaissStore, faiss_id
+from indexer.stores.qdrant import QdrantStore
+from rhl_common.errors import StoreError
 
 ENC = "open_clip:rhl-tiny-vit:random"
 DIM = 16
@@ -614,7 +607,7 @@ def test_search_leaves_queries_untouched(store):
 
 
 def test_qdrant_cluster_layout_from_env(monkeypatch):
-    from indexer.stores import qdrant_cluster_layout
+    from indexer.stores.qdrant import qdrant_cluster_layout
 
     monkeypatch.delenv("RHL_QDRANT_SHARDS", raising=False)
     monkeypatch.delenv("RHL_QDRANT_REPLICAS", raising=False)

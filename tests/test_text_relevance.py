@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval_hl.cues import _text_cue, fuse_cues
+from retrieval_hl.reframe.cues import _text_cue, fuse_cues
 from tests.conftest import ffmpeg
 
 
@@ -31,7 +31,7 @@ def test_text_cue_points_at_the_peak_and_is_sure_only_when_it_stands_out():
 
 def test_grounding_follows_the_relevance_cue(tmp_path):
     from indexer.probe import probe_video
-    from retrieval_hl.ground import ground_frames
+    from retrieval_hl.reframe.crops import ground_frames
 
     path = tmp_path / "still.mp4"
     ffmpeg("-f", "lavfi", "-i", "color=c=gray:s=320x180:r=10:d=2", "-pix_fmt", "yuv420p",

@@ -6,7 +6,6 @@ import base64
 import json
 import logging
 import socket
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,12 +13,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from indexer.errors import ConfigError, VLMResponseError
 from indexer.pipeline import IndexedVideo
 from indexer.probe import probe_video
 from prompts import load_text
 from retrieval_hl.describe.vlm import ChatClient, VLMDescriber, sample_frame_indices
 from retrieval_hl.describe.vlm_parse import parse_highlights
+from rhl_common.errors import ConfigError, VLMResponseError
+from tests.conftest import ffmpeg
 
 # --- parser -----------------------------------------------------------------------------------
 
@@ -293,13 +293,8 @@ def server():
 @pytest.fixture(scope="module")
 def video(tmp_path_factory):
     path = tmp_path_factory.mktemp("vlm") / "x.mp4"
-    subprocess.run(
-        [
-            "ffmpeg", "-v", "error", "-y", "-f", "lavfi",
-            "-i", "testsrc2=size=160x120:rate=10:duration=3", "-pix_fmt", "yuv420p", str(path),
-        ],
-        check=True,
-    )  # fmt: skip
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=3",
+           "-pix_fmt", "yuv420p", str(path))
     info = probe_video(path)
     return IndexedVideo(info, (), np.zeros((0, 32), np.float32), "test")
 

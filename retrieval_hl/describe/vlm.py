@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from indexer.errors import ConfigError, VLMResponseError
 from prompts import load_text
 from retrieval_hl.describe.vlm_parse import parse_highlights
 from retrieval_hl.models import Description
+from rhl_common.errors import ConfigError, VLMResponseError
 
 if TYPE_CHECKING:
     from indexer.encoders import Encoder
@@ -306,8 +306,8 @@ class VLMDescriber:
         ]
 
     def _frames(self, info: VideoInfo) -> tuple[np.ndarray, np.ndarray]:
-        from indexer.errors import VideoOpenError
-        from indexer.readers import open_reader, proxy_size
+        from indexer.decode import open_reader, proxy_size
+        from rhl_common.errors import VideoOpenError
 
         wanted = sample_frame_indices(info, self.n_frames)
         size = proxy_size(info, FRAME_SHORT_SIDE_PX)

@@ -19,8 +19,8 @@ import math
 import re
 from typing import Any
 
-from indexer.errors import VLMResponseError
 from retrieval_hl.models import Description
+from rhl_common.errors import VLMResponseError
 
 log = logging.getLogger(__name__)
 

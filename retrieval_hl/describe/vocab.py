@@ -10,9 +10,9 @@ import numpy as np
 
 import prompts
 from indexer.encoders import Encoder
-from indexer.errors import ConfigError
 from indexer.pipeline import IndexedVideo
 from retrieval_hl.models import Description
+from rhl_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """``rhl library add|list|search|rm|export`` and ``rhl assemble``: parse, call the library, print.
 
-Registered on the ``rhl`` group in ``retrieval_hl.cli``; errors of the library (``RHLError``) are
-turned into one line and exit code 1 there. Heavy modules load inside the commands, so
-``rhl --help`` stays fast, and nothing here imports ``retrieval_hl.cli`` (which imports this).
+Registered on the ``rhl`` group in ``retrieval_hl.cli.main``; errors of the library
+(``RHLError``) are turned into one line and exit code 1 there. Heavy modules load inside the
+commands, so ``rhl --help`` stays fast, and nothing here imports ``retrieval_hl.cli.main``
+(which imports this).
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def export(ctx, out_path, library_path, store, collection, encoder) -> None:  # 
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:
-    from indexer.errors import ConfigError
+    from rhl_common.errors import ConfigError
 
     if text is None:
         return None
@@ -201,11 +202,11 @@ def assemble(ctx, script, library_path, store, collection, encoder, out_path, pl
     for a built-in template (basketball, soccer, wedding, ...), or a saved .plan.json to render
     again. Events without a good match are reported and left out.
     """
-    from indexer.atomic import write_atomic
-    from indexer.errors import RenderError
     from library.assemble import load_plan, plan_assembly, plan_srt, render_plan, save_plan
     from library.script import load_script
     from library.templates import load_script_template
+    from rhl_common.atomic import write_atomic
+    from rhl_common.errors import RenderError
 
     out = Path(out_path)
     plan_file = Path(plan_path) if plan_path else out.with_suffix(".plan.json")

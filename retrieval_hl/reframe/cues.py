@@ -5,8 +5,8 @@ the caller interpolates between samples and smooths the result into a camera pat
 
 Cues, in fusion priority:
 
-1. **Faces** -- RetinaFace (``retrieval_hl.detectors``).
-2. **People** -- COCO EfficientDet-Lite0 (``retrieval_hl.detectors``), class person.
+1. **Faces** -- RetinaFace (``retrieval_hl.vision.detectors``).
+2. **People** -- COCO EfficientDet-Lite0 (``retrieval_hl.vision.detectors``), class person.
 3. **Animals and vehicles** -- the same detector and pass, its animal and vehicle classes.
 4. **Text** -- when a trained semantic encoder is loaded: where the description that chose the
    segment shows in the frame (``Encoder.relevance_maps``).
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from retrieval_hl.detectors import Detections, Detector
+from retrieval_hl.vision.detectors import Detections, Detector
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 video's proxy frames once, in chunks (memory stays flat however long the video is), and the audio
 track once, streamed; it keeps one small number per sampled
 frame or audio hop and reduces them to one value per slice. Every signal is a real measurement in
-its own unit; ``retrieval_hl.highlightness`` turns them into one score.
+its own unit; ``retrieval_hl.select.events`` turns them into one score.
 
 Signals, each with its unit:
 
@@ -23,7 +23,7 @@ Signals, each with its unit:
 - ``exposure`` (penalty 0-1, higher is worse): the larger of the clipped-pixel fraction and the
   distance of the mean luma from the comfortable middle range.
 
-Faces and people come from the detectors of ``retrieval_hl.detectors`` (RetinaFace and COCO
+Faces and people come from the detectors of ``retrieval_hl.vision.detectors`` (RetinaFace and COCO
 EfficientDet-Lite0), run on ``DETECT_FPS`` frames a second. Without a detector its signal is all
 zeros, which the fusion ignores. A face counts when its box's short side is at least
 ``MIN_FACE_FRAC`` of the frame's, a person when its box is at least ``MIN_PERSON_FRAC`` of the
@@ -252,10 +252,10 @@ def sharpness_of(grey: np.ndarray) -> float:
 
 
 class PresenceDetector:
-    """Frame -> (has a face, has a person), from the detectors of ``retrieval_hl.detectors``."""
+    """Frame -> (has a face, has a person), from ``retrieval_hl.vision.detectors``."""
 
     def __init__(self) -> None:
-        from retrieval_hl.detectors import open_face_detector, open_object_detector
+        from retrieval_hl.vision.detectors import open_face_detector, open_object_detector
 
         self.faces = open_face_detector("auto")
         self.objects = open_object_detector("auto")
@@ -564,7 +564,7 @@ class SignalMeter:
         Raises:
             VideoOpenError: no frame was fed.
         """
-        from indexer.errors import VideoOpenError
+        from rhl_common.errors import VideoOpenError
 
         info = self.info
         if not slices:
@@ -638,7 +638,7 @@ def measure_signals_and_cuts(
         VideoOpenError: No frame of the video could be decoded.
         ConfigError: ``sample_fps`` is not positive or ``reader`` is unknown.
     """
-    from indexer.readers import open_reader, prefetch, proxy_size
+    from indexer.decode import open_reader, prefetch, proxy_size
 
     if not slices:
         return SliceSignals.zeros(0), tuple(cuts or ())

@@ -1,14 +1,6 @@
-"""Encoders turn proxy frames and texts into unit vectors in one space.
+"""open_clip image/text towers behind the ``Encoder`` interface (see :mod:`indexer.encoders.base`).
 
-An encoder is named by a spec string ``<family>:<arch>:<weights>``:
-
-- ``open_clip:ViT-B-32:laion2b_s34b_b79k`` (default): a pretrained tag, from the Hugging Face hub
-  cache or a download;
-- ``open_clip:ViT-B-32:/path/to/open_clip_pytorch_model.bin``: a local weights file;
-- ``open_clip:<arch>:random``: seeded random weights. Results are meaningless; for speed runs
-  and tests only, and said so loudly in the log.
-
-``rhl-tiny-vit`` is a tiny architecture registered from ``indexer/model_configs`` for tests.
+``rhl-tiny-vit`` is a tiny architecture registered from ``model_configs/`` here, for tests.
 """
 
 from __future__ import annotations
@@ -19,85 +11,18 @@ import os
 import socket
 import urllib.parse
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from indexer.errors import EncoderError
+from indexer.encoders.base import RANDOM_SEED, WEIGHTS_HELP, EncoderSpec
+from rhl_common.errors import EncoderError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENCODER = "open_clip:ViT-B-32:laion2b_s34b_b79k"
-MULTILINGUAL_ENCODER = "open_clip:xlm-roberta-base-ViT-B-32:laion5b_s13b_b90k"
-RANDOM_SEED = 0
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
-
-WEIGHTS_HELP = (
-    "supply the weights one of three ways: (1) run once where huggingface.co is reachable so they "
-    "land in the hub cache (HF_HOME, default ~/.cache/huggingface), then copy that cache here; "
-    "(2) set HF_ENDPOINT to a reachable hub mirror; (3) give a local file, e.g. "
-    "--encoder open_clip:ViT-B-32:/path/to/open_clip_pytorch_model.bin (or RHL_ENCODER=...)"
-)
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """A parsed encoder spec string."""
-
-    family: str
-    arch: str
-    weights: str
-
-    @classmethod
-    def parse(cls, spec: str) -> EncoderSpec:
-        """Parse ``family:arch:weights``; the weights part may itself contain colons (paths).
-
-        Raises:
-            EncoderError: the spec is malformed or names an unknown family.
-
-        """
-        parts = spec.split(":", 2)
-        if len(parts) != 3 or not all(parts):
-            raise EncoderError(
-                f"bad encoder spec {spec!r}; expected family:arch:weights, e.g. {DEFAULT_ENCODER}"
-            )
-        if parts[0] not in ENCODERS:
-            raise EncoderError(f"unknown encoder family {parts[0]!r}; choose {', '.join(ENCODERS)}")
-        return cls(*parts)
-
-    @property
-    def is_random(self) -> bool:
-        """True when the weights are seeded random ones."""
-        return self.weights == "random"
-
-    @property
-    def is_path(self) -> bool:
-        """True when the weights part names a local file."""
-        return "/" in self.weights or Path(self.weights).suffix in (".bin", ".pt", ".safetensors")
-
-    def __str__(self) -> str:
-        return f"{self.family}:{self.arch}:{self.weights}"
-
-
-class Encoder(Protocol):
-    """Maps images and texts to L2-normalised float32 vectors of length ``dim``."""
-
-    name: str
-    spec: str
-    dim: int
-    multilingual: bool
-
-    def encode_images(self, frames: np.ndarray) -> np.ndarray:
-        """Encode RGB uint8 frames (n, h, w, 3) into (n, dim) unit vectors."""
-        ...
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Encode texts into (n, dim) unit vectors."""
-        ...
 
 
 def _hub_reachable(timeout_s: float = 3.0) -> bool:
@@ -173,6 +98,8 @@ class OpenClipEncoder:
         self.std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
         self.dim = int(open_clip.get_model_config(spec.arch)["embed_dim"])
         self.multilingual = "xlm" in spec.arch or "mt5" in spec.arch or "multilingual" in spec.arch
+        # Patch relevance needs trained weights: with random ones the maps are noise.
+        self.patch_relevance = not spec.is_random
         log.info("encoder %s (dim %d, %s)", self.spec, self.dim, "bf16" if self.bf16 else "fp32")
 
     @staticmethod
@@ -291,19 +218,3 @@ class OpenClipEncoder:
         return F.normalize(z, dim=-1).numpy().astype(np.float32)
 
 
-ENCODERS: dict[str, type[OpenClipEncoder]] = {"open_clip": OpenClipEncoder}
-_CACHE: dict[str, Encoder] = {}
-
-
-def create_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
-    """Build (or reuse, within this process) the encoder named by ``spec``.
-
-    Raises:
-        EncoderError: bad spec, unknown architecture or tag, or weights that cannot be had.
-
-    """
-    parsed = EncoderSpec.parse(spec)
-    key = str(parsed)
-    if key not in _CACHE:
-        _CACHE[key] = ENCODERS[parsed.family](parsed)
-    return _CACHE[key]

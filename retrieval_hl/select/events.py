@@ -52,11 +52,12 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import Field
 
-from indexer.models import Frozen, Slice, VideoInfo
-from retrieval_hl.dedup import apply_budget, order_segments, suppress_overlaps
-from retrieval_hl.merge import claim_slices, merge_adjacent
+from indexer.models import Slice, VideoInfo
 from retrieval_hl.models import Description, Hit, Segment
-from retrieval_hl.signals import SliceSignals
+from retrieval_hl.select.dedup import apply_budget, order_segments, suppress_overlaps
+from retrieval_hl.select.merge import claim_slices, merge_adjacent
+from retrieval_hl.signals.meter import SliceSignals
+from rhl_common.models import Frozen
 
 log = logging.getLogger(__name__)
 

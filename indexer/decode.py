@@ -20,8 +20,8 @@ import av
 import numpy as np
 import torch  # noqa: F401  (must load before decord, see module docstring)
 
-from indexer.errors import VideoOpenError
 from indexer.models import VideoInfo
+from rhl_common.errors import VideoOpenError
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ def open_reader(info: VideoInfo, backend: str = "auto") -> VideoReader:
         ConfigError: ``backend`` is not one of ``auto``, ``decord``, ``pyav``.
 
     """
-    from indexer.errors import ConfigError
+    from rhl_common.errors import ConfigError
 
     if backend not in ("auto", *READERS):
         raise ConfigError(f"unknown reader backend {backend!r}; choose auto, {', '.join(READERS)}")

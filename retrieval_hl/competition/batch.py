@@ -17,11 +17,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.atomic import write_atomic
-from indexer.errors import ConfigError, EncoderError, RHLError
 from indexer.models import VideoInfo
-from retrieval_hl.competition import IndexEntry, VideoPrediction, load_index
+from retrieval_hl.competition.core import IndexEntry, VideoPrediction, load_index
 from retrieval_hl.config import Settings
+from rhl_common.atomic import write_atomic
+from rhl_common.errors import ConfigError, EncoderError, RHLError
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class HighlightPredictor:
 
     def __call__(self, path: Path, video_id: str, ratio_wh: tuple[int, int]) -> VideoPrediction:
         """Predict one video's line."""
-        from retrieval_hl.api import highlight_video
+        from retrieval_hl.pipeline import highlight_video
 
         hl = highlight_video(path, settings=self.settings, ratio_wh=ratio_wh, video_id=video_id)
         return VideoPrediction.from_crop_boxes(video_id, ratio_wh, hl.crops)

@@ -17,26 +17,26 @@ from pathlib import Path
 import numpy as np
 
 from indexer.encoders import Encoder, create_encoder
-from indexer.errors import EncoderError, StoreError
 from indexer.models import Slice, VideoInfo
 from indexer.pipeline import FrameSink, IndexedVideo, embed_video, load_video, store_video
 from indexer.probe import probe_video
 from indexer.slicing import make_slices
 from indexer.stores import VectorStore, open_store
 from retrieval_hl.config import Settings, parse_budget
-from retrieval_hl.dedup import (
+from retrieval_hl.describe.base import Describer
+from retrieval_hl.describe.request import RequestDescriber
+from retrieval_hl.describe.vocab import VocabDescriber
+from retrieval_hl.models import Description, Highlight, Hit, Segment
+from retrieval_hl.render.export import export_highlight
+from retrieval_hl.select.dedup import (
     apply_budget,
     extend_to_min_len,
     order_segments,
     suppress_overlaps,
 )
-from retrieval_hl.describe.base import Describer
-from retrieval_hl.describe.request import RequestDescriber
-from retrieval_hl.describe.vocab import VocabDescriber
-from retrieval_hl.export import export_highlight
-from retrieval_hl.merge import claim_slices, merge_adjacent
-from retrieval_hl.models import Description, Highlight, Hit, Segment
-from retrieval_hl.scoring import retrieve
+from retrieval_hl.select.merge import claim_slices, merge_adjacent
+from retrieval_hl.select.scores import retrieve
+from rhl_common.errors import EncoderError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -262,8 +262,8 @@ def highlight_video(
         VideoOpenError: the file is missing or not a decodable video.
         EncoderError: ``prompt`` (or ``semantic="on"``) needs an encoder whose weights are missing.
     """
-    from retrieval_hl.highlightness import fuse_signals, is_still, select_highlights
-    from retrieval_hl.signals import SignalMeter, measure_signals_and_cuts
+    from retrieval_hl.select.events import fuse_signals, is_still, select_highlights
+    from retrieval_hl.signals.meter import SignalMeter, measure_signals_and_cuts
 
     s = settings or Settings()
     info = probe_video(path, video_id)
@@ -351,12 +351,11 @@ def _ground(
     """Crop boxes for every kept frame. With trained CLIP weights each segment is grounded on
     its own, with the patch relevance of the description that chose it as an extra cue.
     """
-    from retrieval_hl.ground import ground_frames
+    from retrieval_hl.reframe.crops import ground_frames
 
     frames = [f for seg in segments for f in range(seg.start_frame, seg.end_frame)]
     semantic = (
-        enc is not None and query_vectors is not None and hasattr(enc, "relevance_maps")
-        and not enc.spec.endswith(":random")
+        enc is not None and query_vectors is not None and enc.patch_relevance
     )
     if not semantic:
         return tuple(ground_frames(info, frames, ratio_wh, cuts, reader=s.reader))

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
-from indexer.errors import RenderError
+from rhl_common.errors import RenderError
 
 log = logging.getLogger(__name__)
 

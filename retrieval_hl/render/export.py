@@ -12,10 +12,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from indexer.atomic import atomic_path, write_atomic
-from indexer.errors import ConfigError, RenderError
-from indexer.ffmpeg import run_ffmpeg
 from retrieval_hl.models import Highlight, Segment
+from rhl_common.atomic import atomic_path, write_atomic
+from rhl_common.errors import ConfigError, RenderError
+from rhl_common.ffmpeg import run_ffmpeg
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def render_reframed(highlight: Highlight, cut_mp4: str | Path, out_path: str | P
 
     import av
 
-    from indexer.ffmpeg import ffmpeg_binary
+    from rhl_common.ffmpeg import ffmpeg_binary
 
     if not highlight.crops:
         raise RenderError("no crop boxes to reframe with")
@@ -208,7 +208,7 @@ def export_highlight(
     written = {"json": save_highlight(highlight, out / JSON_NAME)}
     written["srt"] = write_atomic(out / SRT_NAME, srt_text(highlight, crossfade_s))
     if highlight.ratio_wh is not None:
-        from retrieval_hl.competition import VideoPrediction
+        from retrieval_hl.competition.core import VideoPrediction
 
         line = VideoPrediction.from_crop_boxes(
             highlight.video.video_id, highlight.ratio_wh, highlight.crops

@@ -34,9 +34,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from indexer.errors import ConfigError
-from indexer.models import Frozen, VideoInfo
+from indexer.models import VideoInfo
 from retrieval_hl.models import CropBox
+from rhl_common.errors import ConfigError
+from rhl_common.models import Frozen
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def fixed_crop_size(width_px: int, height_px: int, ratio_wh: Sequence[int]) -> t
             or the frame is too small to hold a one-pixel box of that ratio.
 
     """
-    from retrieval_hl.grounding import fixed_window_size
+    from retrieval_hl.reframe.camera_path import fixed_window_size
 
     ratio = _check_ratio(ratio_wh)
     try:

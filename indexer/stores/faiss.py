@@ -1,19 +1,4 @@
-"""Vector stores behind one interface: slice embeddings in, nearest slices out.
-
-Two back-ends, picked by :func:`open_store` from a URI:
-
-- ``faiss:DIR`` or a plain directory path: :class:`FaissStore`, an exact inner-product index kept in
-  ``DIR/<collection>/`` as ``index.faiss`` + ``payloads.json`` + ``meta.json``; above
-  ``approx_threshold`` points (default 50 000, env ``RHL_FAISS_APPROX_THRESHOLD``) searches go to
-  a derived approximate IVF index cached next to it as ``approx.faiss`` + ``approx.json``;
-- ``qdrant::memory:``, ``qdrant:PATH`` (qdrant-client's embedded local mode) or ``http(s)://HOST``
-  (a Qdrant server; ``QDRANT_API_KEY`` from the environment): :class:`QdrantStore`.
-
-Point ids are deterministic (:func:`point_id`), so indexing the same slices twice adds nothing.
-A store records the encoder spec and vector size it was first given and refuses any other, so a
-collection never mixes embedding spaces. Scores are cosine similarities: both back-ends L2-normalise
-stored and query vectors.
-"""
+"""FAISS back-end: exact inner-product search on disk, approximate (IVF) above a size."""
 
 from __future__ import annotations
 
@@ -24,34 +9,32 @@ import logging
 import math
 import numbers
 import os
-import re
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import faiss
 import numpy as np
-from qdrant_client import QdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from indexer.errors import StoreError
-from indexer.models import Frozen, Slice
+from indexer.models import Slice
+from indexer.stores.base import (
+    COLLECTION_RE,
+    DEFAULT_COLLECTION,
+    SearchHit,
+    check_queries,
+    check_upsert,
+    dedup_last,
+    payload_of,
+    point_id,
+)
+from rhl_common.atomic import atomic_path, write_atomic
+from rhl_common.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_COLLECTION = "slices"
 FAISS_FORMAT_VERSION = 1
-URI_FORMS = "faiss:DIR, a directory path, qdrant::memory:, qdrant:PATH, http(s)://HOST[:PORT]"
-
-# Fixed namespace so ids are stable across machines and releases; changing it re-keys every store.
-_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/retrieval-hl/slices")
-_COLLECTION_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
-_QDRANT_BATCH = 256
-
 DEFAULT_APPROX_THRESHOLD = 50_000
 APPROX_THRESHOLD_ENV = "RHL_FAISS_APPROX_THRESHOLD"
 APPROX_FORMAT_VERSION = 1
@@ -73,144 +56,9 @@ _APPROX_FILTER_MAX_DEPTH = 1024
 _EXACT_GATHER_FRACTION = 1 / 64
 
 
-def qdrant_cluster_layout() -> dict[str, int]:
-    """Sharding and replication for new collections on a Qdrant server, from the environment.
-
-    ``RHL_QDRANT_SHARDS`` (shard_number) and ``RHL_QDRANT_REPLICAS`` (replication_factor), e.g.
-    3 and 2 on the three-node cluster of docker-compose.yml; unset leaves the server's defaults.
-
-    Raises:
-        StoreError: a value is not a positive integer.
-    """
-    out = {}
-    for env, key in (("RHL_QDRANT_SHARDS", "shard_number"),
-                     ("RHL_QDRANT_REPLICAS", "replication_factor")):
-        raw = os.environ.get(env)
-        if raw is None:
-            continue
-        if not raw.isdigit() or int(raw) < 1:
-            raise StoreError(f"{env} must be a positive integer, got {raw!r}")
-        out[key] = int(raw)
-    return out
-
-
-class SearchHit(Frozen):
-    """One retrieved slice and its cosine similarity to the query."""
-
-    slice: Slice
-    score_raw: float
-
-
-@runtime_checkable
-class VectorStore(Protocol):
-    """Slice embeddings keyed by (encoder, video, slice index), searchable by cosine similarity."""
-
-    name: str
-    encoder_spec: str | None
-    dim: int | None
-
-    def upsert(self, slices: Sequence[Slice], vectors: np.ndarray, encoder_spec: str) -> int:
-        """Insert or replace slices and their vectors; return how many points were new."""
-        ...
-
-    def search(
-        self,
-        queries: np.ndarray,
-        top_k: int = 10,
-        video_id: str | None = None,
-        tags: Sequence[str] = (),
-    ) -> list[list[SearchHit]]:
-        """Nearest slices per query, best first, optionally within one video and with all tags."""
-        ...
-
-    def get_video(self, video_id: str) -> tuple[list[Slice], np.ndarray]:
-        """All slices of a video in index order and their vectors, float32 (n, dim)."""
-        ...
-
-    def count(self, video_id: str | None = None) -> int:
-        """Count the points in the whole store or in one video."""
-        ...
-
-    def video_ids(self) -> list[str]:
-        """Sorted ids of the videos that have at least one slice."""
-        ...
-
-    def delete_video(self, video_id: str) -> int:
-        """Remove every slice of a video; return how many were removed."""
-        ...
-
-    def close(self) -> None:
-        """Release files, locks and connections."""
-        ...
-
-
-def point_id(encoder_spec: str, video_id: str, index: int) -> uuid.UUID:
-    """Deterministic id of one slice embedded by one encoder.
-
-    Args:
-        encoder_spec: The encoder spec string the vector came from.
-        video_id: The slice's video.
-        index: The slice's index in its video.
-
-    Returns:
-        A uuid5; JSON-encoding the triple keeps names unambiguous whatever characters they hold.
-
-    """
-    return uuid.uuid5(_ID_NAMESPACE, json.dumps([encoder_spec, video_id, int(index)]))
-
-
 def faiss_id(uid: uuid.UUID) -> int:
     """Give the FAISS int64 label of a point: the top 63 bits of its uuid (never negative)."""
     return uid.int >> 65
-
-
-def _payload(s: Slice) -> dict[str, Any]:
-    return s.model_dump(mode="json")
-
-
-def _check_upsert(
-    store: VectorStore, slices: Sequence[Slice], vectors: np.ndarray, encoder_spec: str
-) -> np.ndarray:
-    """Validate an upsert against the store's recorded encoder and dim; return float32 (n, dim)."""
-    if not encoder_spec:
-        raise StoreError("encoder_spec must be a non-empty string")
-    arr = np.asarray(vectors, dtype=np.float32)
-    if len(slices) == 0 and arr.size == 0:
-        return arr.reshape(0, store.dim or 0)
-    if arr.ndim != 2 or arr.shape[0] != len(slices) or arr.shape[1] == 0:
-        raise StoreError(
-            f"vectors must be float32 (n, dim) with n = {len(slices)} slices, got shape {arr.shape}"
-        )
-    if store.encoder_spec is not None and encoder_spec != store.encoder_spec:
-        raise StoreError(
-            f"{store.name} store holds vectors from encoder {store.encoder_spec!r}, "
-            f"refusing vectors from {encoder_spec!r}; use another collection or index directory"
-        )
-    if store.dim is not None and arr.shape[1] != store.dim:
-        raise StoreError(
-            f"{store.name} store holds {store.dim}-d vectors, refusing {arr.shape[1]}-d vectors "
-            f"(encoder {encoder_spec!r})"
-        )
-    if not np.isfinite(arr).all():
-        raise StoreError("vectors contain NaN or infinite values")
-    return arr
-
-
-def _check_queries(store: VectorStore, queries: np.ndarray, top_k: int) -> np.ndarray:
-    """Validate search input; return float32 (q, dim)."""
-    if top_k < 1:
-        raise StoreError(f"top_k must be at least 1, got {top_k}")
-    arr = np.asarray(queries, dtype=np.float32)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2:
-        raise StoreError(f"queries must be (q, dim) or (dim,), got shape {arr.shape}")
-    if store.dim is not None and arr.shape[1] != store.dim:
-        raise StoreError(
-            f"queries are {arr.shape[1]}-d but the {store.name} store holds {store.dim}-d vectors "
-            f"(encoder {store.encoder_spec!r})"
-        )
-    return arr
 
 
 def approx_nlist(n: int) -> int:
@@ -255,34 +103,11 @@ def _discard(groups: dict[str, set[int]], key: str, pid: int) -> None:
             del groups[key]
 
 
-def _dedup_last(ids: Sequence[Any]) -> list[int]:
-    """Positions to keep so each id appears once, the last occurrence winning (as a replace)."""
-    last = {pid: pos for pos, pid in enumerate(ids)}
-    return sorted(last.values())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _atomic_write_index(index: Any, path: Path) -> None:
     """Write a FAISS index atomically, streamed to disk (no in-memory serialised copy)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         try:
-            faiss.write_index(index, tmp)
+            faiss.write_index(index, str(tmp))
         except RuntimeError as e:
             lines = str(e).strip().splitlines()
             raise StoreError(f"cannot write FAISS index {path}: {lines[-1] if lines else e}") from e
@@ -291,11 +116,6 @@ def _atomic_write_index(index: Any, path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class FaissStore:
@@ -365,7 +185,7 @@ class FaissStore:
         approx_threshold: int | None = None,
         approx_nprobe: int | None = None,
     ):
-        if not _COLLECTION_RE.match(collection):
+        if not COLLECTION_RE.match(collection):
             raise StoreError(
                 f"bad collection name {collection!r}: use letters, digits, '_', '-' and '.'"
             )
@@ -492,15 +312,15 @@ class FaissStore:
             self._remove_approx_files(strict=True)
         if self._index is not None:
             _atomic_write_index(self._index, self.path / self.INDEX_FILE)
-        payloads = {str(pid): _payload(s) for pid, s in self._slices.items()}
-        _atomic_write(self.path / self.PAYLOADS_FILE, json.dumps(payloads).encode("utf-8"))
+        payloads = {str(pid): payload_of(s) for pid, s in self._slices.items()}
+        write_atomic(self.path / self.PAYLOADS_FILE, json.dumps(payloads).encode("utf-8"))
         meta = {
             "encoder_spec": self.encoder_spec,
             "dim": self.dim,
             "collection": self.collection,
             "version": FAISS_FORMAT_VERSION,
         }
-        _atomic_write(self.path / self.META_FILE, json.dumps(meta, indent=2).encode("utf-8"))
+        write_atomic(self.path / self.META_FILE, json.dumps(meta, indent=2).encode("utf-8"))
         if self._approx is None:
             self._approx_saved = True  # nothing on disk, nothing in memory: they agree
         elif not self._approx_saved:
@@ -569,7 +389,7 @@ class FaissStore:
         }
         try:
             _atomic_write_index(self._approx, self.path / self.APPROX_FILE)
-            _atomic_write(self.path / self.APPROX_META_FILE, json.dumps(meta, indent=2).encode())
+            write_atomic(self.path / self.APPROX_META_FILE, json.dumps(meta, indent=2).encode())
         except (OSError, StoreError) as e:
             log.warning(
                 "cannot save the approximate FAISS index in %s (%s); it will be rebuilt when the "
@@ -710,11 +530,11 @@ class FaissStore:
 
         """
         self._check_open()
-        arr = _check_upsert(self, slices, vectors, encoder_spec)
+        arr = check_upsert(self, slices, vectors, encoder_spec)
         if len(slices) == 0:
             return 0
         ids = [faiss_id(point_id(encoder_spec, s.video_id, s.index)) for s in slices]
-        keep = _dedup_last(ids)
+        keep = dedup_last(ids)
         ids_arr = np.array([ids[k] for k in keep], dtype=np.int64)
         # Qdrant's cosine distance normalises on insert; doing the same keeps the back-ends'
         # scores and get_video vectors identical.
@@ -847,7 +667,7 @@ class FaissStore:
 
         """
         self._check_open()
-        q = _check_queries(self, queries, top_k)
+        q = check_queries(self, queries, top_k)
         if self._index is None or self._index.ntotal == 0:
             return [[] for _ in range(len(q))]
         allowed = self._allowed(video_id, tags)
@@ -937,356 +757,3 @@ class FaissStore:
         self.close()
 
 
-@contextlib.contextmanager
-def _qdrant_errors(what: str) -> Iterator[None]:
-    """Turn qdrant-client's transport and storage errors into a one-line StoreError."""
-    try:
-        yield
-    except (UnexpectedResponse, ResponseHandlingException, OSError, RuntimeError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StoreError(f"Qdrant {what} failed: {reason}") from e
-
-
-class QdrantStore:
-    """Cosine search with Qdrant: embedded local mode (``:memory:`` or a path) or a server.
-
-    The collection is created on the first upsert (Qdrant needs the vector size), with the encoder
-    spec and dim in the collection's ``metadata``, which both local mode and the server keep and
-    return from ``get_collection``. A collection without that metadata (made by other tools or an
-    old server) adopts the encoder of its first upsert.
-
-    Args:
-        client: An open qdrant-client.
-        collection: Collection name.
-
-    Raises:
-        StoreError: The client cannot reach the collection, or the collection is not a single
-            cosine vector (so not one retrieval-hl made).
-
-    """
-
-    name: ClassVar[str] = "qdrant"
-
-    def __init__(self, client: QdrantClient, collection: str = DEFAULT_COLLECTION):
-        self.client = client
-        self.collection = collection
-        self.encoder_spec: str | None = None
-        self.dim: int | None = None
-        opts = getattr(client, "init_options", {}) or {}
-        self._local = opts.get("location") == ":memory:" or opts.get("path") is not None
-        self._load()
-
-    @classmethod
-    def from_location(cls, location: str, collection: str = DEFAULT_COLLECTION) -> QdrantStore:
-        """Open ``:memory:``, a local storage path, or an ``http(s)://`` server URL.
-
-        Args:
-            location: Where the points live.
-            collection: Collection name.
-
-        Returns:
-            The store.
-
-        Raises:
-            StoreError: The location cannot be opened (locked path, unreachable server, ...).
-
-        """
-        with _qdrant_errors(f"open {location!r}"):
-            if location == ":memory:":
-                client = QdrantClient(location=":memory:")
-            elif location.startswith(("http://", "https://")):
-                client = QdrantClient(url=location, api_key=os.environ.get("QDRANT_API_KEY"))
-            else:
-                client = QdrantClient(path=location)
-        try:
-            return cls(client, collection)
-        except BaseException:
-            client.close()
-            raise
-
-    def _load(self) -> None:
-        with _qdrant_errors(f"open collection {self.collection!r}"):
-            if not self.client.collection_exists(self.collection):
-                return
-            config = self.client.get_collection(self.collection).config
-        vectors = config.params.vectors
-        cosine = isinstance(vectors, models.VectorParams) and (
-            vectors.distance == models.Distance.COSINE
-        )
-        if not cosine:
-            raise StoreError(
-                f"Qdrant collection {self.collection!r} is not a single cosine vector "
-                f"({vectors!r}); use another collection name"
-            )
-        meta = config.metadata or {}
-        self.dim = int(vectors.size)
-        self.encoder_spec = meta.get("encoder_spec")
-        if self.encoder_spec is None:
-            log.warning(
-                "Qdrant collection %r records no encoder spec; the next upsert sets it",
-                self.collection,
-            )
-
-    def _create(self, encoder_spec: str, dim: int) -> None:
-        metadata = {"encoder_spec": encoder_spec, "dim": dim}
-        layout = {} if self._local else qdrant_cluster_layout()
-        with _qdrant_errors(f"create collection {self.collection!r}"):
-            self.client.create_collection(
-                self.collection,
-                vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
-                metadata=metadata,
-                **layout,
-            )
-            if not self._local:  # local mode ignores payload indexes and warns about them
-                for key in ("video_id", "tags"):
-                    self.client.create_payload_index(
-                        self.collection, key, field_schema=models.PayloadSchemaType.KEYWORD
-                    )
-        log.info(
-            "created Qdrant collection %r (%d-d, encoder %s)", self.collection, dim, encoder_spec
-        )
-
-    @staticmethod
-    def _filter(video_id: str | None, tags: Sequence[str]) -> models.Filter | None:
-        must: list[models.Condition] = []
-        if video_id is not None:
-            must.append(
-                models.FieldCondition(key="video_id", match=models.MatchValue(value=video_id))
-            )
-        # On an array field MatchValue means "contains"; one condition per tag means "has all".
-        must.extend(
-            models.FieldCondition(key="tags", match=models.MatchValue(value=t)) for t in tags
-        )
-        return models.Filter(must=must) if must else None
-
-    def upsert(self, slices: Sequence[Slice], vectors: np.ndarray, encoder_spec: str) -> int:
-        """Insert or replace slices and their vectors.
-
-        Args:
-            slices: The slices, one per vector row.
-            vectors: float32 (n, dim) embeddings; Qdrant's cosine distance normalises them.
-            encoder_spec: The encoder that produced ``vectors``.
-
-        Returns:
-            How many points were new (re-upserted ones are replaced and not counted).
-
-        Raises:
-            StoreError: Wrong shape, non-finite values, another encoder or dim than the
-                collection's, or a Qdrant failure.
-
-        """
-        arr = _check_upsert(self, slices, vectors, encoder_spec)
-        if len(slices) == 0:
-            return 0
-        if self.dim is None:
-            self._load()  # another client may have created it since we opened
-            if self.dim is None:
-                self._create(encoder_spec, arr.shape[1])
-                self.dim, self.encoder_spec = arr.shape[1], encoder_spec
-            arr = _check_upsert(self, slices, arr, encoder_spec)
-        if self.encoder_spec is None:
-            with _qdrant_errors(f"update collection {self.collection!r}"):
-                self.client.update_collection(
-                    self.collection, metadata={"encoder_spec": encoder_spec, "dim": self.dim}
-                )
-        self.encoder_spec = encoder_spec
-        ids = [str(point_id(encoder_spec, s.video_id, s.index)) for s in slices]
-        keep = _dedup_last(ids)
-        new = 0
-        with _qdrant_errors(f"upsert into {self.collection!r}"):
-            for start in range(0, len(keep), _QDRANT_BATCH):
-                chunk = keep[start : start + _QDRANT_BATCH]
-                chunk_ids = [ids[k] for k in chunk]
-                found = self.client.retrieve(
-                    self.collection, ids=chunk_ids, with_payload=False, with_vectors=False
-                )
-                new += len(chunk) - len(found)
-                self.client.upsert(
-                    self.collection,
-                    points=[
-                        models.PointStruct(
-                            id=ids[k], vector=arr[k].tolist(), payload=_payload(slices[k])
-                        )
-                        for k in chunk
-                    ],
-                    wait=True,
-                )
-        return new
-
-    def search(
-        self,
-        queries: np.ndarray,
-        top_k: int = 10,
-        video_id: str | None = None,
-        tags: Sequence[str] = (),
-    ) -> list[list[SearchHit]]:
-        """Nearest slices per query by cosine similarity.
-
-        Args:
-            queries: float32 (q, dim) or (dim,) query vectors.
-            top_k: At most this many hits per query.
-            video_id: Only slices of this video.
-            tags: Only slices carrying every one of these tags.
-
-        Returns:
-            One list of hits per query, best first; empty lists when nothing matches.
-
-        Raises:
-            StoreError: Bad query shape or dim, ``top_k`` below 1, or a Qdrant failure.
-
-        """
-        q = _check_queries(self, queries, top_k)
-        if self.dim is None or len(q) == 0:
-            return [[] for _ in range(len(q))]
-        flt = self._filter(video_id, tags)
-        # One round trip for all queries; each request is what query_points would send.
-        requests = [
-            models.QueryRequest(query=row.tolist(), filter=flt, limit=top_k, with_payload=True)
-            for row in q
-        ]
-        with _qdrant_errors(f"search {self.collection!r}"):
-            responses = self.client.query_batch_points(self.collection, requests=requests)
-        return [
-            [
-                SearchHit(slice=Slice.model_validate(p.payload), score_raw=float(p.score))
-                for p in resp.points
-            ]
-            for resp in responses
-        ]
-
-    def _scroll(
-        self, flt: models.Filter | None, with_payload: Any, with_vectors: bool
-    ) -> Iterator[models.Record]:
-        offset = None
-        with _qdrant_errors(f"scroll {self.collection!r}"):
-            while True:
-                records, offset = self.client.scroll(
-                    self.collection,
-                    scroll_filter=flt,
-                    limit=1024,
-                    offset=offset,
-                    with_payload=with_payload,
-                    with_vectors=with_vectors,
-                )
-                yield from records
-                if offset is None:
-                    return
-
-    def get_video(self, video_id: str) -> tuple[list[Slice], np.ndarray]:
-        """All slices of a video sorted by slice index, and their (normalised) vectors.
-
-        Args:
-            video_id: The video.
-
-        Returns:
-            The slices and a float32 (n, dim) array; ``([], zeros((0, dim)))`` for an unknown id.
-
-        """
-        if self.dim is None:
-            return [], np.zeros((0, 0), dtype=np.float32)
-        pairs = [
-            (Slice.model_validate(r.payload), r.vector)
-            for r in self._scroll(self._filter(video_id, ()), True, True)
-        ]
-        if not pairs:
-            return [], np.zeros((0, self.dim), dtype=np.float32)
-        pairs.sort(key=lambda p: p[0].index)
-        return [p[0] for p in pairs], np.asarray([p[1] for p in pairs], dtype=np.float32)
-
-    def count(self, video_id: str | None = None) -> int:
-        """Count the points in the collection, or in one video."""
-        if self.dim is None:
-            return 0
-        with _qdrant_errors(f"count {self.collection!r}"):
-            return self.client.count(
-                self.collection, count_filter=self._filter(video_id, ()), exact=True
-            ).count
-
-    def video_ids(self) -> list[str]:
-        """Sorted ids of the videos that have at least one slice (a full scroll of the payloads)."""
-        if self.dim is None:
-            return []
-        return sorted({r.payload["video_id"] for r in self._scroll(None, ["video_id"], False)})
-
-    def delete_video(self, video_id: str) -> int:
-        """Remove every slice of a video.
-
-        Args:
-            video_id: The video.
-
-        Returns:
-            How many points were removed (0 for an unknown id).
-
-        """
-        n = self.count(video_id)
-        if n:
-            with _qdrant_errors(f"delete from {self.collection!r}"):
-                self.client.delete(
-                    self.collection,
-                    points_selector=models.FilterSelector(filter=self._filter(video_id, ())),
-                    wait=True,
-                )
-        return n
-
-    def close(self) -> None:
-        """Close the client (releases a local storage folder's lock)."""
-        self.client.close()
-
-    def __enter__(self) -> QdrantStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-STORES: dict[str, type[FaissStore] | type[QdrantStore]] = {
-    "faiss": FaissStore,
-    "qdrant": QdrantStore,
-}
-
-
-def open_store(
-    uri: str, collection: str = DEFAULT_COLLECTION, *, approx_threshold: int | None = None
-) -> VectorStore:
-    """Open a vector store from a URI.
-
-    Args:
-        uri: ``faiss:DIR`` or a plain directory path (FAISS in DIR, created if missing);
-            ``qdrant::memory:``; ``qdrant:PATH`` (Qdrant local mode); ``http(s)://HOST[:PORT]``
-            (Qdrant server, API key from ``QDRANT_API_KEY``).
-        collection: Collection name (a subfolder for FAISS).
-        approx_threshold: FAISS only: candidate count above which searches are approximate
-            (``None``: ``RHL_FAISS_APPROX_THRESHOLD`` or 50 000). Qdrant ignores it: a server
-            has its own HNSW index, local mode always scans.
-
-    Returns:
-        The store.
-
-    Raises:
-        StoreError: The URI has none of the forms above, or the store cannot be opened.
-
-    """
-    uri = uri.strip()
-    m = _SCHEME_RE.match(uri)
-    scheme = m.group(1).lower() if m else None
-    if scheme in ("http", "https"):
-        backend, target = "qdrant", uri
-    elif scheme in STORES:
-        backend, target = scheme, uri[len(scheme) + 1 :]
-    elif scheme is None and uri:
-        backend, target = "faiss", uri
-    else:
-        raise StoreError(f"unknown store URI {uri!r}; valid forms: {URI_FORMS}")
-    if not target:
-        raise StoreError(f"store URI {uri!r} names no location; valid forms: {URI_FORMS}")
-    store: VectorStore
-    if backend == "faiss":
-        store = FaissStore.from_location(target, collection, approx_threshold=approx_threshold)
-    else:
-        if approx_threshold is not None:
-            log.debug("approx_threshold applies to FAISS stores only; ignored for %s", uri)
-        store = STORES[backend].from_location(target, collection)
-    log.info(
-        "opened %s store %s (collection %r, %d points)", backend, target, collection, store.count()
-    )
-    return store

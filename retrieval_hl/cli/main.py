@@ -11,10 +11,10 @@ from pathlib import Path
 
 import click
 
-from indexer.errors import RHLError
+from rhl_common.errors import RHLError
 
-log = logging.getLogger("retrieval_hl.cli")
-PACKAGES = ("indexer", "retrieval_hl", "library", "prompts")
+log = logging.getLogger("retrieval_hl.cli.main")
+PACKAGES = ("rhl_common", "indexer", "retrieval_hl", "library", "prompts")
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -88,7 +88,7 @@ _encoder_opt = click.option(
 
 def _index_one(ctx: click.Context, path: str, settings, reindex: bool, tags=()):  # noqa: ANN001, ANN202
     from indexer.probe import probe_video
-    from retrieval_hl.api import index_video
+    from retrieval_hl.pipeline import index_video
 
     info = probe_video(path)
     with _progress(ctx, int(info.duration_s * settings.sample_fps) + 1, info.video_id) as bar:
@@ -118,7 +118,7 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
 def _parse_ratio(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
-    from indexer.errors import ConfigError
+    from rhl_common.errors import ConfigError
 
     parts = text.replace("x", ":").replace("/", ":").split(":")
     if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
@@ -155,7 +155,7 @@ def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semant
     --ratio a reframed mp4 and predictions.jsonl) into the run directory.
     """
     from indexer.probe import probe_video
-    from retrieval_hl.api import export_highlights, highlight_video
+    from retrieval_hl.pipeline import export_highlights, highlight_video
 
     s = _settings(ctx, store=store, encoder=encoder, budget=budget, order=order,
                   domains=tuple(domains) or None, crossfade_s=crossfade_s, vlm_url=vlm_url,
@@ -217,7 +217,7 @@ def _category_queries(category: str, library_dir: str | None, settings):  # noqa
 def batch(ctx, index_path, videos_dir, out_path, resume, time_limit_s, log_path, encoder,
           semantic) -> None:  # noqa: ANN001
     """Competition batch: one predictions line per INDEX entry, in index order."""
-    from retrieval_hl.batch import make_predictor, run_batch
+    from retrieval_hl.competition.batch import make_predictor, run_batch
 
     s = _settings(ctx, encoder=encoder, semantic=semantic, budget="none", render=False,
                   allow_empty=True)
@@ -228,7 +228,7 @@ def batch(ctx, index_path, videos_dir, out_path, resume, time_limit_s, log_path,
         logging.getLogger(name).setLevel(min(logging.getLogger(name).level, logging.INFO))
     try:
         from indexer.probe import probe_video  # noqa: F401  (warm imports before forking)
-        from retrieval_hl.competition import load_index
+        from retrieval_hl.competition.core import load_index
 
         load_index(index_path)  # a bad index fails before the encoder is settled
         with _progress(ctx, None, "videos") as bar:
@@ -283,8 +283,8 @@ def search(ctx, text, video_id, tags, top_k, store, encoder, as_json) -> None:  
 @click.pass_context
 def validate(ctx, pred, index_path, videos_dir, as_json) -> None:  # noqa: ANN001
     """Check a predictions file against its index; exit 1 if there is any error."""
-    from retrieval_hl.batch import probe_sizes
-    from retrieval_hl.competition import load_index, load_predictions, validate_predictions
+    from retrieval_hl.competition.batch import probe_sizes
+    from retrieval_hl.competition.core import load_index, load_predictions, validate_predictions
 
     index = load_index(index_path)
     sizes = probe_sizes(index, videos_dir) if videos_dir else None
@@ -306,8 +306,8 @@ def validate(ctx, pred, index_path, videos_dir, as_json) -> None:  # noqa: ANN00
 @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
 def evaluate(gt, pred, videos_dir, as_json) -> None:  # noqa: ANN001
     """Score PRED against GT: mean over videos of the IoU-weighted F, x100."""
-    from retrieval_hl.batch import probe_sizes
-    from retrieval_hl.competition import IndexEntry, evaluate_files, load_ground_truth
+    from retrieval_hl.competition.batch import probe_sizes
+    from retrieval_hl.competition.core import IndexEntry, evaluate_files, load_ground_truth
 
     sizes = None
     if videos_dir:
@@ -319,7 +319,7 @@ def evaluate(gt, pred, videos_dir, as_json) -> None:  # noqa: ANN001
 
 
 # The library sits above retrieval_hl; only the command line, at the top, brings the two together.
-from library.cli import assemble, library  # noqa: E402
+from retrieval_hl.cli.library import assemble, library  # noqa: E402
 
 cli.add_command(library)
 cli.add_command(assemble)

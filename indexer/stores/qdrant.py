@@ -1,0 +1,354 @@
+"""Qdrant back-end: embedded local mode (``:memory:`` or a path) or a server (``http(s)://``)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from indexer.models import Slice
+from indexer.stores.base import (
+    DEFAULT_COLLECTION,
+    SearchHit,
+    check_queries,
+    check_upsert,
+    dedup_last,
+    payload_of,
+    point_id,
+)
+from rhl_common.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+_QDRANT_BATCH = 256
+
+
+def qdrant_cluster_layout() -> dict[str, int]:
+    """Sharding and replication for new collections on a Qdrant server, from the environment.
+
+    ``RHL_QDRANT_SHARDS`` (shard_number) and ``RHL_QDRANT_REPLICAS`` (replication_factor), e.g.
+    3 and 2 on the three-node cluster of docker-compose.yml; unset leaves the server's defaults.
+
+    Raises:
+        StoreError: a value is not a positive integer.
+    """
+    out = {}
+    for env, key in (("RHL_QDRANT_SHARDS", "shard_number"),
+                     ("RHL_QDRANT_REPLICAS", "replication_factor")):
+        raw = os.environ.get(env)
+        if raw is None:
+            continue
+        if not raw.isdigit() or int(raw) < 1:
+            raise StoreError(f"{env} must be a positive integer, got {raw!r}")
+        out[key] = int(raw)
+    return out
+
+
+@contextlib.contextmanager
+def _qdrant_errors(what: str) -> Iterator[None]:
+    """Turn qdrant-client's transport and storage errors into a one-line StoreError."""
+    try:
+        yield
+    except (UnexpectedResponse, ResponseHandlingException, OSError, RuntimeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StoreError(f"Qdrant {what} failed: {reason}") from e
+
+
+class QdrantStore:
+    """Cosine search with Qdrant: embedded local mode (``:memory:`` or a path) or a server.
+
+    The collection is created on the first upsert (Qdrant needs the vector size), with the encoder
+    spec and dim in the collection's ``metadata``, which both local mode and the server keep and
+    return from ``get_collection``. A collection without that metadata (made by other tools or an
+    old server) adopts the encoder of its first upsert.
+
+    Args:
+        client: An open qdrant-client.
+        collection: Collection name.
+
+    Raises:
+        StoreError: The client cannot reach the collection, or the collection is not a single
+            cosine vector (so not one retrieval-hl made).
+
+    """
+
+    name: ClassVar[str] = "qdrant"
+
+    def __init__(self, client: QdrantClient, collection: str = DEFAULT_COLLECTION):
+        self.client = client
+        self.collection = collection
+        self.encoder_spec: str | None = None
+        self.dim: int | None = None
+        opts = getattr(client, "init_options", {}) or {}
+        self._local = opts.get("location") == ":memory:" or opts.get("path") is not None
+        self._load()
+
+    @classmethod
+    def from_location(cls, location: str, collection: str = DEFAULT_COLLECTION) -> QdrantStore:
+        """Open ``:memory:``, a local storage path, or an ``http(s)://`` server URL.
+
+        Args:
+            location: Where the points live.
+            collection: Collection name.
+
+        Returns:
+            The store.
+
+        Raises:
+            StoreError: The location cannot be opened (locked path, unreachable server, ...).
+
+        """
+        with _qdrant_errors(f"open {location!r}"):
+            if location == ":memory:":
+                client = QdrantClient(location=":memory:")
+            elif location.startswith(("http://", "https://")):
+                client = QdrantClient(url=location, api_key=os.environ.get("QDRANT_API_KEY"))
+            else:
+                client = QdrantClient(path=location)
+        try:
+            return cls(client, collection)
+        except BaseException:
+            client.close()
+            raise
+
+    def _load(self) -> None:
+        with _qdrant_errors(f"open collection {self.collection!r}"):
+            if not self.client.collection_exists(self.collection):
+                return
+            config = self.client.get_collection(self.collection).config
+        vectors = config.params.vectors
+        cosine = isinstance(vectors, models.VectorParams) and (
+            vectors.distance == models.Distance.COSINE
+        )
+        if not cosine:
+            raise StoreError(
+                f"Qdrant collection {self.collection!r} is not a single cosine vector "
+                f"({vectors!r}); use another collection name"
+            )
+        meta = config.metadata or {}
+        self.dim = int(vectors.size)
+        self.encoder_spec = meta.get("encoder_spec")
+        if self.encoder_spec is None:
+            log.warning(
+                "Qdrant collection %r records no encoder spec; the next upsert sets it",
+                self.collection,
+            )
+
+    def _create(self, encoder_spec: str, dim: int) -> None:
+        metadata = {"encoder_spec": encoder_spec, "dim": dim}
+        layout = {} if self._local else qdrant_cluster_layout()
+        with _qdrant_errors(f"create collection {self.collection!r}"):
+            self.client.create_collection(
+                self.collection,
+                vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+                metadata=metadata,
+                **layout,
+            )
+            if not self._local:  # local mode ignores payload indexes and warns about them
+                for key in ("video_id", "tags"):
+                    self.client.create_payload_index(
+                        self.collection, key, field_schema=models.PayloadSchemaType.KEYWORD
+                    )
+        log.info(
+            "created Qdrant collection %r (%d-d, encoder %s)", self.collection, dim, encoder_spec
+        )
+
+    @staticmethod
+    def _filter(video_id: str | None, tags: Sequence[str]) -> models.Filter | None:
+        must: list[models.Condition] = []
+        if video_id is not None:
+            must.append(
+                models.FieldCondition(key="video_id", match=models.MatchValue(value=video_id))
+            )
+        # On an array field MatchValue means "contains"; one condition per tag means "has all".
+        must.extend(
+            models.FieldCondition(key="tags", match=models.MatchValue(value=t)) for t in tags
+        )
+        return models.Filter(must=must) if must else None
+
+    def upsert(self, slices: Sequence[Slice], vectors: np.ndarray, encoder_spec: str) -> int:
+        """Insert or replace slices and their vectors.
+
+        Args:
+            slices: The slices, one per vector row.
+            vectors: float32 (n, dim) embeddings; Qdrant's cosine distance normalises them.
+            encoder_spec: The encoder that produced ``vectors``.
+
+        Returns:
+            How many points were new (re-upserted ones are replaced and not counted).
+
+        Raises:
+            StoreError: Wrong shape, non-finite values, another encoder or dim than the
+                collection's, or a Qdrant failure.
+
+        """
+        arr = check_upsert(self, slices, vectors, encoder_spec)
+        if len(slices) == 0:
+            return 0
+        if self.dim is None:
+            self._load()  # another client may have created it since we opened
+            if self.dim is None:
+                self._create(encoder_spec, arr.shape[1])
+                self.dim, self.encoder_spec = arr.shape[1], encoder_spec
+            arr = check_upsert(self, slices, arr, encoder_spec)
+        if self.encoder_spec is None:
+            with _qdrant_errors(f"update collection {self.collection!r}"):
+                self.client.update_collection(
+                    self.collection, metadata={"encoder_spec": encoder_spec, "dim": self.dim}
+                )
+        self.encoder_spec = encoder_spec
+        ids = [str(point_id(encoder_spec, s.video_id, s.index)) for s in slices]
+        keep = dedup_last(ids)
+        new = 0
+        with _qdrant_errors(f"upsert into {self.collection!r}"):
+            for start in range(0, len(keep), _QDRANT_BATCH):
+                chunk = keep[start : start + _QDRANT_BATCH]
+                chunk_ids = [ids[k] for k in chunk]
+                found = self.client.retrieve(
+                    self.collection, ids=chunk_ids, with_payload=False, with_vectors=False
+                )
+                new += len(chunk) - len(found)
+                self.client.upsert(
+                    self.collection,
+                    points=[
+                        models.PointStruct(
+                            id=ids[k], vector=arr[k].tolist(), payload=payload_of(slices[k])
+                        )
+                        for k in chunk
+                    ],
+                    wait=True,
+                )
+        return new
+
+    def search(
+        self,
+        queries: np.ndarray,
+        top_k: int = 10,
+        video_id: str | None = None,
+        tags: Sequence[str] = (),
+    ) -> list[list[SearchHit]]:
+        """Nearest slices per query by cosine similarity.
+
+        Args:
+            queries: float32 (q, dim) or (dim,) query vectors.
+            top_k: At most this many hits per query.
+            video_id: Only slices of this video.
+            tags: Only slices carrying every one of these tags.
+
+        Returns:
+            One list of hits per query, best first; empty lists when nothing matches.
+
+        Raises:
+            StoreError: Bad query shape or dim, ``top_k`` below 1, or a Qdrant failure.
+
+        """
+        q = check_queries(self, queries, top_k)
+        if self.dim is None or len(q) == 0:
+            return [[] for _ in range(len(q))]
+        flt = self._filter(video_id, tags)
+        # One round trip for all queries; each request is what query_points would send.
+        requests = [
+            models.QueryRequest(query=row.tolist(), filter=flt, limit=top_k, with_payload=True)
+            for row in q
+        ]
+        with _qdrant_errors(f"search {self.collection!r}"):
+            responses = self.client.query_batch_points(self.collection, requests=requests)
+        return [
+            [
+                SearchHit(slice=Slice.model_validate(p.payload), score_raw=float(p.score))
+                for p in resp.points
+            ]
+            for resp in responses
+        ]
+
+    def _scroll(
+        self, flt: models.Filter | None, with_payload: Any, with_vectors: bool
+    ) -> Iterator[models.Record]:
+        offset = None
+        with _qdrant_errors(f"scroll {self.collection!r}"):
+            while True:
+                records, offset = self.client.scroll(
+                    self.collection,
+                    scroll_filter=flt,
+                    limit=1024,
+                    offset=offset,
+                    with_payload=with_payload,
+                    with_vectors=with_vectors,
+                )
+                yield from records
+                if offset is None:
+                    return
+
+    def get_video(self, video_id: str) -> tuple[list[Slice], np.ndarray]:
+        """All slices of a video sorted by slice index, and their (normalised) vectors.
+
+        Args:
+            video_id: The video.
+
+        Returns:
+            The slices and a float32 (n, dim) array; ``([], zeros((0, dim)))`` for an unknown id.
+
+        """
+        if self.dim is None:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        pairs = [
+            (Slice.model_validate(r.payload), r.vector)
+            for r in self._scroll(self._filter(video_id, ()), True, True)
+        ]
+        if not pairs:
+            return [], np.zeros((0, self.dim), dtype=np.float32)
+        pairs.sort(key=lambda p: p[0].index)
+        return [p[0] for p in pairs], np.asarray([p[1] for p in pairs], dtype=np.float32)
+
+    def count(self, video_id: str | None = None) -> int:
+        """Count the points in the collection, or in one video."""
+        if self.dim is None:
+            return 0
+        with _qdrant_errors(f"count {self.collection!r}"):
+            return self.client.count(
+                self.collection, count_filter=self._filter(video_id, ()), exact=True
+            ).count
+
+    def video_ids(self) -> list[str]:
+        """Sorted ids of the videos that have at least one slice (a full scroll of the payloads)."""
+        if self.dim is None:
+            return []
+        return sorted({r.payload["video_id"] for r in self._scroll(None, ["video_id"], False)})
+
+    def delete_video(self, video_id: str) -> int:
+        """Remove every slice of a video.
+
+        Args:
+            video_id: The video.
+
+        Returns:
+            How many points were removed (0 for an unknown id).
+
+        """
+        n = self.count(video_id)
+        if n:
+            with _qdrant_errors(f"delete from {self.collection!r}"):
+                self.client.delete(
+                    self.collection,
+                    points_selector=models.FilterSelector(filter=self._filter(video_id, ())),
+                    wait=True,
+                )
+        return n
+
+    def close(self) -> None:
+        """Close the client (releases a local storage folder's lock)."""
+        self.client.close()
+
+    def __enter__(self) -> QdrantStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+

@@ -1,0 +1,1 @@
+"""The ``rhl`` command line: thin commands over the library."""

@@ -1,0 +1,1 @@
+"""The competition format: index and predictions files, validation, metric, batch runner."""

@@ -1,0 +1,1 @@
+"""Reframe: subject cues, camera path and crop boxes for the target ratio."""

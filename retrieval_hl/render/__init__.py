@@ -1,0 +1,1 @@
+"""Render: highlights.json, SRT, cut and reframed mp4."""

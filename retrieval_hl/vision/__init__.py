@@ -1,0 +1,1 @@
+"""Vision tools shared by signals and reframing: detectors."""

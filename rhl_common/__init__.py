@@ -1,0 +1,1 @@
+"""What every layer shares: errors, atomic writes, the ffmpeg locator, the artefact base."""
