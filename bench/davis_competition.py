@@ -22,13 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from retrieval_hl.competition.core import (
-    VideoPrediction,
-    evaluate_files,
-    fixed_crop_size,
-    load_ground_truth,
-)
+from retrieval_hl.competition.format import VideoPrediction, load_ground_truth
+from retrieval_hl.competition.metric import evaluate_files
 from retrieval_hl.models import CropBox
+from retrieval_hl.reframe.window import fixed_window_size
 from rhl_common.ffmpeg import ffmpeg_binary
 
 OUT = Path(__file__).parent / "out" / "davis_comp"
@@ -61,7 +58,7 @@ def build(data: Path, ratio: tuple[int, int]) -> tuple[Path, Path, Path]:
                    "-map", "[v]", "-c:v", "libx264", "-preset", "veryfast", "-crf", "18",
                    "-pix_fmt", "yuv420p", str(out))
         W, H = a["width"], a["height"]
-        cw, ch = fixed_crop_size(W, H, ratio)
+        cw, ch = fixed_window_size(W, H, ratio)
         boxes = []
         for f, (x, y, w, h) in enumerate(a["subject_boxes_xywh"]):
             cx, cy = x + w / 2, y + h / 2
@@ -93,7 +90,7 @@ def centre_crops(gt_path: Path, vids: Path, ratio, oracle_extent: bool) -> Path:
     lines = []
     for vid, rows in load_ground_truth(gt_path).items():
         info = probe_video(vids / f"{vid}.mp4", vid)
-        cw, ch = fixed_crop_size(info.width_px, info.height_px, ratio)
+        cw, ch = fixed_window_size(info.width_px, info.height_px, ratio)
         x, y = (info.width_px - cw) // 2, (info.height_px - ch) // 2
         frames = [r.frame for r in rows.rows] if oracle_extent else range(info.n_frames)
         boxes = [CropBox(frame=f, x_px=x, y_px=y, w_px=cw, h_px=ch) for f in frames]
@@ -114,7 +111,7 @@ def vlm_mechanism_oracle(gt_path: Path, vids: Path, ratio, every: int = 15) -> P
     lines = []
     for vid, rows in load_ground_truth(gt_path).items():
         info = probe_video(vids / f"{vid}.mp4", vid)
-        cw, ch = fixed_crop_size(info.width_px, info.height_px, ratio)
+        cw, ch = fixed_window_size(info.width_px, info.height_px, ratio)
         frames = np.array([r.frame for r in rows.rows])
         boxes = []
         if frames.size:

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from indexer.probe import probe_video  # noqa: E402
-from retrieval_hl.reframe.camera_path import fixed_window_size  # noqa: E402
 from retrieval_hl.reframe.crops import ground_frames  # noqa: E402
+from retrieval_hl.reframe.window import fixed_window_size  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 LINE = re.compile(r"^(\S+)\tiou=([\d.]+)\tcoverage=([\d.]+)\tjitter=([\d.]+)")

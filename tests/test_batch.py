@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from retrieval_hl.cli.main import cli
 from retrieval_hl.competition.batch import run_batch
-from retrieval_hl.competition.core import VideoPrediction, load_predictions
+from retrieval_hl.competition.format import VideoPrediction, load_predictions
 from retrieval_hl.render.export import load_highlight
 from tests.conftest import ffmpeg
 

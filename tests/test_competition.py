@@ -5,25 +5,20 @@ import numpy as np
 import pytest
 
 from indexer.models import VideoInfo
-from retrieval_hl.competition.core import (
-    EvalReport,
+from retrieval_hl.competition.format import (
     FramePrediction,
     IndexEntry,
-    Issue,
     PredictionRow,
     VideoPrediction,
-    evaluate_files,
-    fixed_crop_size,
     frame_sizes_from_infos,
-    iou_xyw,
     load_ground_truth,
     load_index,
     load_predictions,
-    score,
-    score_video,
-    validate_predictions,
 )
+from retrieval_hl.competition.metric import EvalReport, evaluate_files, iou_xyw, score, score_video
+from retrieval_hl.competition.validate import Issue, validate_predictions
 from retrieval_hl.models import CropBox
+from retrieval_hl.reframe.window import fixed_window_size
 from rhl_common.errors import ConfigError
 from tests.conftest import shared_data
 
@@ -48,18 +43,18 @@ def write_jsonl(path, objs):
 # ---------------------------------------------------------------- geometry
 
 
-def test_fixed_crop_size_floors():
-    assert fixed_crop_size(1080, 1920, (16, 9)) == (1080, 607)  # 607.5 floored
-    assert fixed_crop_size(1920, 1080, (16, 9)) == (1920, 1080)
-    assert fixed_crop_size(1920, 1080, (9, 16)) == (607, 1079)  # 607.5 -> 607, 1079.1 -> 1079
-    assert fixed_crop_size(720, 1280, (16, 9)) == (720, 405)
-    assert fixed_crop_size(854, 480, (9, 16)) == (270, 480)
+def test_fixed_window_size_floors():
+    assert fixed_window_size(1080, 1920, (16, 9)) == (1080, 607)  # 607.5 floored
+    assert fixed_window_size(1920, 1080, (16, 9)) == (1920, 1080)
+    assert fixed_window_size(1920, 1080, (9, 16)) == (607, 1079)  # 607.5 -> 607, 1079.1 -> 1079
+    assert fixed_window_size(720, 1280, (16, 9)) == (720, 405)
+    assert fixed_window_size(854, 480, (9, 16)) == (270, 480)
 
 
 @pytest.mark.parametrize("w,h", [(1080, 1920), (1920, 1080), (854, 480), (541, 961), (7, 3)])
 @pytest.mark.parametrize("ratio", [(16, 9), (9, 16), (1, 1), (4, 3)])
-def test_fixed_crop_size_fits_and_is_largest(w, h, ratio):
-    cw, ch = fixed_crop_size(w, h, ratio)
+def test_fixed_window_size_fits_and_is_largest(w, h, ratio):
+    cw, ch = fixed_window_size(w, h, ratio)
     tw, th = ratio
     assert cw <= w and ch <= h
     assert cw * th / tw <= h  # the scored box fits
@@ -70,9 +65,9 @@ def test_fixed_crop_size_fits_and_is_largest(w, h, ratio):
 @pytest.mark.parametrize(
     "args", [(0, 10, (16, 9)), (10, 10, (16, 0)), (10, 10, (16,)), (1, 1, (16, 9))]
 )
-def test_fixed_crop_size_rejects(args):
+def test_fixed_window_size_rejects(args):
     with pytest.raises(ConfigError):
-        fixed_crop_size(*args)
+        fixed_window_size(*args)
 
 
 def test_iou_half_overlap_is_one_third():
@@ -560,7 +555,7 @@ def test_validate_real_files():
 
 def _as_video_rows(by_id, ratio=R169):
     """Round-trip through the loader's own parser, as a file would."""
-    from retrieval_hl.competition.core import _parse_video_line
+    from retrieval_hl.competition.format import _parse_video_line
 
     return {k: _parse_video_line(line(k, v, ratio)) for k, v in by_id.items()}
 

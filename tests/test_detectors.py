@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from retrieval_hl.reframe.cues import SubjectLocator, box_iou, fuse_cues, pick_detection
+from retrieval_hl.reframe.cues import SubjectLocator, fuse_cues, pick_detection
+from retrieval_hl.reframe.window import box_iou
 from retrieval_hl.signals.meter import PresenceDetector
 from retrieval_hl.vision.detectors import (
     COCO_PERSON,

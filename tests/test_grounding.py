@@ -11,11 +11,12 @@ from retrieval_hl.reframe.camera_path import (
     MAX_ACCEL_FRAC,
     MAX_SPEED_FRAC,
     fill_gaps,
-    fixed_window_size,
     place_windows,
     runs_of,
     smooth_camera_path,
 )
+from retrieval_hl.reframe.window import fixed_window_size
+from rhl_common.errors import ConfigError
 
 FRAME = (854, 480)
 WIN = fixed_window_size(*FRAME, (9, 16))
@@ -49,9 +50,9 @@ def test_fixed_window_size(frame, ratio, expected):
 
 
 def test_fixed_window_size_rejects_bad_input():
-    with pytest.raises(ValueError, match="ratio"):
+    with pytest.raises(ConfigError, match="ratio"):
         fixed_window_size(100, 100, (0, 16))
-    with pytest.raises(ValueError, match="frame size"):
+    with pytest.raises(ConfigError, match="frame size"):
         fixed_window_size(0, 100, (9, 16))
 
 

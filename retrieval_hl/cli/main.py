@@ -228,7 +228,7 @@ def batch(ctx, index_path, videos_dir, out_path, resume, time_limit_s, log_path,
         logging.getLogger(name).setLevel(min(logging.getLogger(name).level, logging.INFO))
     try:
         from indexer.probe import probe_video  # noqa: F401  (warm imports before forking)
-        from retrieval_hl.competition.core import load_index
+        from retrieval_hl.competition.format import load_index
 
         load_index(index_path)  # a bad index fails before the encoder is settled
         with _progress(ctx, None, "videos") as bar:
@@ -284,7 +284,8 @@ def search(ctx, text, video_id, tags, top_k, store, encoder, as_json) -> None:  
 def validate(ctx, pred, index_path, videos_dir, as_json) -> None:  # noqa: ANN001
     """Check a predictions file against its index; exit 1 if there is any error."""
     from retrieval_hl.competition.batch import probe_sizes
-    from retrieval_hl.competition.core import load_index, load_predictions, validate_predictions
+    from retrieval_hl.competition.format import load_index, load_predictions
+    from retrieval_hl.competition.validate import validate_predictions
 
     index = load_index(index_path)
     sizes = probe_sizes(index, videos_dir) if videos_dir else None
@@ -307,7 +308,8 @@ def validate(ctx, pred, index_path, videos_dir, as_json) -> None:  # noqa: ANN00
 def evaluate(gt, pred, videos_dir, as_json) -> None:  # noqa: ANN001
     """Score PRED against GT: mean over videos of the IoU-weighted F, x100."""
     from retrieval_hl.competition.batch import probe_sizes
-    from retrieval_hl.competition.core import IndexEntry, evaluate_files, load_ground_truth
+    from retrieval_hl.competition.format import IndexEntry, load_ground_truth
+    from retrieval_hl.competition.metric import evaluate_files
 
     sizes = None
     if videos_dir:

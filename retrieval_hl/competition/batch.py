@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.models import VideoInfo
-from retrieval_hl.competition.core import IndexEntry, VideoPrediction, load_index
+from retrieval_hl.competition.format import IndexEntry, VideoPrediction, load_index
 from retrieval_hl.config import Settings
 from rhl_common.atomic import write_atomic
 from rhl_common.errors import ConfigError, EncoderError, RHLError

@@ -1,7 +1,8 @@
-"""Crop-window geometry and the virtual camera path: pure numpy, no I/O.
+"""The virtual camera path: pure numpy, no I/O.
 
-The crop size is fixed (the largest rectangle of the target ratio inside the frame); only its
-position moves. Positions come from a *camera path*, not from per-frame subject jumps:
+The crop size is fixed (``window.fixed_window_size``: the largest rectangle of the target ratio
+inside the frame); only its position moves. Positions come from a *camera path*, not from
+per-frame subject jumps:
 
 * the camera holds still while the subject stays inside a comfort zone (a dead zone, a fraction
   of the window) around the current view;
@@ -29,36 +30,6 @@ MAX_SPEED_FRAC = 0.03
 MAX_ACCEL_FRAC = 0.003
 FOLLOW_GAIN = 0.15
 PRESMOOTH_FRAMES = 9
-
-
-def fixed_window_size(width_px: int, height_px: int, ratio_wh: tuple[int, int]) -> tuple[int, int]:
-    """Largest window of aspect ``ratio_wh`` that fits inside a ``width_px`` x ``height_px`` frame.
-
-    The one definition of the task's fixed crop size. Both sides are floored, so the box as
-    scored (height ``w * th / tw``) never leaves the frame: ``w = min(W, floor(H * tw / th))``,
-    ``h = floor(w * th / tw)``; e.g. 9:16 on 1920x1080 gives (607, 1079).
-
-    Args:
-        width_px: Frame width in pixels.
-        height_px: Frame height in pixels.
-        ratio_wh: Target aspect as (width, height), e.g. ``(9, 16)``.
-
-    Returns:
-        The window size ``(w, h)`` in pixels.
-
-    Raises:
-        ValueError: A size or ratio component is not positive, or the frame is too small.
-    """
-    tw, th = ratio_wh
-    if width_px <= 0 or height_px <= 0:
-        raise ValueError(f"frame size must be positive, got {width_px}x{height_px}")
-    if tw <= 0 or th <= 0:
-        raise ValueError(f"ratio must be positive, got {tw}:{th}")
-    w = (height_px * tw) // th if width_px * th >= height_px * tw else width_px
-    h = (w * th) // tw
-    if w < 1 or h < 1:
-        raise ValueError(f"a {width_px}x{height_px} frame size is too small for {tw}:{th}")
-    return w, h
 
 
 def runs_of(frames: Sequence[int] | np.ndarray, cuts: Sequence[int] = ()) -> list[np.ndarray]:
@@ -205,7 +176,7 @@ def smooth_camera_path(
             interpolation between measurements (held at the ends), or the frame centre.
         cuts: Positions (0-based, into ``centres``) where a new shot starts; the path resets there.
         frame_size: Source frame ``(width, height)`` in pixels.
-        window_size: Crop window ``(w, h)`` in pixels, see ``fixed_window_size``.
+        window_size: Crop window ``(w, h)`` in pixels, see ``window.fixed_window_size``.
         weights: Optional confidence per frame in ``[0, 1]`` for the pre-smoothing.
         dead_zone_frac: Dead zone half-width as a fraction of the window size along each axis.
         recentre_frac: A pan ends when the subject is this close (fraction of window) to centre.

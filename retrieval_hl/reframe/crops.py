@@ -16,13 +16,9 @@ import numpy as np
 from indexer.decode import open_reader, proxy_size
 from indexer.models import VideoInfo
 from retrieval_hl.models import CropBox
-from retrieval_hl.reframe.camera_path import (
-    fixed_window_size,
-    place_windows,
-    runs_of,
-    smooth_camera_path,
-)
+from retrieval_hl.reframe.camera_path import place_windows, runs_of, smooth_camera_path
 from retrieval_hl.reframe.cues import SubjectLocator
+from retrieval_hl.reframe.window import fixed_window_size
 from retrieval_hl.vision.detectors import open_face_detector, open_object_detector
 
 log = logging.getLogger(__name__)

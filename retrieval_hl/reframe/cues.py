@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from retrieval_hl.reframe.window import box_iou
 from retrieval_hl.vision.detectors import Detections, Detector
 
 log = logging.getLogger(__name__)
@@ -185,17 +186,6 @@ def locate_mass(heat: np.ndarray, focus_wh: tuple[int, int]) -> tuple[float, flo
     cx = x0 + float((sub * xs).sum()) / mass + 0.5
     cy = y0 + float((sub * ys).sum()) / mass + 0.5
     return cx, cy, mass / total
-
-
-def box_iou(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """IoU of each x, y, w, h box in ``boxes`` (k, 4) with one box."""
-    x0 = np.maximum(boxes[:, 0], box[0])
-    y0 = np.maximum(boxes[:, 1], box[1])
-    x1 = np.minimum(boxes[:, 0] + boxes[:, 2], box[0] + box[2])
-    y1 = np.minimum(boxes[:, 1] + boxes[:, 3], box[1] + box[3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    union = boxes[:, 2] * boxes[:, 3] + box[2] * box[3] - inter
-    return inter / np.maximum(union, 1e-9)
 
 
 def pick_detection(

@@ -208,7 +208,7 @@ def export_highlight(
     written = {"json": save_highlight(highlight, out / JSON_NAME)}
     written["srt"] = write_atomic(out / SRT_NAME, srt_text(highlight, crossfade_s))
     if highlight.ratio_wh is not None:
-        from retrieval_hl.competition.core import VideoPrediction
+        from retrieval_hl.competition.format import VideoPrediction
 
         line = VideoPrediction.from_crop_boxes(
             highlight.video.video_id, highlight.ratio_wh, highlight.crops
