@@ -1,7 +1,10 @@
-"""Video readers behind one interface: decode a low-resolution proxy of chosen frames, in chunks.
+"""Decode a low-resolution proxy of chosen frames, in chunks, once for every consumer.
 
-Memory stays flat however long the video is: a reader yields ``FrameChunk``s of at most
-``chunk_size`` proxy frames and keeps nothing else.
+``decode_proxy`` is the one decoding loop: every consumer of frames (embedding and shots,
+signals, grounding, the library) is a ``FrameSink`` fed from it, and sinks that ride along the
+same pass share one decode. Memory stays flat however long the video is: a reader yields
+``FrameChunk``s of at most ``CHUNK_FRAMES`` proxy frames and keeps nothing else. Readers sit
+behind one interface (decord2 first, PyAV as the fallback).
 
 ``torch`` is imported before ``decord`` on purpose: decord2 pulls in an NVBLAS shim that
 segfaults when it loads first.
@@ -26,6 +29,7 @@ from rhl_common.errors import VideoOpenError
 log = logging.getLogger(__name__)
 
 DEFAULT_SHORT_SIDE_PX = 224
+CHUNK_FRAMES = 32
 
 
 @dataclass(frozen=True)
@@ -200,6 +204,49 @@ def prefetch(chunks: Iterator[FrameChunk], depth: int = 2) -> Iterator[FrameChun
                 q.get(timeout=0.1)
             except queue.Empty:
                 pass
+
+
+class FrameSink(Protocol):
+    """A consumer of proxy frames from one decoding pass (see ``decode_proxy``)."""
+
+    wanted: np.ndarray
+    """Source frame indices it wants, sorted and unique."""
+    short_side_px: int
+    """Proxy short side it needs; the pass decodes at the largest any sink asks for."""
+
+    def feed(self, indices: np.ndarray, frames_rgb: np.ndarray) -> None:
+        """Take the frames of this chunk it wants (it filters by ``wanted`` itself)."""
+        ...
+
+
+def decode_proxy(info: VideoInfo, sinks: Sequence[FrameSink], reader: str = "auto") -> int:
+    """Decode the frames the ``sinks`` want, once, and feed every chunk to every sink, in order.
+
+    The pass decodes the union of all wanted frames at the largest proxy size asked for, in
+    chunks of ``CHUNK_FRAMES``, one chunk ahead in a background thread (``prefetch``).
+
+    Args:
+        info: The probed video.
+        sinks: The consumers, fed in this order for each chunk.
+        reader: Reader back-end: ``auto``, ``decord`` or ``pyav`` (see ``open_reader``).
+
+    Returns:
+        The number of frames decoded (fewer than wanted when the stream ends early).
+
+    Raises:
+        ConfigError: ``reader`` is unknown.
+        VideoOpenError: The video cannot be opened or decoded.
+    """
+    if not sinks:
+        return 0
+    wanted = np.unique(np.concatenate([np.asarray(s.wanted, dtype=np.int64) for s in sinks]))
+    size = proxy_size(info, max(s.short_side_px for s in sinks))
+    n = 0
+    for chunk in prefetch(open_reader(info, reader).iter_chunks(info, wanted, size, CHUNK_FRAMES)):
+        for sink in sinks:
+            sink.feed(chunk.indices, chunk.frames)
+        n += len(chunk.indices)
+    return n
 
 
 READERS: dict[str, type[VideoReader]] = {"decord": DecordReader, "pyav": PyAVReader}

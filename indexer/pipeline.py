@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
-from indexer.decode import DEFAULT_SHORT_SIDE_PX, open_reader, prefetch, proxy_size
+from indexer.decode import DEFAULT_SHORT_SIDE_PX, FrameSink, decode_proxy
 from indexer.encoders import Encoder
 from indexer.models import Slice, VideoInfo
 from indexer.shots import ShotDetector
@@ -18,8 +17,6 @@ from indexer.stores import VectorStore
 from rhl_common.errors import VideoOpenError
 
 log = logging.getLogger(__name__)
-
-CHUNK_FRAMES = 32
 
 
 @dataclass(frozen=True)
@@ -39,15 +36,54 @@ class IndexedVideo:
     frame_vectors: np.ndarray | None = None
 
 
-class FrameSink(Protocol):
-    """Something else that wants proxy frames from the indexer's single decoding pass."""
+class FrameEmbedder:
+    """A ``FrameSink`` that embeds the frames it wants, and finds shot cuts in them, as they pass.
 
-    wanted: np.ndarray
-    short_side_px: int
+    Memory holds one vector per wanted frame.
+    """
+
+    def __init__(
+        self,
+        wanted: np.ndarray,
+        encoder: Encoder,
+        *,
+        short_side_px: int = DEFAULT_SHORT_SIDE_PX,
+        shots: ShotDetector | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Set up for one pass.
+
+        Args:
+            wanted: Source frame indices to embed, sorted and unique.
+            encoder: Embeds the frames.
+            short_side_px: Proxy short side the encoder wants.
+            shots: Fed the same frames, to find the cuts; ``None`` finds none.
+            progress: Called with the number of frames just embedded (for a progress bar).
+        """
+        self.wanted = np.asarray(wanted, dtype=np.int64)
+        self.short_side_px = short_side_px
+        self.shots = shots
+        self._encoder = encoder
+        self._progress = progress
+        self._idx: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+        self._vec: list[np.ndarray] = [np.zeros((0, encoder.dim), dtype=np.float32)]
 
     def feed(self, indices: np.ndarray, frames_rgb: np.ndarray) -> None:
-        """Take the frames of this chunk it wants (it filters by ``wanted`` itself)."""
-        ...
+        """Embed the wanted frames among ``frames_rgb`` (source frames ``indices``, in order)."""
+        mine = np.isin(indices, self.wanted)
+        if not mine.any():
+            return
+        idx, frames = indices[mine], frames_rgb[mine]
+        if self.shots is not None:
+            self.shots.feed(idx, frames)
+        self._idx.append(idx)
+        self._vec.append(self._encoder.encode_images(frames))
+        if self._progress:
+            self._progress(len(idx))
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """The frames embedded so far and their vectors (row i belongs to frame i)."""
+        return np.concatenate(self._idx), np.concatenate(self._vec)
 
 
 def embed_video(
@@ -65,36 +101,22 @@ def embed_video(
 ) -> IndexedVideo:
     """Decode ``info``'s proxy frames in chunks, embed them and pool them into slices.
 
-    ``sinks`` ride along the same pass (e.g. the signal meter): the pass decodes the union of
-    all wanted frames at the largest proxy size asked for, so the video is decoded once.
-    ``progress`` is called with the number of frames just processed (for a progress bar).
-    Memory holds one chunk of frames plus one vector per sampled frame.
+    ``sinks`` ride along the same pass (e.g. the signal meter, see ``decode_proxy``), so the
+    video is decoded once. ``progress`` is called with the number of frames just embedded (for a
+    progress bar). Memory holds one chunk of frames plus one vector per sampled frame.
     """
-    wanted = sample_frames(info, sample_fps)
-    decode = np.union1d(wanted, np.concatenate([s.wanted for s in sinks])) if sinks else wanted
-    side = max([short_side_px, *(s.short_side_px for s in sinks)])
-    size = proxy_size(info, side)
     shots = ShotDetector(info.fps, min_shot_s=max(1.0, 2.0 / sample_fps)) if snap_to_shots else None
-    got_idx: list[np.ndarray] = []
-    got_vec: list[np.ndarray] = []
-    chunks = open_reader(info, reader).iter_chunks(info, decode, size, CHUNK_FRAMES)
-    for chunk in prefetch(chunks):
-        for sink in sinks:
-            sink.feed(chunk.indices, chunk.frames)
-        mine = np.isin(chunk.indices, wanted)
-        if not mine.any():
-            continue
-        idx, frames = chunk.indices[mine], chunk.frames[mine]
-        if shots is not None:
-            shots.feed(idx, frames)
-        got_idx.append(idx)
-        got_vec.append(encoder.encode_images(frames))
-        if progress:
-            progress(len(idx))
-    if not got_idx:
+    embedder = FrameEmbedder(
+        sample_frames(info, sample_fps),
+        encoder,
+        short_side_px=short_side_px,
+        shots=shots,
+        progress=progress,
+    )
+    decode_proxy(info, [*sinks, embedder], reader)
+    frame_indices, frame_vectors = embedder.embeddings()
+    if not len(frame_indices):
         raise VideoOpenError(f"no frame could be decoded from {info.path!r}")
-    frame_indices = np.concatenate(got_idx)
-    frame_vectors = np.concatenate(got_vec)
     cuts = tuple(shots.cuts()) if shots is not None else ()
     # A corrupt tail ends decoding early: slice only what was decoded.
     last = int(frame_indices[-1]) + 1

@@ -44,10 +44,10 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
-from indexer.decode import open_reader, prefetch, proxy_size
+from indexer.decode import decode_proxy
 from indexer.encoders import Encoder, create_encoder
 from indexer.models import Slice, VideoInfo
-from indexer.pipeline import embed_video
+from indexer.pipeline import FrameEmbedder, embed_video
 from indexer.probe import probe_video
 from indexer.slicing import pool_by_slice
 from indexer.stores import VectorStore, open_store
@@ -68,7 +68,6 @@ CLIP_MAX_S = 30.0
 VIDEO_CLIP_MAX_S = 10.0
 CATALOG_VERSION = 1
 _CJK = re.compile(r"[\u3400-\u9fff]")
-_CHUNK_FRAMES = 32
 
 
 def clip_id_for(source_video_id: str, start_frame: int, end_frame: int) -> str:
@@ -169,15 +168,9 @@ def embed_ranges(
 def _embed_frames(
     info: VideoInfo, encoder: Encoder, indices: np.ndarray, reader: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    got_idx: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
-    got_vec: list[np.ndarray] = [np.zeros((0, encoder.dim), dtype=np.float32)]
-    chunks = open_reader(info, reader).iter_chunks(
-        info, indices.tolist(), proxy_size(info), _CHUNK_FRAMES
-    )
-    for chunk in prefetch(chunks):
-        got_idx.append(chunk.indices)
-        got_vec.append(encoder.encode_images(chunk.frames))
-    return np.concatenate(got_idx), np.concatenate(got_vec)
+    embedder = FrameEmbedder(indices, encoder)
+    decode_proxy(info, [embedder], reader)
+    return embedder.embeddings()
 
 
 def _unit_mean(vectors: np.ndarray) -> np.ndarray:

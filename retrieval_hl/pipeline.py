@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.decode import FrameSink
 from indexer.encoders import Encoder, create_encoder
 from indexer.models import Slice, VideoInfo
-from indexer.pipeline import FrameSink, IndexedVideo, embed_video, load_video, store_video
+from indexer.pipeline import IndexedVideo, embed_video, load_video, store_video
 from indexer.probe import probe_video
 from indexer.slicing import make_slices
 from indexer.stores import VectorStore, open_store

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from indexer.decode import open_reader, proxy_size
+from indexer.decode import decode_proxy, proxy_size
 from indexer.models import VideoInfo
 from retrieval_hl.models import CropBox
 from retrieval_hl.reframe.camera_path import place_windows, runs_of, smooth_camera_path
@@ -24,7 +24,6 @@ from retrieval_hl.vision.detectors import open_face_detector, open_object_detect
 log = logging.getLogger(__name__)
 
 PROXY_SHORT_SIDE_PX = 224
-CHUNK_FRAMES = 32
 MIN_SLACK_FRAC = 0.01
 
 
@@ -44,17 +43,41 @@ def sample_run(run_frames: np.ndarray, step: int) -> np.ndarray:
     return np.unique(np.concatenate([picked, run_frames[-1:]]))
 
 
-def _measure(
-    locator: SubjectLocator,
-    idx: int,
-    rgb: np.ndarray,
-    run_start: set[int],
-    following: np.ndarray | None,
-) -> tuple[float, float, float]:
-    if idx in run_start:
-        locator.reset()
-        return locator.update(rgb, following)
-    return locator.update(rgb)
+class _LocatorSink:
+    """``FrameSink`` running the ``SubjectLocator`` on the sampled frames, one frame behind.
+
+    The delay lets a run's first frame see the run's next one (its motion).
+    """
+
+    short_side_px = PROXY_SHORT_SIDE_PX
+
+    def __init__(self, locator: SubjectLocator, wanted: np.ndarray, run_start: set[int]) -> None:
+        self.wanted = wanted
+        self._locator = locator
+        self._run_start = run_start
+        self._pending: tuple[int, np.ndarray] | None = None
+        self.measured: dict[int, tuple[float, float, float]] = {}
+
+    def feed(self, indices: np.ndarray, frames_rgb: np.ndarray) -> None:
+        for idx, rgb in zip(indices.tolist(), frames_rgb, strict=True):
+            if self._pending is not None:
+                following = rgb if idx not in self._run_start else None
+                self._measure(*self._pending, following)
+            self._pending = (idx, rgb.copy())
+
+    def finish(self) -> dict[int, tuple[float, float, float]]:
+        """Measure the last frame held back; returns frame -> ``(cx, cy, conf)``."""
+        if self._pending is not None:
+            self._measure(*self._pending, None)
+            self._pending = None
+        return self.measured
+
+    def _measure(self, idx: int, rgb: np.ndarray, following: np.ndarray | None) -> None:
+        if idx in self._run_start:
+            self._locator.reset()
+            self.measured[idx] = self._locator.update(rgb, following)
+        else:
+            self.measured[idx] = self._locator.update(rgb)
 
 
 def ground_frames(
@@ -119,25 +142,17 @@ def ground_frames(
             src, win, open_face_detector(face_detector), open_object_detector(object_detector),
             relevance,
         )
-        size = proxy_size(info, PROXY_SHORT_SIDE_PX)
+        sink = _LocatorSink(locator, wanted, run_start)
         log.debug(
             "grounding %s: %d frames in %d runs, %d samples at proxy %dx%d",
             info.video_id,
             uniq.size,
             len(runs),
             wanted.size,
-            *size,
+            *proxy_size(info, sink.short_side_px),
         )
-        # One frame of delay, so that a run's first frame can see the next one (its motion).
-        pending: tuple[int, np.ndarray] | None = None
-        for chunk in open_reader(info, reader).iter_chunks(info, wanted, size, CHUNK_FRAMES):
-            for idx, rgb in zip(chunk.indices.tolist(), chunk.frames, strict=True):
-                if pending is not None:
-                    following = rgb if idx not in run_start else None
-                    measured[pending[0]] = _measure(locator, *pending, run_start, following)
-                pending = (idx, rgb.copy())
-        if pending is not None:
-            measured[pending[0]] = _measure(locator, *pending, run_start, None)
+        decode_proxy(info, [sink], reader)
+        measured = sink.finish()
 
     boxes: dict[int, CropBox] = {}
     for run, picked in zip(runs, samples, strict=True):

@@ -11,8 +11,9 @@ Cues, in fusion priority:
 4. **Text** -- when a trained semantic encoder is loaded: where the description that chose the
    segment shows in the frame (``Encoder.relevance_maps``).
 5. **Motion** -- dense Farneback flow between consecutive sampled proxy frames, minus the camera's
-   own motion (a similarity transform fitted to the flow with RANSAC), so what is left is what
-   moves *against* the background: the subject in both static and tracking shots.
+   own motion (a similarity transform fitted to the flow with RANSAC, see
+   ``retrieval_hl.vision.camera_motion``), so what is left is what moves *against* the
+   background: the subject in both static and tracking shots.
 6. **Saliency** -- spectral residual (Hou & Zhang, CVPR 2007) in numpy, with the usual centre
    bias of photographed scenes.
 
@@ -35,6 +36,7 @@ import cv2
 import numpy as np
 
 from retrieval_hl.reframe.window import box_iou
+from retrieval_hl.vision.camera_motion import dense_camera_motion, small_grey
 from retrieval_hl.vision.detectors import Detections, Detector
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,6 @@ PRIORITY_WEIGHT = {
 # Where in a detection the camera aims, as a fraction of the box height from its top: a person's
 # upper body, the middle of anything else.
 AIM_FRAC = {"face": 0.5, "person": 0.35, "object": 0.5}
-MOTION_SIDE_PX = 128
 SALIENCY_SIDE_PX = 64
 FOCUS_MAX_FRAC = 0.6
 # Camera flow (px per sampled frame on the motion proxy) from which a shot counts as panning.
@@ -67,24 +68,14 @@ class Cue:
     conf: float
 
 
-def _small_gray(rgb: np.ndarray, side: int) -> tuple[np.ndarray, float]:
-    h, w = rgb.shape[:2]
-    s = min(1.0, side / min(h, w))
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    if s < 1.0:
-        gray = cv2.resize(
-            gray, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA
-        )
-    return gray.astype(np.float32), s
-
-
 def motion_map(prev_gray: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, float]:
     """Motion that the camera's own motion does not explain, per pixel (pixels of the input).
 
-    Dense Farneback flow, minus a similarity transform fitted to it with RANSAC (the background
-    dominates the fit), minus a robust noise floor. Where the fit explains little of the flow
-    (motion blur, parallax, repeated texture) the residual means little, so the share of flow
-    vectors that agree with the fit comes back as the map's reliability.
+    Dense Farneback flow, minus the camera's motion fitted to it
+    (``vision.camera_motion.dense_camera_motion``: the background dominates the fit), minus a
+    robust noise floor. Where the fit explains little of the flow (motion blur, parallax,
+    repeated texture) the residual means little, so the share of flow vectors that agree with
+    the fit comes back as the map's reliability.
 
     Args:
         prev_gray: Previous frame, float32 gray.
@@ -96,21 +87,15 @@ def motion_map(prev_gray: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, flo
     """
     flow = cv2.calcOpticalFlowFarneback(prev_gray, gray, None, 0.5, 3, 15, 3, 5, 1.2, 0)
     h, w = gray.shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    step = 4
-    src = np.column_stack([xx[::step, ::step].ravel(), yy[::step, ::step].ravel()])
-    dst = src + flow[::step, ::step].reshape(-1, 2)
-    m, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=1.5)
-    if m is None:
+    camera = dense_camera_motion(flow)
+    if camera is None:
         glob = np.median(flow.reshape(-1, 2), axis=0)
         cam = np.broadcast_to(glob, flow.shape)
         shift, reliability = np.abs(glob), 0.0
     else:
-        gx = m[0, 0] * xx + m[0, 1] * yy + m[0, 2] - xx
-        gy = m[1, 0] * xx + m[1, 1] * yy + m[1, 2] - yy
-        cam = np.dstack([gx, gy])
-        shift = np.abs(m[:, 2])
-        reliability = float(np.mean(inliers)) if inliers is not None else 0.0
+        cam = camera.flow(h, w)
+        shift = np.abs(camera.matrix[:, 2])
+        reliability = camera.support
     res = flow - cam
     mag = np.hypot(res[..., 0], res[..., 1])
     # While the camera pans, what it follows stays put in the frame: its residual points against
@@ -297,7 +282,8 @@ class SubjectLocator:
         it is compared with ``following`` (the run's next sampled frame) when that is given.
         """
         ph, pw = rgb.shape[:2]
-        gray, s = _small_gray(rgb, MOTION_SIDE_PX)
+        gray, s = small_grey(rgb)
+        gray = gray.astype(np.float32)
         gh, gw = gray.shape
         focus = (round(self._focus_frac[0] * gw), round(self._focus_frac[1] * gh))
         out: list[Cue] = []
@@ -305,7 +291,7 @@ class SubjectLocator:
         if self._prev is not None and self._prev.shape == gray.shape:
             motion, reliability = motion_map(self._prev, gray)
         elif following is not None:
-            after, _ = _small_gray(following, MOTION_SIDE_PX)
+            after = small_grey(following)[0].astype(np.float32)
             if after.shape == gray.shape:
                 motion, reliability = motion_map(gray, after)
         self._prev = gray

@@ -9,7 +9,8 @@ its own unit; ``retrieval_hl.select.events`` turns them into one score.
 Signals, each with its unit:
 
 - ``motion`` (grey levels, 0-255): mean absolute frame-to-frame difference on a ~128 px grey
-  proxy after undoing the global (camera) motion, see ``residual_motion``; frame pairs that
+  proxy after undoing the global (camera) motion, see ``residual_motion`` and
+  ``retrieval_hl.vision.camera_motion``; frame pairs that
   straddle a shot cut are not counted.
 - ``audio_loudness`` (dBFS): mean over the slice of the short-term (32 ms) RMS level of the
   16 kHz mono audio, each floored at ``LOUDNESS_FLOOR_DB``: how loud the slice is for most of
@@ -46,9 +47,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_FPS = 4.0
 ANALYSIS_SHORT_SIDE_PX = 240
-MOTION_SHORT_SIDE_PX = 128
 DETECT_FPS = 1.0
-CHUNK_FRAMES = 32
 AUDIO_RATE_HZ = 16_000
 AUDIO_FFT = 512
 AUDIO_HOP = 256
@@ -129,58 +128,9 @@ class SliceSignals:
 # --------------------------------------------------------------------------- frame measures
 
 
-def _grey_small(grey: np.ndarray, short_side: int) -> np.ndarray:
-    import cv2
-
-    h, w = grey.shape
-    scale = min(1.0, short_side / min(h, w))
-    if scale < 1.0:
-        grey = cv2.resize(
-            grey, (max(2, round(w * scale)), max(2, round(h * scale))), interpolation=cv2.INTER_AREA
-        )
-    return cv2.GaussianBlur(grey, (3, 3), 0)
-
-
 GRID = 4
 BLOCK_GAIN = 0.8
 BLOCK_MAJORITY = 0.5
-
-
-def _candidate_transforms(prev: np.ndarray, cur: np.ndarray) -> list[np.ndarray]:
-    """Global-motion hypotheses prev -> cur as 2x3 matrices.
-
-    A similarity transform fitted with RANSAC to sparse Lucas-Kanade flow (rotation and zoom),
-    and the translation found by phase correlation (still works when motion blur leaves few
-    corners to track).
-    """
-    import cv2
-
-    h, w = prev.shape
-    out: list[np.ndarray] = []
-    pts = cv2.goodFeaturesToTrack(
-        prev, maxCorners=150, qualityLevel=0.01, minDistance=max(3, min(h, w) // 16), blockSize=5
-    )
-    if pts is not None and len(pts) >= 8:
-        nxt, status, _ = cv2.calcOpticalFlowPyrLK(
-            prev, cur, pts, None, winSize=(21, 21), maxLevel=4
-        )
-        ok = status.ravel() == 1
-        if ok.sum() >= 8:
-            m, _ = cv2.estimateAffinePartial2D(
-                pts[ok].reshape(-1, 2),
-                nxt[ok].reshape(-1, 2),
-                method=cv2.RANSAC,
-                ransacReprojThreshold=1.5,
-                maxIters=500,
-                confidence=0.99,
-            )
-            if m is not None:
-                out.append(m)
-    win = cv2.createHanningWindow((w, h), cv2.CV_32F)
-    (dx, dy), response = cv2.phaseCorrelate(prev.astype(np.float32), cur.astype(np.float32), win)
-    if response > 0.05:
-        out.append(np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]]))
-    return out
 
 
 def _block_residual(a: np.ndarray, b: np.ndarray, seen: np.ndarray | None) -> np.ndarray:
@@ -197,9 +147,10 @@ def _block_residual(a: np.ndarray, b: np.ndarray, seen: np.ndarray | None) -> np
 def residual_motion(prev: np.ndarray, cur: np.ndarray) -> float:
     """Mean absolute grey difference between ``cur`` and ``prev`` after undoing camera motion.
 
-    Camera motion is a hypothesis (a RANSAC similarity on tracked corners, or the phase-correlation
-    shift) accepted only when it explains the *whole* frame: aligning must cut the difference by
-    at least a fifth in most cells of a 4x4 grid. A subject moving over a still or flat
+    Camera motion is a hypothesis (``vision.camera_motion.tracked_camera_motions``: a RANSAC
+    similarity on tracked corners, or the phase-correlation shift) accepted only when it
+    explains the *whole* frame: aligning must cut the difference by at least a fifth in most
+    cells of a 4x4 grid. A subject moving over a still or flat
     background improves only the cells it occupies, so its motion is never aligned away; a pan
     improves almost all of them.
 
@@ -212,17 +163,14 @@ def residual_motion(prev: np.ndarray, cur: np.ndarray) -> float:
     """
     import cv2
 
+    from retrieval_hl.vision.camera_motion import tracked_camera_motions
+
     base = _block_residual(prev, cur, None)
     best = float(np.nanmean(base))
     if best < 1.0:
         return best
-    h, w = prev.shape
-    for m in _candidate_transforms(prev, cur):
-        warped = cv2.warpAffine(prev, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-        seen = cv2.warpAffine(
-            np.full_like(prev, 255), m, (w, h), flags=cv2.INTER_NEAREST, borderValue=0
-        )
-        seen = cv2.erode(seen, np.ones((3, 3), np.uint8)) > 0
+    for camera in tracked_camera_motions(prev, cur):
+        warped, seen = camera.align(prev)
         if seen.mean() < 0.3:
             continue
         cells = _block_residual(warped, cur, seen)
@@ -483,8 +431,9 @@ def _stream_offset_s(container: Any, astream: Any) -> float:
 class SignalMeter:
     """Streaming half of ``measure_signals_and_cuts``: feed it proxy frames, then ``finish``.
 
-    It can ride along another decoding pass (the indexer's), so a video is decoded once for
-    embeddings, shots and signals: it keeps only the frames in ``wanted`` and a few numbers each.
+    A ``FrameSink`` of ``indexer.decode.decode_proxy``: it can ride along another decoding pass
+    (the indexer's), so a video is decoded once for embeddings, shots and signals; it keeps only
+    the frames in ``wanted`` and a few numbers each.
     """
 
     short_side_px = ANALYSIS_SHORT_SIDE_PX
@@ -521,6 +470,8 @@ class SignalMeter:
         """Take the wanted frames among ``frames_rgb`` (source frames ``indices``, in order)."""
         import cv2
 
+        from retrieval_hl.vision.camera_motion import small_grey
+
         keep = [k for k, i in enumerate(indices) if int(i) in self._want]
         if not keep:
             return
@@ -529,7 +480,7 @@ class SignalMeter:
             self._shots.feed(indices, frames_rgb)
         for i, rgb in zip(indices, frames_rgb, strict=True):
             grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-            small = _grey_small(grey, MOTION_SHORT_SIDE_PX)
+            small = cv2.GaussianBlur(small_grey(grey)[0], (3, 3), 0)
             prev = self._prev_small
             self._motion.append(np.nan if prev is None else residual_motion(prev, small))
             self._prev_small = small
@@ -638,14 +589,11 @@ def measure_signals_and_cuts(
         VideoOpenError: No frame of the video could be decoded.
         ConfigError: ``sample_fps`` is not positive or ``reader`` is unknown.
     """
-    from indexer.decode import open_reader, prefetch, proxy_size
+    from indexer.decode import decode_proxy
 
     if not slices:
         return SliceSignals.zeros(0), tuple(cuts or ())
     meter = SignalMeter(info, sample_fps, detect_cuts=cuts is None)
-    size = proxy_size(info, meter.short_side_px)
-    chunks = open_reader(info, reader).iter_chunks(info, meter.wanted, size, CHUNK_FRAMES)
-    for chunk in prefetch(chunks):
-        meter.feed(chunk.indices, chunk.frames)
+    decode_proxy(info, [meter], reader)
     return meter.finish(slices, cuts, density_window_s=density_window_s)
 

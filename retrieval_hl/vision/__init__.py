@@ -1,1 +1,1 @@
-"""Vision tools shared by signals and reframing: detectors."""
+"""Vision tools shared by signals and reframing: detectors and camera-motion compensation."""
