@@ -16,9 +16,10 @@ Planning, step by step:
    (or a given one), stereo 48 kHz audio.
 
 The functions up to :func:`build_plan` are pure; :func:`plan_assembly` gathers their inputs
-from a :class:`~library.catalog.Library`. :func:`render_plan` cuts the sources with ffmpeg,
-scales and pads every cut to the plan's size, resamples to its fps, and gives sources without
-audio a silent track, so the cuts join cleanly (optionally with crossfades).
+from a :class:`~library.catalog.Library`. :func:`render_plan` hands the cuts to the one renderer
+(``retrieval_hl.render.renderer``), which scales and pads every cut to the plan's size, resamples
+to its fps, and gives sources without audio a silent track, so the cuts join cleanly
+(optionally with crossfades).
 """
 
 from __future__ import annotations
@@ -38,9 +39,9 @@ from library.models import AssemblyPlan, LibraryClip, MissedEvent, PlanStep, Scr
 from library.scoring import default_min_z, normalise_scores
 from library.script import normalise_label, normalise_labels
 from retrieval_hl.render.export import srt_timestamp
-from rhl_common.atomic import atomic_path, write_atomic
+from retrieval_hl.render.renderer import Cut, render_cuts
+from rhl_common.atomic import write_atomic
 from rhl_common.errors import ConfigError, RenderError
-from rhl_common.ffmpeg import run_ffmpeg
 
 if TYPE_CHECKING:
     from library.catalog import Library
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = (1280, 720)
 DEFAULT_FPS = 30.0
-AUDIO_RATE_HZ = 48000
 MissReason = Literal["no_candidates", "below_threshold", "all_used"]
 
 
@@ -405,39 +405,6 @@ def plan_srt(plan: AssemblyPlan) -> str:
 # -- rendering ----------------------------------------------------------------------------------
 
 
-def _filters(plan: AssemblyPlan, has_audio: Sequence[bool]) -> tuple[list[str], str, str]:
-    """The filter graph: every cut normalised to the plan's format, then joined."""
-    w, h, fps = plan.width_px, plan.height_px, plan.fps
-    audio_fmt = f"aformat=sample_fmts=fltp:sample_rates={AUDIO_RATE_HZ}:channel_layouts=stereo"
-    parts = []
-    for k, (step, audio) in enumerate(zip(plan.steps, has_audio, strict=True)):
-        d = f"{step.duration_s:.6f}"
-        parts.append(
-            f"[{k}:v:0]scale={w}:{h}:force_original_aspect_ratio=decrease,"
-            f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1,fps={fps:.6f},format=yuv420p,"
-            f"tpad=stop_mode=clone:stop_duration=1,trim=duration={d},setpts=PTS-STARTPTS[v{k}]"
-        )
-        src = (
-            f"[{k}:a:0]aresample={AUDIO_RATE_HZ},{audio_fmt},apad"
-            if audio
-            else f"anullsrc=channel_layout=stereo:sample_rate={AUDIO_RATE_HZ},{audio_fmt}"
-        )
-        parts.append(f"{src},atrim=duration={d},asetpts=PTS-STARTPTS[a{k}]")
-    n, fade = len(plan.steps), plan.crossfade_s
-    if fade > 0 and n > 1:
-        vlast, alast = "v0", "a0"
-        for k, step in enumerate(plan.steps[1:], 1):
-            parts.append(
-                f"[{vlast}][v{k}]xfade=transition=fade:duration={fade:.6f}:"
-                f"offset={step.out_start_s:.6f}[vx{k}]"
-            )
-            parts.append(f"[{alast}][a{k}]acrossfade=d={fade:.6f}[ax{k}]")
-            vlast, alast = f"vx{k}", f"ax{k}"
-        return parts, vlast, alast
-    parts.append("".join(f"[v{k}][a{k}]" for k in range(n)) + f"concat=n={n}:v=1:a=1[vout][aout]")
-    return parts, "vout", "aout"
-
-
 def render_plan(plan: AssemblyPlan, out_path: str | Path) -> Path:
     """Cut every step from its source and join them into ``out_path`` (H.264 + AAC stereo).
 
@@ -458,20 +425,14 @@ def render_plan(plan: AssemblyPlan, out_path: str | Path) -> Path:
                 f"cut {step.position} starts at {step.start_s:.2f} s but {info.path!r} is only "
                 f"{info.duration_s:.2f} s long: the file changed since it was added"
             )
-    args: list[str] = []
-    for step in plan.steps:
-        args += [
-            "-ss", f"{step.start_s:.6f}", "-t", f"{step.duration_s + 0.5:.6f}",
-            "-i", step.source_path,
-        ]
-    parts, vout, aout = _filters(plan, [i.has_audio for i in infos])
-    args += [
-        "-filter_complex", ";".join(parts), "-map", f"[{vout}]", "-map", f"[{aout}]",
-        "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
-        "-c:a", "aac", "-b:a", "160k", "-ar", str(AUDIO_RATE_HZ), "-ac", "2",
-        "-movflags", "+faststart",
+    cuts = [
+        Cut(source_path=s.source_path, start_s=s.start_s, duration_s=s.duration_s,
+            has_audio=i.has_audio)
+        for s, i in zip(plan.steps, infos, strict=True)
     ]
-    with atomic_path(out_path) as tmp:
-        run_ffmpeg([*args, "-f", "mp4", str(tmp)], what=f"rendering {Path(out_path).name}")
+    render_cuts(
+        cuts, out_path, fps=plan.fps, size=(plan.width_px, plan.height_px), audio=True,
+        crossfade_s=plan.crossfade_s,
+    )
     log.info("rendered %d cuts, %.1f s -> %s", len(plan.steps), plan.duration_s, out_path)
     return Path(out_path)

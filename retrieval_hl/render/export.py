@@ -1,21 +1,29 @@
 """Write a ``Highlight`` out: ``highlights.json`` (readable back), ``.srt`` and ``.mp4``.
 
-Every file is written atomically; the mp4 is rendered by ffmpeg from the original video with
-frame-accurate cuts (input seeking with re-encode), concatenated, with an optional crossfade.
+Every file is written atomically; the mp4s come from the one renderer (``render.renderer``):
+frame-accurate cuts of the original video, joined with hard cuts or a crossfade, and the
+reframed version cropped frame by frame.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 from pydantic import ValidationError
 
-from retrieval_hl.models import Highlight, Segment
-from rhl_common.atomic import atomic_path, write_atomic
+from retrieval_hl.models import Highlight
+from retrieval_hl.render.renderer import (
+    Cut,
+    ffmpeg_file,
+    output_timeline,
+    render_cropped,
+    render_cuts,
+)
+from rhl_common.atomic import write_atomic
 from rhl_common.errors import ConfigError, RenderError
-from rhl_common.ffmpeg import run_ffmpeg
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +52,6 @@ def load_highlight(path: str | Path) -> Highlight:
         raise ConfigError(f"not a readable highlights file {str(path)!r}: {first}") from None
 
 
-def output_timeline(
-    segments: Sequence[Segment], crossfade_s: float = 0.0
-) -> list[tuple[float, float]]:
-    """Where each segment lands in the rendered video, as (start, end) seconds."""
-    out, t = [], 0.0
-    for k, seg in enumerate(segments):
-        start = max(0.0, t - (crossfade_s if k else 0.0))
-        out.append((start, start + seg.duration_s))
-        t = start + seg.duration_s
-    return out
-
-
 def srt_timestamp(t: float) -> str:
     """``HH:MM:SS,mmm`` for an SRT cue at ``t`` seconds."""
     ms = int(round(t * 1000))
@@ -68,8 +64,9 @@ def srt_timestamp(t: float) -> str:
 def srt_text(highlight: Highlight, crossfade_s: float = 0.0) -> str:
     """Subtitles for the rendered video: each segment's description over its stretch."""
     blocks = []
+    durations = [s.duration_s for s in highlight.segments]
     for n, (seg, (a, b)) in enumerate(
-        zip(highlight.segments, output_timeline(highlight.segments, crossfade_s), strict=True), 1
+        zip(highlight.segments, output_timeline(durations, crossfade_s), strict=True), 1
     ):
         text = highlight.descriptions[seg.description_index].text
         blocks.append(f"{n}\n{srt_timestamp(a)} --> {srt_timestamp(b)}\n{text}\n")
@@ -79,65 +76,22 @@ def srt_text(highlight: Highlight, crossfade_s: float = 0.0) -> str:
 def render_highlight(highlight: Highlight, out_path: str | Path, crossfade_s: float = 0.0) -> Path:
     """Cut the segments from the original video and join them into ``out_path`` (H.264/AAC).
 
+    The video keeps the source's size (rounded down to even) and frame rate; there is an audio
+    track when the source has one. See ``renderer.render_cuts``.
+
     Raises:
         RenderError: nothing to render, or ffmpeg failed.
 
     """
-    segs = list(highlight.segments)
-    if not segs:
+    if not highlight.segments:
         raise RenderError("no segments to render")
     info = highlight.video
-    fade = min(crossfade_s, *(s.duration_s / 2 for s in segs)) if crossfade_s > 0 else 0.0
-    args: list[str] = []
-    for seg in segs:
-        args += ["-ss", f"{seg.start_s:.6f}", "-t", f"{seg.duration_s:.6f}", "-i", info.path]
-    even = "scale=trunc(iw/2)*2:trunc(ih/2)*2,setsar=1"
-    parts = [
-        f"[{k}:v:0]{even},fps={info.fps:.6f},settb=AVTB,setpts=PTS-STARTPTS[v{k}]"
-        for k in range(len(segs))
+    cuts = [
+        Cut(source_path=info.path, start_s=s.start_s, duration_s=s.duration_s,
+            has_audio=info.has_audio)
+        for s in highlight.segments
     ]
-    if info.has_audio:
-        parts += [
-            f"[{k}:a:0]aresample=48000,aformat=channel_layouts=stereo,asetpts=PTS-STARTPTS[a{k}]"
-            for k in range(len(segs))
-        ]
-    if fade > 0 and len(segs) > 1:
-        vlast, alast = "v0", "a0"
-        for k, (start, _) in enumerate(output_timeline(segs, fade)[1:], 1):
-            parts.append(
-                f"[{vlast}][v{k}]xfade=transition=fade:duration={fade:.3f}:"
-                f"offset={start:.6f}[vx{k}]"
-            )
-            vlast = f"vx{k}"
-            if info.has_audio:
-                parts.append(f"[{alast}][a{k}]acrossfade=d={fade:.3f}[ax{k}]")
-                alast = f"ax{k}"
-        vout, aout = vlast, alast
-    else:
-        streams = "".join(
-            f"[v{k}]" + (f"[a{k}]" if info.has_audio else "") for k in range(len(segs))
-        )
-        n_a = 1 if info.has_audio else 0
-        parts.append(f"{streams}concat=n={len(segs)}:v=1:a={n_a}[vout]" + ("[aout]" if n_a else ""))
-        vout, aout = "vout", "aout"
-    args += ["-filter_complex", ";".join(parts), "-map", f"[{vout}]"]
-    if info.has_audio:
-        args += ["-map", f"[{aout}]", "-c:a", "aac", "-b:a", "160k"]
-    args += [
-        "-c:v",
-        "libx264",
-        "-preset",
-        "veryfast",
-        "-crf",
-        "20",
-        "-pix_fmt",
-        "yuv420p",
-        "-movflags",
-        "+faststart",
-    ]
-    with atomic_path(out_path) as tmp:
-        run_ffmpeg([*args, "-f", "mp4", str(tmp)], what=f"rendering {Path(out_path).name}")
-    return Path(out_path)
+    return render_cuts(cuts, out_path, fps=info.fps, audio=info.has_audio, crossfade_s=crossfade_s)
 
 
 def render_reframed(highlight: Highlight, cut_mp4: str | Path, out_path: str | Path) -> Path:
@@ -149,11 +103,7 @@ def render_reframed(highlight: Highlight, cut_mp4: str | Path, out_path: str | P
     Raises:
         RenderError: no crop boxes, or ffmpeg failed.
     """
-    import subprocess
-
     import av
-
-    from rhl_common.ffmpeg import ffmpeg_binary
 
     if not highlight.crops:
         raise RenderError("no crop boxes to reframe with")
@@ -162,34 +112,17 @@ def render_reframed(highlight: Highlight, cut_mp4: str | Path, out_path: str | P
     boxes = [by_frame.get(f) for f in kept]
     first = next(b for b in boxes if b is not None)
     w, h = first.w_px - first.w_px % 2, first.h_px - first.h_px % 2
-    with atomic_path(out_path) as tmp:
-        cmd = [
-            ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
-            "-framerate", f"{highlight.video.fps:.6f}", "-i", "pipe:0", "-i", str(cut_mp4),
-            "-map", "0:v", "-map", "1:a?", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
-            "-pix_fmt", "yuv420p", "-c:a", "copy", "-shortest", "-movflags", "+faststart",
-            "-f", "mp4", str(tmp),
-        ]
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def cropped() -> Iterator[np.ndarray]:
         last = first
-        try:
-            with av.open(str(cut_mp4)) as src:
-                for k, frame in enumerate(src.decode(video=0)):
-                    box = boxes[min(k, len(boxes) - 1)] or last
-                    last = box
-                    rgb = frame.to_ndarray(format="rgb24")
-                    crop = rgb[box.y_px : box.y_px + h, box.x_px : box.x_px + w]
-                    proc.stdin.write(crop.tobytes())
-        except BrokenPipeError:
-            pass
-        finally:
-            proc.stdin.close()
-            err = proc.stderr.read().decode(errors="replace").strip()
-            proc.wait()
-        if proc.returncode != 0:
-            raise RenderError(f"ffmpeg failed while reframing: {(err.splitlines() or ['?'])[-1]}")
-    return Path(out_path)
+        with av.open(ffmpeg_file(cut_mp4)) as src:
+            for k, frame in enumerate(src.decode(video=0)):
+                box = boxes[min(k, len(boxes) - 1)] or last
+                last = box
+                rgb = frame.to_ndarray(format="rgb24")
+                yield rgb[box.y_px : box.y_px + h, box.x_px : box.x_px + w]
+
+    return render_cropped(cropped(), (w, h), highlight.video.fps, cut_mp4, out_path)
 
 
 def export_highlight(

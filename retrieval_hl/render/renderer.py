@@ -1,0 +1,233 @@
+"""The one ffmpeg renderer: cuts of source videos joined into one H.264/AAC mp4.
+
+Used by the highlight export (``render.export``) and by library assembly
+(``library.assemble``). ``render_cuts`` cuts every source frame-accurately (input seeking with
+re-encode), normalises each cut to one output format (frame size, frame rate, 48 kHz stereo
+audio or none), makes it last exactly its duration (the last frame is held if the source ends
+early) and joins the cuts, with hard cuts or crossfades. ``render_cropped`` encodes a stream of
+cropped frames over the audio of an earlier render.
+
+The filter graphs are built with ffmpeg-python and run as an argument list, never through a
+shell. File names are passed absolute, so a relative name with a colon (``take:2.mp4``) is
+never taken for a protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+import numpy as np
+from pydantic import Field
+
+from rhl_common.atomic import atomic_path
+from rhl_common.errors import RenderError
+from rhl_common.ffmpeg import ffmpeg_binary, run_ffmpeg
+from rhl_common.models import Frozen
+
+log = logging.getLogger(__name__)
+
+AUDIO_RATE_HZ = 48000
+READ_MARGIN_S = 0.5
+VIDEO_CODEC = {"c:v": "libx264", "preset": "veryfast", "crf": 20, "pix_fmt": "yuv420p"}
+AUDIO_CODEC = {"c:a": "aac", "b:a": "160k", "ar": AUDIO_RATE_HZ, "ac": 2}
+MP4 = {"movflags": "+faststart", "f": "mp4"}
+
+
+class Cut(Frozen):
+    """A stretch of a source video to render: ``duration_s`` seconds from ``start_s``."""
+
+    source_path: str
+    start_s: float = Field(ge=0)
+    duration_s: float = Field(gt=0)
+    has_audio: bool
+
+
+def output_timeline(
+    durations_s: Sequence[float], crossfade_s: float = 0.0
+) -> list[tuple[float, float]]:
+    """Where each cut lands in the rendered video, as (start, end) seconds.
+
+    With a crossfade each cut after the first starts ``crossfade_s`` before the previous ends.
+    """
+    out, t = [], 0.0
+    for k, d in enumerate(durations_s):
+        start = max(0.0, t - (crossfade_s if k else 0.0))
+        out.append((start, start + d))
+        t = start + d
+    return out
+
+
+def ffmpeg_file(path: str | Path) -> str:
+    """``path`` as ffmpeg (and PyAV) should be given it: absolute, so never read as a protocol."""
+    return str(Path(path).absolute())
+
+
+def render_cuts(
+    cuts: Sequence[Cut],
+    out_path: str | Path,
+    *,
+    fps: float,
+    size: tuple[int, int] | None = None,
+    audio: bool = True,
+    crossfade_s: float = 0.0,
+) -> Path:
+    """Cut every source, normalise the cuts to one format and join them into ``out_path``.
+
+    Args:
+        cuts: The cuts, in output order.
+        out_path: The mp4 to write (atomically).
+        fps: Output frame rate.
+        size: Output (width, height), even: every cut is scaled to fit and padded with black;
+            ``None`` keeps each cut's own size, rounded down to even (cuts of one source).
+        audio: Give the output a 48 kHz stereo AAC track; cuts without audio are silent in it.
+            ``False`` renders video only.
+        crossfade_s: Crossfade between cuts, shortened to half the shortest cut; 0 = hard cuts.
+
+    Returns:
+        ``out_path``.
+
+    Raises:
+        RenderError: No cuts, or ffmpeg failed.
+    """
+    if not cuts:
+        raise RenderError("no cuts to render")
+    fade = 0.0
+    if crossfade_s > 0 and len(cuts) > 1:
+        fade = min(crossfade_s, *(c.duration_s / 2 for c in cuts))
+    videos, audios = [], []
+    for cut in cuts:
+        src = ffmpeg.input(
+            ffmpeg_file(cut.source_path),
+            ss=f"{cut.start_s:.6f}",
+            t=f"{cut.duration_s + READ_MARGIN_S:.6f}",
+        )
+        d = f"{cut.duration_s:.6f}"
+        v = src["v:0"]
+        if size is None:
+            v = v.filter("scale", "trunc(iw/2)*2", "trunc(ih/2)*2")
+        else:
+            w, h = size
+            v = v.filter("scale", w, h, force_original_aspect_ratio="decrease").filter(
+                "pad", w, h, "(ow-iw)/2", "(oh-ih)/2", color="black"
+            )
+        videos.append(
+            v.filter("setsar", 1)
+            .filter("fps", f"{fps:.6f}")
+            .filter("format", "yuv420p")
+            .filter("tpad", stop_mode="clone", stop_duration=1)
+            .filter("trim", duration=d)
+            .filter("setpts", "PTS-STARTPTS")
+        )
+        if audio:
+            audios.append(_audio(src if cut.has_audio else None, cut.duration_s))
+    videos, audios = _split_repeats(videos, "split"), _split_repeats(audios, "asplit")
+    if fade > 0:
+        vout, aout = videos[0], audios[0] if audio else None
+        for k, (start, _) in enumerate(output_timeline([c.duration_s for c in cuts], fade)[1:], 1):
+            vout = ffmpeg.filter(
+                [vout, videos[k]], "xfade", transition="fade", duration=f"{fade:.6f}",
+                offset=f"{start:.6f}",
+            )
+            if audio:
+                aout = ffmpeg.filter([aout, audios[k]], "acrossfade", d=f"{fade:.6f}")
+        streams = [vout, aout] if audio else [vout]
+    else:
+        parts = [s for k, v in enumerate(videos) for s in ([v, audios[k]] if audio else [v])]
+        joined = ffmpeg.concat(*parts, v=1, a=1 if audio else 0).node
+        streams = [joined[0], joined[1]] if audio else [joined[0]]
+    codecs: dict[str, Any] = {**VIDEO_CODEC, **(AUDIO_CODEC if audio else {})}
+    with atomic_path(out_path) as tmp:
+        args = ffmpeg.output(*streams, ffmpeg_file(tmp), **codecs, **MP4).get_args()
+        run_ffmpeg(args, what=f"rendering {Path(out_path).name}")
+    log.debug("rendered %d cuts -> %s", len(cuts), out_path)
+    return Path(out_path)
+
+
+def _audio(src: Any, duration_s: float) -> Any:
+    """A cut's audio, 48 kHz stereo float, exactly ``duration_s`` long; silence without ``src``."""
+    d = f"{duration_s:.6f}"
+    if src is None:
+        # The source's length makes silences of different lengths different graph nodes.
+        a = ffmpeg.input(
+            f"anullsrc=channel_layout=stereo:sample_rate={AUDIO_RATE_HZ}"
+            f":duration={duration_s + READ_MARGIN_S:.6f}",
+            f="lavfi",
+        )["a:0"]
+    else:
+        a = src["a:0"].filter("aresample", AUDIO_RATE_HZ)
+    a = a.filter(
+        "aformat", sample_fmts="fltp", sample_rates=AUDIO_RATE_HZ, channel_layouts="stereo"
+    )
+    if src is not None:
+        a = a.filter("apad")
+    return a.filter("atrim", duration=d).filter("asetpts", "PTS-STARTPTS")
+
+
+def _split_repeats(streams: list[Any], split: str) -> list[Any]:
+    """Route a stream used more than once (the same cut twice) through ``split``/``asplit``.
+
+    ffmpeg-python merges identical sub-graphs into one node, and a filter output can feed only
+    one input.
+    """
+    uses = Counter(streams)
+    splits: dict[Any, Any] = {}
+    taken: Counter = Counter()
+    out = []
+    for s in streams:
+        if uses[s] == 1:
+            out.append(s)
+            continue
+        if s not in splits:
+            splits[s] = s.filter_multi_output(split, uses[s])
+        out.append(splits[s].stream(taken[s]))
+        taken[s] += 1
+    return out
+
+
+def render_cropped(
+    frames: Iterable[np.ndarray],
+    size: tuple[int, int],
+    fps: float,
+    audio_from: str | Path,
+    out_path: str | Path,
+) -> Path:
+    """Encode RGB frames of one ``size`` (w, h) into ``out_path``, over ``audio_from``'s audio.
+
+    Frames stream to ffmpeg through a pipe, one at a time; the audio of ``audio_from`` (if it
+    has any) is copied, and the output ends with the shorter of the two.
+
+    Raises:
+        RenderError: ffmpeg failed.
+    """
+    w, h = size
+    pipe = ffmpeg.input(
+        "pipe:0", f="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=f"{fps:.6f}"
+    )
+    sound = ffmpeg.input(ffmpeg_file(audio_from))["a?"]
+    with atomic_path(out_path) as tmp:
+        args = ffmpeg.output(
+            pipe["v"], sound, ffmpeg_file(tmp), **VIDEO_CODEC, **{"c:a": "copy"}, shortest=None,
+            **MP4,
+        ).get_args()
+        cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
+        log.debug("ffmpeg: %s", cmd)
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            for rgb in frames:
+                proc.stdin.write(np.ascontiguousarray(rgb).tobytes())
+        except BrokenPipeError:
+            pass
+        finally:
+            proc.stdin.close()
+            err = proc.stderr.read().decode(errors="replace").strip()
+            proc.wait()
+        if proc.returncode != 0:
+            last = (err.splitlines() or ["no message"])[-1]
+            raise RenderError(f"ffmpeg failed while rendering {Path(out_path).name}: {last}")
+    return Path(out_path)

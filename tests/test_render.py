@@ -1,0 +1,78 @@
+"""The one renderer (``retrieval_hl.render.renderer``): cuts joined at one format, real ffmpeg."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from retrieval_hl.render.renderer import Cut, output_timeline, render_cropped, render_cuts
+from rhl_common.errors import RenderError
+from tests.conftest import make_video
+
+
+def probe(path):
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        size = (v.width, v.height)
+        n_frames = sum(1 for _ in c.decode(video=0))
+    with av.open(str(path)) as c:
+        audio = None
+        if c.streams.audio:
+            a = c.streams.audio[0]
+            audio = (a.rate, a.channels, sum(f.samples for f in c.decode(audio=0)))
+    return size, n_frames, audio
+
+
+def test_output_timeline_overlaps_by_the_crossfade():
+    assert output_timeline([2.0, 3.0, 1.0]) == [(0.0, 2.0), (2.0, 5.0), (5.0, 6.0)]
+    assert output_timeline([2.0, 3.0, 1.0], 0.5) == [(0.0, 2.0), (1.5, 4.5), (4.0, 5.0)]
+
+
+def test_same_cut_twice_and_two_equal_silences(tmp_path):
+    # Identical cuts (and silences of one length) are one sub-graph to ffmpeg-python; each use
+    # must still get its own copy.
+    sound = make_video(tmp_path / "sound.mp4", seconds=3, size="96x64", fps=10)
+    mute = make_video(tmp_path / "mute.mp4", seconds=3, size="96x64", fps=10, audio=False)
+    cut = Cut(source_path=str(sound), start_s=0.5, duration_s=1.0, has_audio=True)
+    quiet = Cut(source_path=str(mute), start_s=0.0, duration_s=1.0, has_audio=False)
+    out = render_cuts(
+        [cut, quiet, cut, quiet], tmp_path / "out.mp4", fps=10, size=(64, 48), audio=True
+    )
+    size, n_frames, audio = probe(out)
+    assert size == (64, 48)
+    assert n_frames == 40
+    assert audio[:2] == (48000, 2)
+    assert abs(audio[2] - 4 * 48000) < 2048  # one AAC frame of slack
+
+
+def test_crossfade_shortens_by_the_fades_and_keeps_source_size(tmp_path):
+    src = make_video(tmp_path / "a.mp4", seconds=4, size="97x65", fps=10, audio=False)
+    cuts = [Cut(source_path=str(src), start_s=s, duration_s=1.5, has_audio=False) for s in (0, 2)]
+    out = render_cuts(cuts, tmp_path / "xf.mp4", fps=10, audio=False, crossfade_s=0.5)
+    size, n_frames, audio = probe(out)
+    assert size == (96, 64)  # rounded down to even
+    assert n_frames == 25  # 1.5 + 1.5 - 0.5 s at 10 fps
+    assert audio is None
+
+
+def test_names_with_a_colon_are_files_not_protocols(tmp_path, monkeypatch):
+    make_video(tmp_path / "take:2.mp4", seconds=2, size="64x48", fps=10)
+    monkeypatch.chdir(tmp_path)
+    cut = Cut(source_path="take:2.mp4", start_s=0.0, duration_s=1.0, has_audio=True)
+    out = render_cuts([cut], "out:1.mp4", fps=10)
+    assert probe(tmp_path / "out:1.mp4")[1] == 10
+    frames = (np.full((48, 32, 3), k * 20, np.uint8) for k in range(10))
+    render_cropped(frames, (32, 48), 10.0, out, "crop:1.mp4")
+    size, n_frames, audio = probe(tmp_path / "crop:1.mp4")
+    assert (size, n_frames) == ((32, 48), 10)
+    assert audio is not None
+
+
+def test_bad_input_raises(tmp_path):
+    with pytest.raises(RenderError, match="no cuts"):
+        render_cuts([], tmp_path / "x.mp4", fps=10)
+    missing = Cut(source_path=str(tmp_path / "nope.mp4"), start_s=0, duration_s=1, has_audio=False)
+    with pytest.raises(RenderError, match="ffmpeg failed while rendering y.mp4"):
+        render_cuts([missing], tmp_path / "y.mp4", fps=10, audio=False)
+    assert not (tmp_path / "y.mp4").exists()
