@@ -1,0 +1,65 @@
+"""The one proxy-decode loop: sinks share a pass, each gets its own frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.decode import CHUNK_FRAMES, decode_proxy, proxy_size
+from indexer.pipeline import FrameEmbedder
+from indexer.probe import probe_video
+from rhl_common.errors import ConfigError
+
+
+class Collect:
+    """A FrameSink that keeps the indices and shapes of the frames it wants."""
+
+    def __init__(self, wanted, short_side_px):
+        self.wanted = np.asarray(wanted, dtype=np.int64)
+        self.short_side_px = short_side_px
+        self.got: list[int] = []
+        self.shapes: set[tuple[int, ...]] = set()
+        self.chunks = 0
+
+    def feed(self, indices, frames_rgb):
+        self.chunks += 1
+        keep = np.isin(indices, self.wanted)
+        self.got += indices[keep].tolist()
+        self.shapes |= {f.shape for f in frames_rgb[keep]}
+
+
+def test_sinks_share_one_pass_at_the_largest_size(videos):
+    info = probe_video(videos["plain"])  # 160x120, 60 frames
+    a = Collect([0, 10, 20, 59], short_side_px=48)
+    b = Collect(range(0, 60, 3), short_side_px=96)
+    n = decode_proxy(info, [a, b])
+    assert n == len(set(a.wanted) | set(b.wanted)) == 23
+    assert a.got == [0, 10, 20, 59] and b.got == list(range(0, 60, 3))
+    w, h = proxy_size(info, 96)
+    assert a.shapes == b.shapes == {(h, w, 3)}
+    assert a.chunks == b.chunks == -(-23 // CHUNK_FRAMES)  # every sink sees every chunk
+
+
+def test_embedder_sink_matches_a_direct_encode(videos, tiny_encoder):
+    info = probe_video(videos["plain"])
+    emb = FrameEmbedder(np.array([1, 30, 58]), tiny_encoder)
+    seen = Collect([1, 30, 58], short_side_px=emb.short_side_px)
+    decode_proxy(info, [seen, emb])
+    idx, vec = emb.embeddings()
+    assert idx.tolist() == [1, 30, 58] and vec.shape == (3, tiny_encoder.dim)
+    frames = next(iter_frames(info, [1, 30, 58], emb.short_side_px))
+    np.testing.assert_allclose(vec, tiny_encoder.encode_images(frames), atol=1e-5)
+
+
+def iter_frames(info, indices, side):
+    from indexer.decode import open_reader
+
+    for chunk in open_reader(info).iter_chunks(info, indices, proxy_size(info, side), 8):
+        yield chunk.frames
+
+
+def test_no_sinks_decodes_nothing_and_bad_reader_raises(videos):
+    info = probe_video(videos["plain"])
+    assert decode_proxy(info, []) == 0
+    with pytest.raises(ConfigError, match="opencv"):
+        decode_proxy(info, [Collect([0], 64)], reader="opencv")
