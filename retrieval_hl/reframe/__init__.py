@@ -1,1 +1,1 @@
-"""Reframe: subject cues, camera path and crop boxes for the target ratio."""
+"""Reframe: window geometry and IoU, subject cues, camera path and crop boxes for the ratio."""

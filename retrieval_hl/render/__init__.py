@@ -1,1 +1,1 @@
-"""Render: highlights.json, SRT, cut and reframed mp4."""
+"""Render: highlights.json, SRT, and the one ffmpeg renderer for cut, reframed and assembled mp4."""
