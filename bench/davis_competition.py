@@ -24,6 +24,7 @@ from pathlib import Path
 
 from retrieval_hl.competition.format import VideoPrediction, load_ground_truth
 from retrieval_hl.competition.metric import evaluate_files
+from retrieval_hl.config import parse_wh
 from retrieval_hl.models import CropBox
 from retrieval_hl.reframe.window import fixed_window_size
 from rhl_common.ffmpeg import ffmpeg_binary
@@ -136,7 +137,7 @@ def main() -> None:
     ap.add_argument("--ratio", default="9:16")
     ap.add_argument("--encoder", default=None, help="Also fuse semantic relevance (needs weights).")
     args = ap.parse_args()
-    ratio = tuple(int(v) for v in args.ratio.split(":"))
+    ratio = parse_wh(args.ratio)
     index, gt, vids = build(Path(args.data), ratio)
     pred = OUT / "ours.jsonl"
     cmd = [sys.executable, "-m", "retrieval_hl", "-q", "batch", str(index), "--videos", str(vids),

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from indexer.probe import probe_video  # noqa: E402
+from retrieval_hl.config import parse_wh  # noqa: E402
 from retrieval_hl.reframe.crops import ground_frames  # noqa: E402
 from retrieval_hl.reframe.window import fixed_window_size  # noqa: E402
 
@@ -58,7 +59,7 @@ def main() -> None:
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
-    ratios = [tuple(int(v) for v in r.split(":")) for r in (args.ratio or ["9:16"])]
+    ratios = [parse_wh(r) for r in (args.ratio or ["9:16"])]
     ann = json.loads((args.data / "annotations.json").read_text())
     args.out.mkdir(parents=True, exist_ok=True)
     for tw, th in ratios:

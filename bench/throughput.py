@@ -92,10 +92,10 @@ def main() -> None:
     t_ref = time.perf_counter() - t0
 
     from indexer.encoders import create_encoder
-    from retrieval_hl.config import load_settings
+    from retrieval_hl.config import load_settings, parse_wh
     from retrieval_hl.pipeline import export_highlights, highlight_video
 
-    ratio = tuple(int(x) for x in args.ratio.split(":")) if args.ratio else None
+    ratio = parse_wh(args.ratio) if args.ratio else None
     with tempfile.TemporaryDirectory() as tmp:
         s = load_settings(None, encoder=args.encoder, store=f"{tmp}/store", reader=args.reader)
         enc = create_encoder(s.encoder)  # model construction is not decode work: outside the clock

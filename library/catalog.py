@@ -301,7 +301,7 @@ class Library:
                 f"not {collection!r}"
             )
         coll = collection or catalog.collection
-        vs = open_store(uri, collection=coll)
+        vs = open_store(uri, collection=coll, **(settings or Settings()).store_options())
         try:
             lib = cls(root, vs, catalog, uri, encoder, settings)
             lib._reconcile()

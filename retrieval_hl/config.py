@@ -1,4 +1,8 @@
-"""All settings in one object: CLI flags over ``RHL_*`` env vars over a YAML file over defaults."""
+"""All settings in one object: CLI flags over ``RHL_*`` env vars over a YAML file over defaults.
+
+This is the one place that reads retrieval-hl's environment variables; the layers below take
+their values as arguments.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,43 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from indexer.encoders import DEFAULT_ENCODER
+from indexer.stores.base import DEFAULT_APPROX_THRESHOLD
 from rhl_common.errors import ConfigError
+from rhl_common.paths import cache_dir
+
+# Settings also read from the names other tools use, when the RHL_ name is unset.
+CONVENTIONAL_ENV = {"qdrant_api_key": "QDRANT_API_KEY", "vlm_api_key": "OPENAI_API_KEY"}
 
 
 def default_store() -> str:
     """The embedded FAISS index shared by all runs: ``$XDG_CACHE_HOME/retrieval-hl/store``."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return str(Path(cache) / "retrieval-hl" / "store")
+    return str(cache_dir("store"))
+
+
+def default_library() -> str:
+    """The clip library used when none is named: ``$XDG_CACHE_HOME/retrieval-hl/library``."""
+    return str(cache_dir("library"))
+
+
+class _ConventionalEnv(PydanticBaseSettingsSource):
+    """``QDRANT_API_KEY`` and ``OPENAI_API_KEY``, below their ``RHL_*`` names."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return os.environ.get(CONVENTIONAL_ENV.get(field_name, "")), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {f: os.environ[e] for f, e in CONVENTIONAL_ENV.items() if os.environ.get(e)}
 
 
 class Settings(BaseSettings):
@@ -28,6 +58,15 @@ class Settings(BaseSettings):
 
     encoder: str = DEFAULT_ENCODER
     store: str = Field(default_factory=default_store)
+    library: str = Field(default_factory=default_library)
+    # FAISS searches go approximate (IVF) above this many points.
+    faiss_approx_threshold: int = Field(DEFAULT_APPROX_THRESHOLD, ge=0)
+    # Sharding and replication of new collections on a Qdrant server (None: the server's).
+    qdrant_shards: int | None = Field(None, ge=1)
+    qdrant_replicas: int | None = Field(None, ge=1)
+    # Secrets: never logged, never written with a run's outputs.
+    qdrant_api_key: SecretStr | None = Field(None, exclude=True)
+    vlm_api_key: SecretStr | None = Field(None, exclude=True)
     reader: Literal["auto", "decord", "pyav"] = "auto"
     window_s: float = Field(2.0, ge=1.0, le=3.0)
     signal_window_s: float = Field(1.0, ge=1.0, le=3.0)
@@ -59,6 +98,16 @@ class Settings(BaseSettings):
         parse_budget(v, 1.0)
         return v
 
+    def store_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``indexer.stores.open_store`` from these settings."""
+        key = self.qdrant_api_key
+        return {
+            "approx_threshold": self.faiss_approx_threshold,
+            "api_key": key.get_secret_value() if key is not None else None,
+            "shards": self.qdrant_shards,
+            "replicas": self.qdrant_replicas,
+        }
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -69,7 +118,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Init kwargs (CLI flags and the config file, merged in ``load_settings``) over env."""
-        return init_settings, env_settings
+        return init_settings, env_settings, _ConventionalEnv(settings_cls)
 
 
 def parse_budget(text: str, duration_s: float) -> float | None:
@@ -97,6 +146,25 @@ def parse_budget(text: str, duration_s: float) -> float | None:
     return value
 
 
+_WH_RE = re.compile(r"\s*(\d+)\s*[:xX/]\s*(\d+)\s*")
+
+
+def parse_wh(text: str, what: str = "ratio") -> tuple[int, int]:
+    """Two positive integers ``W:H`` (also ``WxH`` or ``W/H``): an aspect ratio such as
+    ``9:16``, or with ``what="size"`` a frame size such as ``1280x720``.
+
+    Raises:
+        ConfigError: anything else; the message names ``what`` and gives an example.
+
+    """
+    m = _WH_RE.fullmatch(str(text))
+    if not m or int(m.group(1)) == 0 or int(m.group(2)) == 0:
+        example = "1280x720" if what == "size" else "9:16 or 16:9"
+        raise ConfigError(f"bad {what} {text!r}; use two positive whole numbers W:H, e.g. "
+                          f"{example}")
+    return int(m.group(1)), int(m.group(2))
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Settings from defaults, then ``config_file`` (YAML), then env, then non-None ``overrides``.
 
@@ -113,11 +181,16 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             raise ConfigError(f"cannot read config file {str(path)!r}: {exc}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping of settings")
-        env_set = {k[4:].lower() for k in os.environ if k.startswith("RHL_")}
+        try:
+            env_set = {*EnvSettingsSource(Settings)(), *_ConventionalEnv(Settings)()}
+        except SettingsError as exc:
+            raise ConfigError(f"bad RHL_* environment variable: {exc}") from None
         values.update({k: v for k, v in loaded.items() if k not in env_set})
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Settings(**values)
+    except SettingsError as exc:
+        raise ConfigError(f"bad RHL_* environment variable: {exc}") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         name = ".".join(str(x) for x in err["loc"]) or "settings"

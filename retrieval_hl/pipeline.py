@@ -66,7 +66,7 @@ def index_video(
     s = settings or Settings()
     info = probe_video(path, video_id)
     enc = encoder or create_encoder(s.encoder)
-    db = store or open_store(s.store)
+    db = store or open_store(s.store, **s.store_options())
     if db.encoder_spec not in (None, enc.spec):
         raise StoreError(
             f"store {s.store!r} holds vectors of {db.encoder_spec}, not {enc.spec}; "
@@ -100,9 +100,11 @@ def default_describer(settings: Settings, prompt: str | None) -> Describer:
     if settings.vlm_url:
         from retrieval_hl.describe.vlm import VLMDescriber
 
+        key = settings.vlm_api_key
         return VLMDescriber(
             base_url=settings.vlm_url,
             model=settings.vlm_model or "default",
+            api_key=key.get_secret_value() if key is not None else None,
             max_items=settings.max_descriptions,
         )
     return VocabDescriber(domains=settings.domains, max_items=settings.max_descriptions)

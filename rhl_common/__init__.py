@@ -1,1 +1,3 @@
-"""What every layer shares: errors, atomic writes, the ffmpeg locator, the artefact base."""
+"""What every layer shares: errors, atomic writes, the ffmpeg locator, default paths and the
+artefact base.
+"""

@@ -9,7 +9,7 @@ from indexer.models import Slice
 from indexer.stores import STORES, SearchHit, VectorStore, open_store, point_id
 from indexer.stores.faiss import FaissStore, faiss_id
 from indexer.stores.qdrant import QdrantStore
-from rhl_common.errors import StoreError
+from rhl_common.errors import ConfigError, StoreError
 
 ENC = "open_clip:rhl-tiny-vit:random"
 DIM = 16
@@ -573,15 +573,18 @@ def test_approx_dropped_below_threshold_and_retrained_when_outgrown(tmp_path):
 
 
 def test_approx_threshold_settings(tmp_path, monkeypatch):
+    from retrieval_hl.config import load_settings
+
     assert FaissStore(tmp_path / "a").approx_threshold == 50_000
-    monkeypatch.setenv("RHL_FAISS_APPROX_THRESHOLD", "1_000")
-    assert open_store(str(tmp_path / "b")).approx_threshold == 1000
+    monkeypatch.setenv("RHL_FAISS_APPROX_THRESHOLD", "1000")
+    opts = load_settings().store_options()
+    assert open_store(str(tmp_path / "b"), **opts).approx_threshold == 1000
     assert open_store(str(tmp_path / "c"), approx_threshold=7).approx_threshold == 7
     # Qdrant has no such switch; the argument is accepted and ignored.
-    open_store("qdrant::memory:", approx_threshold=7).close()
+    open_store("qdrant::memory:", **opts).close()
     monkeypatch.setenv("RHL_FAISS_APPROX_THRESHOLD", "lots")
-    with pytest.raises(StoreError, match="RHL_FAISS_APPROX_THRESHOLD='lots'"):
-        open_store(str(tmp_path / "d"))
+    with pytest.raises(ConfigError, match="faiss_approx_threshold"):
+        load_settings()
     with pytest.raises(StoreError, match="approx_threshold must be an integer >= 0"):
         FaissStore(tmp_path / "e", approx_threshold=-1)
     with pytest.raises(StoreError, match="approx_nprobe"):
@@ -608,13 +611,18 @@ def test_search_leaves_queries_untouched(store):
 
 def test_qdrant_cluster_layout_from_env(monkeypatch):
     from indexer.stores.qdrant import qdrant_cluster_layout
+    from retrieval_hl.config import load_settings
 
     monkeypatch.delenv("RHL_QDRANT_SHARDS", raising=False)
     monkeypatch.delenv("RHL_QDRANT_REPLICAS", raising=False)
     assert qdrant_cluster_layout() == {}
     monkeypatch.setenv("RHL_QDRANT_SHARDS", "3")
     monkeypatch.setenv("RHL_QDRANT_REPLICAS", "2")
-    assert qdrant_cluster_layout() == {"shard_number": 3, "replication_factor": 2}
+    opts = load_settings().store_options()
+    assert qdrant_cluster_layout(opts["shards"], opts["replicas"]) == {
+        "shard_number": 3, "replication_factor": 2}
+    with pytest.raises(StoreError, match="replication_factor must be a positive integer"):
+        qdrant_cluster_layout(3, 0)
     monkeypatch.setenv("RHL_QDRANT_REPLICAS", "two")
-    with pytest.raises(StoreError, match="RHL_QDRANT_REPLICAS"):
-        qdrant_cluster_layout()
+    with pytest.raises(ConfigError, match="qdrant_replicas"):
+        load_settings()

@@ -356,11 +356,18 @@ def test_describe_keeps_max_items(server, video):
 
 
 def test_api_key_from_env(server, video, monkeypatch):
+    from retrieval_hl.config import load_settings
+    from retrieval_hl.pipeline import default_describer
+
     monkeypatch.setenv("OPENAI_API_KEY", "sk-openai")
     monkeypatch.setenv("RHL_VLM_API_KEY", "sk-rhl")
     server.reply("[]")
-    VLMDescriber(server.url, "m", n_frames=1).describe(video, None)
-    assert server.requests[0]["headers"]["Authorization"] == "Bearer sk-rhl"
+    server.reply("[]")
+    default_describer(load_settings(vlm_url=server.url), None).describe(video, None)
+    monkeypatch.delenv("RHL_VLM_API_KEY")
+    default_describer(load_settings(vlm_url=server.url), None).describe(video, None)
+    auth = [r["headers"]["Authorization"] for r in server.requests]
+    assert auth == ["Bearer sk-rhl", "Bearer sk-openai"]
 
 
 def test_no_key_no_authorization_header(server):

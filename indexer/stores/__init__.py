@@ -4,7 +4,7 @@ slices out; :func:`open_store` picks a back-end from a URI and imports only that
 - ``faiss:DIR`` or a plain directory path: :class:`indexer.stores.faiss.FaissStore`, exact
   inner-product search on disk, approximate (IVF) above a size threshold;
 - ``qdrant::memory:``, ``qdrant:PATH`` (qdrant-client's embedded local mode) or ``http(s)://HOST``
-  (a Qdrant server; ``QDRANT_API_KEY`` from the environment):
+  (a Qdrant server):
   :class:`indexer.stores.qdrant.QdrantStore`.
 """
 
@@ -42,18 +42,30 @@ def store_class(backend: str) -> type:
 
 
 def open_store(
-    uri: str, collection: str = DEFAULT_COLLECTION, *, approx_threshold: int | None = None
+    uri: str,
+    collection: str = DEFAULT_COLLECTION,
+    *,
+    approx_threshold: int | None = None,
+    api_key: str | None = None,
+    shards: int | None = None,
+    replicas: int | None = None,
 ) -> VectorStore:
     """Open a vector store from a URI.
 
     Args:
         uri: ``faiss:DIR`` or a plain directory path (FAISS in DIR, created if missing);
             ``qdrant::memory:``; ``qdrant:PATH`` (Qdrant local mode); ``http(s)://HOST[:PORT]``
-            (Qdrant server, API key from ``QDRANT_API_KEY``).
+            (Qdrant server).
         collection: Collection name (a subfolder for FAISS).
         approx_threshold: FAISS only: candidate count above which searches are approximate
-            (``None``: ``RHL_FAISS_APPROX_THRESHOLD`` or 50 000). Qdrant ignores it: a server
-            has its own HNSW index, local mode always scans.
+            (``None``: 50 000). Qdrant ignores it: a server has its own HNSW index, local mode
+            always scans.
+        api_key: Qdrant server only: its API key.
+        shards: Qdrant server only: shard count of a new collection (None: the server's).
+        replicas: Qdrant server only: replication factor of a new collection.
+
+    ``retrieval_hl.config.Settings.store_options()`` gives these from the settings (env vars
+    ``RHL_FAISS_APPROX_THRESHOLD``, ``QDRANT_API_KEY``, ``RHL_QDRANT_SHARDS``, ...).
 
     Returns:
         The store.
@@ -83,7 +95,9 @@ def open_store(
     else:
         if approx_threshold is not None:
             log.debug("approx_threshold applies to FAISS stores only; ignored for %s", uri)
-        store = store_class(backend).from_location(target, collection)
+        store = store_class(backend).from_location(
+            target, collection, api_key=api_key, shards=shards, replicas=replicas
+        )
     log.info(
         "opened %s store %s (collection %r, %d points)", backend, target, collection, store.count()
     )

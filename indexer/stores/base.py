@@ -22,6 +22,8 @@ from rhl_common.errors import StoreError
 from rhl_common.models import Frozen
 
 DEFAULT_COLLECTION = "slices"
+# FAISS searches go approximate (IVF) above this many points (retrieval_hl's Settings default).
+DEFAULT_APPROX_THRESHOLD = 50_000
 URI_FORMS = "faiss:DIR, a directory path, qdrant::memory:, qdrant:PATH, http(s)://HOST[:PORT]"
 
 # Fixed namespace so ids are stable across machines and releases; changing it re-keys every store.

@@ -21,6 +21,7 @@ import numpy as np
 from indexer.models import Slice
 from indexer.stores.base import (
     COLLECTION_RE,
+    DEFAULT_APPROX_THRESHOLD,
     DEFAULT_COLLECTION,
     SearchHit,
     check_queries,
@@ -35,8 +36,6 @@ from rhl_common.errors import StoreError
 log = logging.getLogger(__name__)
 
 FAISS_FORMAT_VERSION = 1
-DEFAULT_APPROX_THRESHOLD = 50_000
-APPROX_THRESHOLD_ENV = "RHL_FAISS_APPROX_THRESHOLD"
 APPROX_FORMAT_VERSION = 1
 # Retrain the IVF index once the store is 4x larger or smaller than when it was trained: its list
 # count was sized for that size, and lists grow long or run empty.
@@ -75,22 +74,11 @@ def approx_nprobe(nlist: int) -> int:
 
 
 def _resolve_approx_threshold(value: int | None) -> int:
-    """The approximate-search threshold: ``value``, else the env var, else the default."""
-    source = "approx_threshold"
+    """The approximate-search threshold: ``value``, else the default."""
     if value is None:
-        raw = os.environ.get(APPROX_THRESHOLD_ENV, "").strip()
-        if not raw:
-            return DEFAULT_APPROX_THRESHOLD
-        source = APPROX_THRESHOLD_ENV
-        try:
-            value = int(raw.replace("_", ""))
-        except ValueError:
-            raise StoreError(
-                f"{APPROX_THRESHOLD_ENV}={raw!r} is not an integer; give a point count such as "
-                f"{DEFAULT_APPROX_THRESHOLD}"
-            ) from None
+        return DEFAULT_APPROX_THRESHOLD
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise StoreError(f"{source} must be an integer >= 0 (a point count), got {value!r}")
+        raise StoreError(f"approx_threshold must be an integer >= 0 (a point count), got {value!r}")
     return int(value)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -29,24 +28,22 @@ log = logging.getLogger(__name__)
 _QDRANT_BATCH = 256
 
 
-def qdrant_cluster_layout() -> dict[str, int]:
-    """Sharding and replication for new collections on a Qdrant server, from the environment.
+def qdrant_cluster_layout(shards: int | None = None, replicas: int | None = None) -> dict[str, int]:
+    """Sharding and replication for new collections on a Qdrant server.
 
-    ``RHL_QDRANT_SHARDS`` (shard_number) and ``RHL_QDRANT_REPLICAS`` (replication_factor), e.g.
-    3 and 2 on the three-node cluster of docker-compose.yml; unset leaves the server's defaults.
+    ``shards`` (shard_number) and ``replicas`` (replication_factor), e.g. 3 and 2 on the
+    three-node cluster of docker-compose.yml; None leaves the server's default.
 
     Raises:
         StoreError: a value is not a positive integer.
     """
     out = {}
-    for env, key in (("RHL_QDRANT_SHARDS", "shard_number"),
-                     ("RHL_QDRANT_REPLICAS", "replication_factor")):
-        raw = os.environ.get(env)
-        if raw is None:
+    for value, key in ((shards, "shard_number"), (replicas, "replication_factor")):
+        if value is None:
             continue
-        if not raw.isdigit() or int(raw) < 1:
-            raise StoreError(f"{env} must be a positive integer, got {raw!r}")
-        out[key] = int(raw)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise StoreError(f"{key} must be a positive integer, got {value!r}")
+        out[key] = value
     return out
 
 
@@ -71,6 +68,8 @@ class QdrantStore:
     Args:
         client: An open qdrant-client.
         collection: Collection name.
+        shards: Shard count of a new collection on a server (None: the server's default).
+        replicas: Replication factor of a new collection on a server (None: the server's).
 
     Raises:
         StoreError: The client cannot reach the collection, or the collection is not a single
@@ -80,9 +79,17 @@ class QdrantStore:
 
     name: ClassVar[str] = "qdrant"
 
-    def __init__(self, client: QdrantClient, collection: str = DEFAULT_COLLECTION):
+    def __init__(
+        self,
+        client: QdrantClient,
+        collection: str = DEFAULT_COLLECTION,
+        *,
+        shards: int | None = None,
+        replicas: int | None = None,
+    ):
         self.client = client
         self.collection = collection
+        self._layout = qdrant_cluster_layout(shards, replicas)
         self.encoder_spec: str | None = None
         self.dim: int | None = None
         opts = getattr(client, "init_options", {}) or {}
@@ -90,12 +97,23 @@ class QdrantStore:
         self._load()
 
     @classmethod
-    def from_location(cls, location: str, collection: str = DEFAULT_COLLECTION) -> QdrantStore:
+    def from_location(
+        cls,
+        location: str,
+        collection: str = DEFAULT_COLLECTION,
+        *,
+        api_key: str | None = None,
+        shards: int | None = None,
+        replicas: int | None = None,
+    ) -> QdrantStore:
         """Open ``:memory:``, a local storage path, or an ``http(s)://`` server URL.
 
         Args:
             location: Where the points live.
             collection: Collection name.
+            api_key: The server's API key, if it wants one.
+            shards: Shard count of a new collection on a server.
+            replicas: Replication factor of a new collection on a server.
 
         Returns:
             The store.
@@ -108,11 +126,11 @@ class QdrantStore:
             if location == ":memory:":
                 client = QdrantClient(location=":memory:")
             elif location.startswith(("http://", "https://")):
-                client = QdrantClient(url=location, api_key=os.environ.get("QDRANT_API_KEY"))
+                client = QdrantClient(url=location, api_key=api_key)
             else:
                 client = QdrantClient(path=location)
         try:
-            return cls(client, collection)
+            return cls(client, collection, shards=shards, replicas=replicas)
         except BaseException:
             client.close()
             raise
@@ -142,7 +160,7 @@ class QdrantStore:
 
     def _create(self, encoder_spec: str, dim: int) -> None:
         metadata = {"encoder_spec": encoder_spec, "dim": dim}
-        layout = {} if self._local else qdrant_cluster_layout()
+        layout = {} if self._local else self._layout
         with _qdrant_errors(f"create collection {self.collection!r}"):
             self.client.create_collection(
                 self.collection,

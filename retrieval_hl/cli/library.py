@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,12 +17,6 @@ from typing import Any
 import click
 
 log = logging.getLogger(__name__)
-
-
-def default_library() -> str:
-    """``$RHL_LIBRARY``, else ``$XDG_CACHE_HOME/retrieval-hl/library``."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return os.environ.get("RHL_LIBRARY") or str(Path(cache) / "retrieval-hl" / "library")
 
 
 def _library_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -46,9 +38,9 @@ def _open(ctx: click.Context, library_path: str | None, store: str | None,
     from retrieval_hl.config import load_settings
 
     config = (ctx.obj or {}).get("config")
-    settings = load_settings(config, encoder=encoder)
+    settings = load_settings(config, encoder=encoder, library=library_path)
     log.debug("effective settings: %s", settings.model_dump_json())
-    return Library.open(library_path or default_library(), store=store, collection=collection,
+    return Library.open(settings.library, store=store, collection=collection,
                         encoder=encoder, settings=settings)
 
 
@@ -165,17 +157,6 @@ def export(ctx, out_path, library_path, store, collection, encoder) -> None:  # 
         click.echo(f"wrote {out_path}")
 
 
-def _parse_size(text: str | None) -> tuple[int, int] | None:
-    from rhl_common.errors import ConfigError
-
-    if text is None:
-        return None
-    m = re.fullmatch(r"\s*(\d+)\s*[xX:]\s*(\d+)\s*", text)
-    if not m:
-        raise ConfigError(f"bad --size {text!r}; use WIDTHxHEIGHT, e.g. 1280x720")
-    return int(m.group(1)), int(m.group(2))
-
-
 @click.command("assemble")
 @click.argument("script")
 @_library_options
@@ -205,6 +186,7 @@ def assemble(ctx, script, library_path, store, collection, encoder, out_path, pl
     from library.assemble import load_plan, plan_assembly, plan_srt, render_plan, save_plan
     from library.script import load_script
     from library.templates import load_script_template
+    from retrieval_hl.config import parse_wh
     from rhl_common.atomic import write_atomic
     from rhl_common.errors import RenderError
 
@@ -219,7 +201,8 @@ def assemble(ctx, script, library_path, store, collection, encoder, out_path, pl
                   if script.startswith("template:") else load_script(script))
         with _open(ctx, library_path, store, collection, encoder) as lib:
             plan = plan_assembly(parsed, lib, min_z=min_z, allow_reuse=allow_reuse,
-                                 size=_parse_size(size), fps=fps, crossfade_s=crossfade_s)
+                                 size=parse_wh(size, "size") if size else None, fps=fps,
+                                 crossfade_s=crossfade_s)
         save_plan(plan, plan_file)
     write_atomic(srt_file, plan_srt(plan))
     written = {"plan": str(plan_file), "srt": str(srt_file)}

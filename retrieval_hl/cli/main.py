@@ -115,17 +115,6 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
         click.echo(json.dumps(r) if as_json else f"{r['video_id']}\t{r['slices']} slices")
 
 
-def _parse_ratio(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    from rhl_common.errors import ConfigError
-
-    parts = text.replace("x", ":").replace("/", ":").split(":")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise ConfigError(f"bad ratio {text!r}; use W:H such as 9:16 or 16:9")
-    return int(parts[0]), int(parts[1])
-
-
 @cli.command()
 @click.argument("video")
 @click.option("--prompt", default=None, help="What to keep, in your words (English or Chinese).")
@@ -155,12 +144,13 @@ def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semant
     --ratio a reframed mp4 and predictions.jsonl) into the run directory.
     """
     from indexer.probe import probe_video
+    from retrieval_hl.config import parse_wh
     from retrieval_hl.pipeline import export_highlights, highlight_video
 
     s = _settings(ctx, store=store, encoder=encoder, budget=budget, order=order,
                   domains=tuple(domains) or None, crossfade_s=crossfade_s, vlm_url=vlm_url,
                   vlm_model=vlm_model, render=False if no_render else None, semantic=semantic)
-    ratio_wh = _parse_ratio(ratio)
+    ratio_wh = parse_wh(ratio) if ratio is not None else None
     info = probe_video(video)
     out = Path(out_dir) if out_dir else Path("highlights") / Path(video).stem
     extra, images = _category_queries(category, library_dir, s) if category else ([], [])
@@ -256,7 +246,7 @@ def search(ctx, text, video_id, tags, top_k, store, encoder, as_json) -> None:  
     from indexer.stores import open_store
 
     s = _settings(ctx, store=store, encoder=encoder)
-    db = open_store(s.store)
+    db = open_store(s.store, **s.store_options())
     if db.count() == 0:
         click.echo("the store is empty: run `rhl index VIDEO` first", err=True)
         return

@@ -12,7 +12,6 @@ import base64
 import io
 import json
 import logging
-import os
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-API_KEY_ENV = ("RHL_VLM_API_KEY", "OPENAI_API_KEY")
 FRAME_SHORT_SIDE_PX = 336
 JPEG_QUALITY = 85
 NO_REQUEST = "none; pick the moments most worth keeping"
@@ -210,7 +208,8 @@ class VLMDescriber:
     Args:
         base_url: the OpenAI-compatible API root, e.g. ``http://localhost:8000/v1``.
         model: the model name the endpoint serves (e.g. ``Qwen/Qwen2.5-VL-7B-Instruct``).
-        api_key: bearer token; defaults to ``RHL_VLM_API_KEY``, then ``OPENAI_API_KEY``.
+        api_key: bearer token, if the endpoint wants one (``Settings.vlm_api_key``: env
+            ``RHL_VLM_API_KEY``, then ``OPENAI_API_KEY``).
         n_frames: frames sampled uniformly over the video and sent as images.
         max_items: the most highlights asked for and kept.
         timeout_s: timeout of one HTTP attempt.
@@ -237,8 +236,6 @@ class VLMDescriber:
             raise ConfigError(
                 f"VLM n_frames and max_items must be at least 1, got {n_frames} and {max_items}"
             )
-        if api_key is None:
-            api_key = next((os.environ[k] for k in API_KEY_ENV if os.environ.get(k)), None)
         self.client = ChatClient(base_url, model, api_key=api_key, timeout_s=timeout_s)
         self.n_frames = n_frames
         self.max_items = max_items
