@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from retrieval_hl.cli.main import cli
 from retrieval_hl.render.export import load_highlight
-from tests.conftest import TINY, make_video
+from tests.conftest import TINY, ffmpeg, make_video
 
 
 @pytest.fixture(scope="module")
@@ -124,28 +124,29 @@ def test_store_refuses_other_encoder(long_video, tmp_path):
     assert "rhl-tiny-vit" in res.stderr
 
 
-def test_silent_video_with_crossfade(videos, tmp_path):
+def make_bursts_video(path):
+    """Silent, 20 s: still grey with two 3 s bursts of a moving pattern, at 5 s and 13 s."""
+    parts = [("color=c=gray:", 5), ("testsrc2=", 3), ("color=c=gray:", 5), ("testsrc2=", 3),
+             ("color=c=gray:", 4)]
+    args = [a for src, d in parts
+            for a in ("-f", "lavfi", "-i", f"{src}size=160x120:rate=10:duration={d}")]
+    concat = "".join(f"[{k}:v]" for k in range(len(parts))) + f"concat=n={len(parts)}:v=1:a=0"
+    ffmpeg(*args, "-filter_complex", concat, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path))
+    return path
+
+
+def test_silent_video_with_crossfade(tmp_path):
+    silent = make_bursts_video(tmp_path / "bursts.mp4")
     out = tmp_path / "run"
-    run(
-        "highlight",
-        str(videos["cuts"]),
-        "--encoder",
-        TINY,
-        "--store",
-        str(tmp_path / "s"),
-        "--out",
-        str(out),
-        "--prompt",
-        "red; blue",
-        "--budget",
-        "none",
-        "--crossfade",
-        "0.3",
-    )
+    run("highlight", str(silent), "--semantic", "off", "--store", str(tmp_path / "s"),
+        "--out", str(out), "--budget", "none", "--crossfade", "0.3")
     hl = load_highlight(out / "highlights.json")
-    if hl.segments:
-        fades = 0.3 * (len(hl.segments) - 1)
-        assert duration_s(out / "highlight.mp4") == pytest.approx(hl.duration_s - fades, abs=0.3)
+    assert not hl.video.has_audio
+    assert [(round(s.start_s), round(s.end_s)) for s in hl.segments] == [(5, 8), (13, 16)]
+    fades = 0.3 * (len(hl.segments) - 1)
+    assert duration_s(out / "highlight.mp4") == pytest.approx(hl.duration_s - fades, abs=0.2)
+    with av.open(str(out / "highlight.mp4")) as c:
+        assert not c.streams.audio
 
 
 def test_semantic_and_signals_without_prompt(long_video, tmp_path):

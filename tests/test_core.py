@@ -71,7 +71,7 @@ def test_window_out_of_range(w):
 
 def test_sampling_and_pooling():
     idx = sample_frames(info(4.0), 2.0)
-    assert list(idx) == [2, 8, 12, 18, 22, 28, 32, 38] or len(idx) == 8
+    assert idx.tolist() == [2, 8, 12, 18, 22, 28, 32, 38]  # every 5th frame, from the 2.5th
     sl = make_slices(info(4.0), 2.0)
     vec = np.zeros((len(idx), 3), np.float32)
     vec[: len(idx) // 2, 0] = 1
