@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -219,7 +219,12 @@ class FrameSink(Protocol):
         ...
 
 
-def decode_proxy(info: VideoInfo, sinks: Sequence[FrameSink], reader: str = "auto") -> int:
+def decode_proxy(
+    info: VideoInfo,
+    sinks: Sequence[FrameSink],
+    reader: str = "auto",
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Decode the frames the ``sinks`` want, once, and feed every chunk to every sink, in order.
 
     The pass decodes the union of all wanted frames at the largest proxy size asked for, in
@@ -229,6 +234,7 @@ def decode_proxy(info: VideoInfo, sinks: Sequence[FrameSink], reader: str = "aut
         info: The probed video.
         sinks: The consumers, fed in this order for each chunk.
         reader: Reader back-end: ``auto``, ``decord`` or ``pyav`` (see ``open_reader``).
+        progress: Called with the number of frames of each chunk once every sink has it.
 
     Returns:
         The number of frames decoded (fewer than wanted when the stream ends early).
@@ -246,6 +252,8 @@ def decode_proxy(info: VideoInfo, sinks: Sequence[FrameSink], reader: str = "aut
         for sink in sinks:
             sink.feed(chunk.indices, chunk.frames)
         n += len(chunk.indices)
+        if progress:
+            progress(len(chunk.indices))
     return n
 
 

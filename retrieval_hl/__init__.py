@@ -1,7 +1,9 @@
 """retrieval-hl: long raw video in, highlights out.
 
-The API is ``index_video``, ``find_highlights`` and ``export_highlights``; they load lazily so
-that ``import retrieval_hl`` (and ``rhl --help``) stays fast.
+The API: ``highlight_video`` (the main job for one file, signals only when no encoder weights
+are at hand), ``index_video`` and ``find_highlights`` (by meaning over an index; they need the
+weights), and ``export_highlights``. They load lazily so that ``import retrieval_hl`` (and
+``rhl --help``) stays fast.
 """
 
 from rhl_common.errors import (
@@ -24,13 +26,14 @@ __all__ = [
     "VideoOpenError",
     "export_highlights",
     "find_highlights",
+    "highlight_video",
     "index_video",
 ]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):  # noqa: ANN202
-    if name in ("index_video", "find_highlights", "export_highlights"):
+    if name in ("highlight_video", "index_video", "find_highlights", "export_highlights"):
         from retrieval_hl import pipeline as api
 
         return getattr(api, name)

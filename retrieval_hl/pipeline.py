@@ -266,7 +266,7 @@ def highlight_video(
         EncoderError: ``prompt`` (or ``semantic="on"``) needs an encoder whose weights are missing.
     """
     from retrieval_hl.select.events import fuse_signals, is_still, select_highlights
-    from retrieval_hl.signals.meter import SignalMeter, measure_signals_and_cuts
+    from retrieval_hl.signals.meter import SAMPLE_FPS, SignalMeter, measure_signals_and_cuts
 
     s = settings or Settings()
     info = probe_video(path, video_id)
@@ -286,7 +286,9 @@ def highlight_video(
     if meter.n_fed:
         sig, cuts = meter.finish(fine, cuts or ())
     else:  # signals only, or the index was already there: a pass of their own
-        sig, cuts = measure_signals_and_cuts(info, fine, cuts, reader=s.reader)
+        # ``progress`` counts frames at the index's sample rate; the meter samples at its own.
+        ticks = (lambda n: progress(n * s.sample_fps / SAMPLE_FPS)) if progress else None
+        sig, cuts = measure_signals_and_cuts(info, fine, cuts, reader=s.reader, progress=ticks)
     budget_s = parse_budget(s.budget, info.duration_s)
     if video is not None and enc is not None:
         descriptions, query_vectors, hits = _describe(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -85,6 +86,22 @@ def make_cut_video(path: Path, fps: int = 10) -> Path:
         str(path),
     )
     return path
+
+
+@pytest.fixture(autouse=True)
+def no_logged_errors(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture):
+    """Fail a test that logged an ERROR (ours or a library's, e.g. PySceneDetect's), unless it
+    is marked ``logs_errors`` because it provokes one on purpose.
+    """
+    yield
+    if request.node.get_closest_marker("logs_errors"):
+        return
+    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    if errors:
+        pytest.fail(
+            "logged an error: " + "; ".join(f"{r.name}: {r.getMessage()}" for r in errors[:3]),
+            pytrace=False,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -180,3 +180,33 @@ def test_category_uses_library_clips_as_image_queries(long_video, videos, tmp_pa
         "--out", str(out), "--category", "soccer", "--library", lib, "--no-render")
     hl = load_highlight(out / "highlights.json")
     assert any(d.text.startswith("like library clip") for d in hl.descriptions)
+
+
+def test_quiet_and_verbose_after_the_subcommand(videos, tmp_path):
+    base = ["index", str(videos["silent"]), "--encoder", TINY, "--store", str(tmp_path / "s")]
+    loud = CliRunner().invoke(cli, [*base, "-v"], catch_exceptions=False)
+    assert loud.exit_code == 0 and "DEBUG retrieval_hl.cli.main: effective settings" in loud.stderr
+    quiet = CliRunner().invoke(cli, [*base, "--json", "-q"], catch_exceptions=False)
+    assert quiet.exit_code == 0 and "INFO" not in quiet.stderr and "DEBUG" not in quiet.stderr
+    assert json.loads(quiet.stdout)["slices"] >= 1
+    res = CliRunner().invoke(cli, ["library", "list", "-q", "--library", str(tmp_path / "lib"),
+                                   "--json"], catch_exceptions=False)
+    assert res.exit_code == 0 and res.stdout == "" and "INFO" not in res.stderr
+
+
+def test_library_rm_json(videos, tmp_path):
+    lib = ["--library", str(tmp_path / "lib"), "--encoder", TINY]
+    added = run("library", "add", str(videos["plain"]), "--mode", "clip", *lib, "--json")
+    clip_id = json.loads(added.stdout.splitlines()[0])["clip_id"]
+    res = run("library", "rm", clip_id, *lib, "--json")
+    assert json.loads(res.stdout) == {"removed": 1, "left": 0}
+
+
+def test_help_names_defaults():
+    text = run("highlight", "--help").stdout
+    for needle in ("[default: 0.2]", "[default: chronological]", "best first"):
+        assert needle in text
+    assert "[default: 2.0]" in run("index", "--help").stdout
+    assert "[default: 10" in run("search", "--help").stdout
+    batch_help = run("batch", "--help").stdout
+    assert "Folder holding the videos" in batch_help and "signals only" in batch_help

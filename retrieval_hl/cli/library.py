@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from retrieval_hl.cli.common import Command, Group
+
 log = logging.getLogger(__name__)
 
 
@@ -55,7 +57,7 @@ def _clip_row(clip) -> str:  # noqa: ANN001
             + (f"\t{clip.summary}" if clip.summary else ""))
 
 
-@click.group("library")
+@click.group("library", cls=Group)
 def library() -> None:
     """Catalog of past highlight clips: add, list, search, rm, export."""
 
@@ -133,13 +135,17 @@ def search(ctx, text, category, tags, top_k, library_path, store, collection, en
 @library.command("rm")
 @click.argument("clip_ids", nargs=-1, required=True)
 @_library_options
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as JSON.")
 @click.pass_context
-def rm(ctx, clip_ids, library_path, store, collection, encoder) -> None:  # noqa: ANN001
+def rm(ctx, clip_ids, library_path, store, collection, encoder, as_json) -> None:  # noqa: ANN001
     """Remove clips (and their vectors) by id."""
     with _open(ctx, library_path, store, collection, encoder) as lib:
         n = lib.remove(list(clip_ids))
         left = len(lib)
-    click.echo(f"removed {n} clip(s); {left} left")
+    if as_json:
+        click.echo(json.dumps({"removed": n, "left": left}))
+    else:
+        click.echo(f"removed {n} clip(s); {left} left")
 
 
 @library.command("export")
@@ -157,7 +163,7 @@ def export(ctx, out_path, library_path, store, collection, encoder) -> None:  # 
         click.echo(f"wrote {out_path}")
 
 
-@click.command("assemble")
+@click.command("assemble", cls=Command)
 @click.argument("script")
 @_library_options
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="edit.mp4",

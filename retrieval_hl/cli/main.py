@@ -11,22 +11,10 @@ from pathlib import Path
 
 import click
 
+from retrieval_hl.cli.common import PACKAGES, Group, log_options, setup_logging
 from rhl_common.errors import RHLError
 
 log = logging.getLogger("retrieval_hl.cli.main")
-PACKAGES = ("rhl_common", "indexer", "retrieval_hl", "library", "prompts")
-
-
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(level)  # a log file (batch) may lower the loggers' levels, not the console's
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
-    for name in PACKAGES:
-        logging.getLogger(name).setLevel(level)
 
 
 @contextlib.contextmanager
@@ -41,7 +29,7 @@ def _progress(ctx: click.Context, total: int | None, desc: str) -> Iterator[Call
         yield bar.update
 
 
-class _Group(click.Group):
+class _Group(Group):
     """Maps the library's errors to one line on stderr and exit code 1."""
 
     def invoke(self, ctx: click.Context):  # noqa: ANN201
@@ -60,14 +48,19 @@ class _Group(click.Group):
     default=None,
     help="YAML file of settings (flags and RHL_* env vars override it).",
 )
-@click.option("-v", "--verbose", count=True, help="More log output (-vv includes libraries).")
-@click.option("-q", "--quiet", is_flag=True, help="Warnings and errors only; no progress bars.")
+@log_options
 @click.version_option(package_name="retrieval-hl")
 @click.pass_context
-def cli(ctx: click.Context, config_file: str | None, verbose: int, quiet: bool) -> None:
-    """retrieval-hl: long raw video in, highlights out."""
-    _setup_logging(verbose, quiet)
-    ctx.obj = {"config": config_file, "quiet": quiet}
+def cli(ctx: click.Context, config_file: str | None) -> None:
+    """retrieval-hl: long raw video in, highlights out.
+
+    -q and -v may also follow the command: rhl index -q VIDEO.
+    """
+    state = ctx.ensure_object(dict)
+    state.setdefault("quiet", False)
+    state.setdefault("verbose", 0)
+    state["config"] = config_file
+    setup_logging(state["verbose"], state["quiet"])
 
 
 def _settings(ctx: click.Context, **overrides):  # noqa: ANN202
@@ -99,7 +92,8 @@ def _index_one(ctx: click.Context, path: str, settings, reindex: bool, tags=()):
 @click.argument("videos", nargs=-1, required=True)
 @_store_opt
 @_encoder_opt
-@click.option("--window", "window_s", type=float, default=None, help="Slice length, 1-3 s.")
+@click.option("--window", "window_s", type=float, default=None,
+              help="Slice length in seconds, 1-3.  [default: 2.0]")
 @click.option("--tag", "tags", multiple=True, help="Tag stored with every slice (repeatable).")
 @click.option("--reindex", is_flag=True, help="Decode and embed again even if already indexed.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -119,7 +113,9 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
 @click.argument("video")
 @click.option("--prompt", default=None, help="What to keep, in your words (English or Chinese).")
 @click.option("--ratio", default=None, help="Reframe for publishing: 9:16, 16:9, 1:1 ...")
-@click.option("--budget", default=None, help="Total length: 60s, 2m, or a fraction like 0.2.")
+@click.option("--budget", default=None,
+              help="Total length: 60s, 2m, a fraction of the video like 0.2, or none.  "
+                   "[default: 0.2]")
 @click.option("--out", "out_dir", default=None, help="Run directory (default ./highlights/<name>).")
 @_store_opt
 @_encoder_opt
@@ -130,7 +126,9 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
               help="Add a highlight script's events (prompts/scripts/) as queries, e.g. soccer.")
 @click.option("--library", "library_dir", default=None,
               help="With --category: the library's clips of that category as image queries.")
-@click.option("--order", type=click.Choice(["chronological", "score"]), default=None)
+@click.option("--order", type=click.Choice(["chronological", "score"]), default=None,
+              help="Segment order in the outputs: as in the video, or best first.  "
+                   "[default: chronological]")
 @click.option("--crossfade", "crossfade_s", type=float, default=None, help="Seconds, 0 = cut.")
 @click.option("--vlm-url", default=None, help="OpenAI-compatible endpoint for a VLM describer.")
 @click.option("--vlm-model", default=None, help="Model name at --vlm-url.")
@@ -195,22 +193,27 @@ def _category_queries(category: str, library_dir: str | None, settings):  # noqa
 
 @cli.command()
 @click.argument("index_path", metavar="INDEX", type=click.Path(exists=True, dir_okay=False))
-@click.option("--videos", "videos_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--videos", "videos_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder holding the videos the index names (VIDEO_ID.mp4 or its file name).")
 @click.option("--out", "out_path", default="predictions.jsonl", show_default=True)
 @click.option("--resume", is_flag=True, help="Keep finished videos of an earlier run.")
 @click.option("--time-limit", "time_limit_s", type=float, default=600.0, show_default=True,
               help="Seconds per video; a video over it gets an empty prediction.")
 @click.option("--log", "log_path", default=None, help="Log file (default OUT.log).")
+@_store_opt
 @_encoder_opt
-@click.option("--semantic", type=click.Choice(["auto", "on", "off"]), default=None)
+@click.option("--semantic", type=click.Choice(["auto", "on", "off"]), default=None,
+              help="auto: use the encoder if its weights load (checked once), else signals "
+                   "only (default); on: missing weights are an error; off: signals only.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
-def batch(ctx, index_path, videos_dir, out_path, resume, time_limit_s, log_path, encoder,
-          semantic) -> None:  # noqa: ANN001
+def batch(ctx, index_path, videos_dir, out_path, resume, time_limit_s, log_path, store, encoder,
+          semantic, as_json) -> None:  # noqa: ANN001
     """Competition batch: one predictions line per INDEX entry, in index order."""
     from retrieval_hl.competition.batch import make_predictor, run_batch
 
-    s = _settings(ctx, encoder=encoder, semantic=semantic, budget="none", render=False,
-                  allow_empty=True)
+    s = _settings(ctx, store=store, encoder=encoder, semantic=semantic, budget="none",
+                  render=False, allow_empty=True)
     handler = logging.FileHandler(log_path or f"{out_path}.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -227,6 +230,11 @@ def batch(ctx, index_path, videos_dir, out_path, resume, time_limit_s, log_path,
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
+    if as_json:
+        click.echo(json.dumps({"written": res.written, "skipped": res.skipped,
+                               "failed": [{"video_id": v, "reason": r} for v, r in res.failed],
+                               "out": str(out_path)}))
+        return
     click.echo(f"{res.written} written, {res.skipped} kept from before, {len(res.failed)} failed"
                f" -> {out_path}")
 
@@ -235,7 +243,8 @@ def batch(ctx, index_path, videos_dir, out_path, resume, time_limit_s, log_path,
 @click.argument("text")
 @click.option("--video", "video_id", default=None, help="Only this video id.")
 @click.option("--tag", "tags", multiple=True, help="Only slices with this tag (repeatable).")
-@click.option("--top", "top_k", type=click.IntRange(1, 1000), default=10)
+@click.option("--top", "top_k", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="How many hits.")
 @_store_opt
 @_encoder_opt
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit.")

@@ -565,6 +565,7 @@ def measure_signals_and_cuts(
     sample_fps: float = SAMPLE_FPS,
     *,
     density_window_s: float = DENSITY_WINDOW_S,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[SliceSignals, tuple[int, ...]]:
     """Measure every signal for every slice of ``info``, decoding the video once.
 
@@ -581,6 +582,7 @@ def measure_signals_and_cuts(
         reader: Video reader back-end: ``auto``, ``decord`` or ``pyav``.
         sample_fps: Sampled frames per second of video.
         density_window_s: Window of the shot-density count, in seconds.
+        progress: Called with the number of sampled frames just measured.
 
     Returns:
         One value per slice for each signal, and the cuts used (given or detected).
@@ -594,6 +596,6 @@ def measure_signals_and_cuts(
     if not slices:
         return SliceSignals.zeros(0), tuple(cuts or ())
     meter = SignalMeter(info, sample_fps, detect_cuts=cuts is None)
-    decode_proxy(info, [meter], reader)
+    decode_proxy(info, [meter], reader, progress=progress)
     return meter.finish(slices, cuts, density_window_s=density_window_s)
 
