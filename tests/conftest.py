@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from indexer.models import VideoInfo
 from rhl_common.ffmpeg import ffmpeg_binary
 
 TINY = "open_clip:rhl-tiny-vit:random"
@@ -24,6 +25,12 @@ def shared_data(sub: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data {path} not present (set RHL_SHARED_DATA to its folder)")
     return path
+
+
+def video_info(seconds: float = 40.0, fps: float = 10.0) -> VideoInfo:
+    """A probe result for an imagined 160x120 video, for the pure core's tests."""
+    return VideoInfo(path="/x.mp4", video_id="v", width_px=160, height_px=120, fps=fps,
+                     n_frames=int(seconds * fps), duration_s=seconds)
 
 
 def ffmpeg(*args: str) -> None:

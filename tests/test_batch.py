@@ -113,6 +113,7 @@ def test_batch_settles_missing_weights_once(event_video, tmp_path):
     assert not (tmp_path / "q.jsonl").exists()
 
 
+@pytest.mark.logs_errors  # corrupt and missing videos are logged as errors
 def test_batch_isolates_corrupt_and_missing_videos(event_video, tmp_path):
     vids = tmp_path / "videos"
     vids.mkdir()
@@ -146,6 +147,7 @@ def _fake_predict(path, video_id, ratio_wh):
     )
 
 
+@pytest.mark.logs_errors  # a video over its time limit is logged as an error
 def test_batch_resume_after_kill_and_time_limit(tmp_path):
     vids = tmp_path / "v"
     vids.mkdir()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.models import Slice, VideoInfo
+from indexer.models import Slice
 from indexer.slicing import make_slices, pool_by_slice, sample_frames
 from retrieval_hl.config import parse_budget
 from retrieval_hl.models import Description, Hit, Segment
@@ -13,18 +13,7 @@ from retrieval_hl.select.dedup import apply_budget, order_segments, suppress_ove
 from retrieval_hl.select.merge import claim_slices, merge_adjacent
 from retrieval_hl.select.scores import normalize_scores, retrieve
 from rhl_common.errors import ConfigError
-
-
-def info(seconds: float = 20.0, fps: float = 10.0) -> VideoInfo:
-    return VideoInfo(
-        path="/x.mp4",
-        video_id="v",
-        width_px=160,
-        height_px=120,
-        fps=fps,
-        n_frames=int(seconds * fps),
-        duration_s=seconds,
-    )
+from tests.conftest import video_info
 
 
 def seg(a: float, b: float, prio: int = 2, z: float = 1.0, d: int = 0) -> Segment:
@@ -42,7 +31,7 @@ def seg(a: float, b: float, prio: int = 2, z: float = 1.0, d: int = 0) -> Segmen
 
 
 def test_fixed_windows_cover_video_without_gaps():
-    sl = make_slices(info(19.0), window_s=2.0)
+    sl = make_slices(video_info(19.0), window_s=2.0)
     assert sl[0].start_frame == 0 and sl[-1].end_frame == 190
     assert all(a.end_frame == b.start_frame for a, b in zip(sl, sl[1:], strict=False))
     # 19 s = 9 windows of 2 s and a 1 s rest, which is at least half a window: kept.
@@ -51,12 +40,12 @@ def test_fixed_windows_cover_video_without_gaps():
 
 
 def test_short_rest_joins_previous_slice():
-    sl = make_slices(info(20.5), window_s=2.0)
+    sl = make_slices(video_info(20.5), window_s=2.0)
     assert len(sl) == 10 and sl[-1].duration_s == pytest.approx(2.5)
 
 
 def test_slices_never_cross_cuts():
-    sl = make_slices(info(20.0), window_s=2.0, cuts=[35, 120])
+    sl = make_slices(video_info(20.0), window_s=2.0, cuts=[35, 120])
     bounds = {s.start_frame for s in sl}
     assert {0, 35, 120} <= bounds
     for s in sl:
@@ -66,13 +55,13 @@ def test_slices_never_cross_cuts():
 @pytest.mark.parametrize("w", [0.5, 3.5])
 def test_window_out_of_range(w):
     with pytest.raises(ConfigError, match="1.0-3.0"):
-        make_slices(info(), window_s=w)
+        make_slices(video_info(20.0), window_s=w)
 
 
 def test_sampling_and_pooling():
-    idx = sample_frames(info(4.0), 2.0)
+    idx = sample_frames(video_info(4.0), 2.0)
     assert idx.tolist() == [2, 8, 12, 18, 22, 28, 32, 38]  # every 5th frame, from the 2.5th
-    sl = make_slices(info(4.0), 2.0)
+    sl = make_slices(video_info(4.0), 2.0)
     vec = np.zeros((len(idx), 3), np.float32)
     vec[: len(idx) // 2, 0] = 1
     vec[len(idx) // 2 :, 1] = 2
@@ -90,7 +79,7 @@ def test_zscore_per_query_and_flat_column():
 def _planted(n: int = 10, hot: dict[int, list[int]] | None = None):
     """Slices of 2 s, vectors that match description d exactly on the slices in hot[d]."""
     rng = np.random.default_rng(0)
-    sl = make_slices(info(2.0 * n), 2.0)
+    sl = make_slices(video_info(2.0 * n), 2.0)
     dim = 16
     text = np.eye(dim, dtype=np.float32)[: len(hot or {})]
     vec = rng.normal(0, 0.05, (n, dim)).astype(np.float32)
@@ -131,7 +120,7 @@ def test_slice_claimed_twice_goes_to_higher_priority():
 
 
 def test_max_len_keeps_best_stretch_and_min_len_drops():
-    sl = make_slices(info(20.0), 2.0)
+    sl = make_slices(video_info(20.0), 2.0)
     descs = [Description(text="a")]
     z = [0, 1, 1, 1, 3, 3, 1, 1, 1, 0]
     hits = [

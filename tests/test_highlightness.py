@@ -21,21 +21,9 @@ from retrieval_hl.select.events import (
     sustained_score,
 )
 from retrieval_hl.signals.meter import SliceSignals, residual_motion, shot_density
-from tests.conftest import ffmpeg
+from tests.conftest import ffmpeg, video_info
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def video_info(seconds: float = 40.0, fps: float = 10.0) -> VideoInfo:
-    return VideoInfo(
-        path="/x.mp4",
-        video_id="v",
-        width_px=160,
-        height_px=120,
-        fps=fps,
-        n_frames=int(seconds * fps),
-        duration_s=seconds,
-    )
 
 
 def one_second_slices(info: VideoInfo) -> list[Slice]:

@@ -143,3 +143,40 @@ def test_auto_reader_falls_back_to_pyav_where_decord_fails(tmp_path):
     chunks = list(reader.iter_chunks(info, [0, 5, 10, 15], (96, 128), 2))
     assert np.concatenate([c.indices for c in chunks]).tolist() == [0, 5, 10, 15]
     assert chunks[0].frames.shape == (2, 128, 96, 3)
+
+
+def _chunks(n: int, fail_after: int | None = None, produced: list | None = None):
+    from indexer.decode import FrameChunk
+
+    for k in range(n):
+        if fail_after is not None and k == fail_after:
+            raise VideoOpenError(f"decoder died at chunk {k}")
+        if produced is not None:
+            produced.append(k)
+        yield FrameChunk(np.array([k]), np.full((1, 4, 4, 3), k, np.uint8))
+
+
+def test_prefetch_reraises_a_decoder_error_after_the_good_chunks():
+    import threading
+
+    from indexer.decode import prefetch
+
+    got = []
+    with pytest.raises(VideoOpenError, match="decoder died at chunk 3"):
+        for chunk in prefetch(_chunks(10, fail_after=3)):
+            got.append(int(chunk.indices[0]))
+    assert got == [0, 1, 2]
+    assert not any(t.name == "rhl-decode" and t.is_alive() for t in threading.enumerate())
+
+
+def test_prefetch_stops_decoding_when_the_consumer_stops():
+    import threading
+
+    from indexer.decode import prefetch
+
+    produced: list[int] = []
+    stream = prefetch(_chunks(1000, produced=produced), depth=2)
+    assert int(next(stream).indices[0]) == 0
+    stream.close()  # the consumer gives up (an error of its own, a break)
+    assert not any(t.name == "rhl-decode" and t.is_alive() for t in threading.enumerate())
+    assert len(produced) <= 5  # the queue's depth and a chunk in hand, not the whole video
