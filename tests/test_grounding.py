@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from retrieval_hl.reframe.camera_path import (
 )
 from retrieval_hl.reframe.window import fixed_window_size
 from rhl_common.errors import ConfigError
+from tests.conftest import ffmpeg
 
 FRAME = (854, 480)
 WIN = fixed_window_size(*FRAME, (9, 16))
@@ -144,33 +143,11 @@ def test_runs_of_splits_gaps_and_cuts():
 
 @pytest.fixture(scope="module")
 def moving_box(tmp_path_factory) -> Path:
-    if shutil.which("ffmpeg") is None:
-        pytest.skip("ffmpeg not installed")
     out = tmp_path_factory.mktemp("video") / "box.mp4"
-    subprocess.run(
-        [
-            "ffmpeg",
-            "-v",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "color=c=black:s=320x180:d=4:r=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "color=c=white:s=40x40:d=4:r=25",
-            "-filter_complex",
-            "[0][1]overlay=x='t*60':y=70:shortest=1",
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            str(out),
-        ],
-        check=True,
-    )
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:s=320x180:d=4:r=25", "-f", "lavfi", "-i",
+           "color=c=white:s=40x40:d=4:r=25", "-filter_complex",
+           "[0][1]overlay=x='t*60':y=70:shortest=1", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           str(out))
     return out
 
 
