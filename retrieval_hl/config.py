@@ -84,6 +84,21 @@ class Settings(BaseSettings):
     crossfade_s: float = Field(0.0, ge=0, le=2)
     vlm_url: str | None = None
     vlm_model: str | None = None
+    # How highlights are found: "retrieval" (descriptions as CLIP queries, or signals), "vlm"
+    # (the VLM's own time ranges, no encoder needed), "hybrid" (VLM descriptions as queries,
+    # its ranges as priors and gap-fillers); "auto": hybrid when a VLM is configured and the
+    # encoder loads, vlm when only the VLM is there, else retrieval.
+    method: Literal["auto", "retrieval", "vlm", "hybrid"] = "auto"
+    vlm_chunk_s: float = Field(30.0, ge=2.0, le=600.0)
+    vlm_overlap_s: float = Field(2.0, ge=0.0, le=30.0)
+    vlm_frames_per_chunk: int = Field(8, ge=1, le=64)
+    vlm_concurrency: int = Field(4, ge=1, le=64)
+    vlm_timeout_s: float = Field(60.0, gt=0)
+    vlm_retries: int = Field(1, ge=0, le=10)
+    vlm_max_tokens: int = Field(1024, ge=16)
+    vlm_strict: bool = False  # a failed or empty VLM answer is an error, not a warning
+    vlm_cache: bool = True  # reuse stored VLM answers for the same file, frames, prompt, model
+    max_clips: int | None = Field(None, ge=1)  # the most segments kept (e.g. "3 clips")
     render: bool = True
     semantic: Literal["auto", "on", "off"] = "auto"
     # A video where nothing stands out: keep its best stretch anyway (the main job), or output
@@ -91,6 +106,14 @@ class Settings(BaseSettings):
     # then the right answer; a video busy everywhere still gets its best stretch).
     allow_empty: bool = False
     signal_weight: float = Field(0.5, ge=0, le=5)
+
+    @field_validator("vlm_overlap_s")
+    @classmethod
+    def _check_overlap(cls, v: float, info: Any) -> float:
+        chunk = info.data.get("vlm_chunk_s", 30.0)
+        if v * 2 >= chunk:
+            raise ValueError(f"vlm_overlap_s {v:g} must be under half of vlm_chunk_s {chunk:g}")
+        return v
 
     @field_validator("budget")
     @classmethod

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,8 +26,8 @@ from indexer.probe import probe_video
 from indexer.slicing import make_slices
 from indexer.stores import VectorStore, open_store
 from retrieval_hl.config import Settings, parse_budget
-from retrieval_hl.describe.base import Describer
-from retrieval_hl.describe.request import RequestDescriber
+from retrieval_hl.describe.base import Describer, StaticDescriber
+from retrieval_hl.describe.request import ParsedRequest, RequestDescriber, parse_request
 from retrieval_hl.describe.vocab import VocabDescriber
 from retrieval_hl.models import Description, Highlight, Hit, Segment
 from retrieval_hl.render.export import export_highlight
@@ -36,8 +38,13 @@ from retrieval_hl.select.dedup import (
     suppress_overlaps,
 )
 from retrieval_hl.select.merge import claim_slices, merge_adjacent
+from retrieval_hl.select.ranges import fill_missed, limit_count, range_segments, steer_hits
 from retrieval_hl.select.scores import retrieve
-from rhl_common.errors import EncoderError, StoreError
+from rhl_common.errors import ConfigError, EncoderError, StoreError, VLMResponseError
+from rhl_common.paths import cache_dir
+
+if TYPE_CHECKING:
+    from retrieval_hl.describe.vlm import VLMAnswer, VLMDescriber
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +105,39 @@ def default_describer(settings: Settings, prompt: str | None) -> Describer:
     if prompt:
         return RequestDescriber(prompt, max_items=settings.max_descriptions)
     if settings.vlm_url:
-        from retrieval_hl.describe.vlm import VLMDescriber
-
-        key = settings.vlm_api_key
-        return VLMDescriber(
-            base_url=settings.vlm_url,
-            model=settings.vlm_model or "default",
-            api_key=key.get_secret_value() if key is not None else None,
-            max_items=settings.max_descriptions,
-        )
+        return vlm_describer(settings)
     return VocabDescriber(domains=settings.domains, max_items=settings.max_descriptions)
+
+
+def vlm_describer(settings: Settings, request: str | None = None) -> VLMDescriber:
+    """The chunked VLM describer that ``settings`` configure, told the user's ``request``.
+
+    Raises:
+        ConfigError: no ``vlm_url``, or a URL that is not http(s).
+    """
+    from retrieval_hl.describe.vlm import VLMDescriber
+    from retrieval_hl.describe.vlm_cache import ResponseCache
+
+    if not settings.vlm_url:
+        raise ConfigError(f"method {settings.method!r} needs a VLM: give --vlm-url")
+    key = settings.vlm_api_key
+    return VLMDescriber(
+        base_url=settings.vlm_url,
+        model=settings.vlm_model or "default",
+        api_key=key.get_secret_value() if key is not None else None,
+        frames_per_chunk=settings.vlm_frames_per_chunk,
+        chunk_s=settings.vlm_chunk_s,
+        overlap_s=settings.vlm_overlap_s,
+        concurrency=settings.vlm_concurrency,
+        max_items=settings.max_descriptions,
+        timeout_s=settings.vlm_timeout_s,
+        retries=settings.vlm_retries,
+        max_tokens=settings.vlm_max_tokens,
+        max_len_s=settings.max_len_s,
+        user_request=request,
+        strict=settings.vlm_strict,
+        cache=ResponseCache(cache_dir("vlm")) if settings.vlm_cache else None,
+    )
 
 
 def _describe(
@@ -138,6 +168,7 @@ def _segments_from_hits(
     descriptions: Sequence[Description],
     s: Settings,
     info: VideoInfo,
+    fill_from_hints: bool = False,
 ) -> list[Segment]:
     claims = claim_slices(hits, descriptions, s.threshold_z)
     segments = merge_adjacent(
@@ -149,6 +180,8 @@ def _segments_from_hits(
         min_len_s=s.min_len_s,
         max_len_s=s.max_len_s,
     )
+    if fill_from_hints:  # hybrid: the VLM's ranges where retrieval found nothing
+        segments = fill_missed(segments, descriptions, info)
     segments = suppress_overlaps(segments, s.min_len_s)
     segments = apply_budget(segments, parse_budget(s.budget, info.duration_s), info.fps)
     return order_segments(segments, s.order)
@@ -236,6 +269,83 @@ def _label_segments(
     return out
 
 
+# --- the VLM methods (issue 12): vlm = the VLM's own ranges; hybrid = its words as queries and
+# its ranges as priors and gap-fillers; retrieval = CLIP only (the VLM is not asked).
+
+VLM_PRIOR_Z = 1.0  # a hinted description's score outside its range drops by this (inside: +1)
+
+
+def apply_request(s: Settings, request: ParsedRequest | None) -> Settings:
+    """``s`` with the durations and counts said in the request ("under 20 seconds", "3 clips",
+    "30秒以内", "剪三段") as settings; values set explicitly (flags, env, file) win.
+    """
+    if request is None:
+        return s
+    update = {}
+    if request.budget_s is not None:
+        if "budget" in s.model_fields_set:
+            log.info("the request's %g s total is ignored: budget %s was set", request.budget_s,
+                     s.budget)
+        else:
+            update["budget"] = f"{request.budget_s:g}s"
+    if request.max_clips is not None and s.max_clips is None:
+        update["max_clips"] = request.max_clips
+    if request.clip_len_s is not None and "max_len_s" not in s.model_fields_set:
+        update["max_len_s"] = request.clip_len_s
+        update["min_clip_s"] = min(s.min_clip_s, request.clip_len_s)
+        update["min_len_s"] = min(s.min_len_s, request.clip_len_s)
+    if update:
+        log.info("from the request: %s", ", ".join(f"{k}={v}" for k, v in update.items()))
+    return s.model_copy(update=update) if update else s
+
+
+def _vlm_answer(
+    pending: Future | None, s: Settings, method: str, have_encoder: bool
+) -> VLMAnswer | None:
+    """The VLM's answer, or ``None`` with a warning naming the cause (an error with
+    ``vlm_strict``) when it failed or found nothing.
+    """
+    if pending is None:
+        return None
+    fallback = "retrieval" if have_encoder else "signals"
+    try:
+        answer = pending.result()
+    except VLMResponseError as exc:
+        if s.vlm_strict:
+            raise
+        log.warning("VLM unusable (%s); method %s continues with %s only", exc, method, fallback)
+        return None
+    if answer.empty or (method == "vlm" and not answer.descriptions):
+        log.warning("VLM gave no timed highlights in %d chunks; method %s continues with %s only",
+                    answer.n_chunks, method, fallback)
+        return None
+    return answer
+
+
+def _vlm_segments(
+    descriptions: Sequence[Description],
+    support: Sequence[int],
+    s: Settings,
+    info: VideoInfo,
+    budget_s: float | None,
+) -> list[Segment]:
+    """The ``vlm`` method: the merged ranges are the segments, chosen by priority and support."""
+    segments = range_segments(descriptions, info, support)
+    segments = suppress_overlaps(segments, s.min_len_s)
+    segments = apply_budget(segments, budget_s, info.fps)
+    if not s.allow_empty:
+        segments = extend_to_min_len(segments, s.min_clip_s, info.fps, info.n_frames)
+    return order_segments(segments, s.order)
+
+
+def _user_parts(request: ParsedRequest | None) -> list[Description]:
+    """The request's content parts as queries beside the VLM's (first part most important)."""
+    if request is None:
+        return []
+    return [Description(text=p, priority=1 if n == 0 else 2, source="user")
+            for n, p in enumerate(request.parts)]
+
+
 def highlight_video(
     path: str | Path,
     *,
@@ -269,8 +379,25 @@ def highlight_video(
     from retrieval_hl.signals.meter import SAMPLE_FPS, SignalMeter, measure_signals_and_cuts
 
     s = settings or Settings()
+    request = parse_request(prompt) if prompt else None
+    s = apply_request(s, request)
+    query = request.query if request else None  # None when the request names no content
     info = probe_video(path, video_id)
-    enc = encoder or load_encoder_or_none(s, required=bool(prompt))
+    # --- method: which of retrieval / vlm / hybrid, and the VLM asked alongside the decode
+    wants_vlm = s.method in ("vlm", "hybrid") or (s.method == "auto" and bool(s.vlm_url))
+    asker = vlm_describer(s, prompt) if wants_vlm else None
+    if s.method == "vlm":
+        enc = None
+    else:
+        required = s.method == "hybrid" or (bool(query) and asker is None)
+        enc = encoder or load_encoder_or_none(s, required=required)
+    method = s.method if s.method != "auto" else (
+        "retrieval" if asker is None else "hybrid" if enc is not None else "vlm")
+    log.info("%s: method %s", info.video_id, method)
+    if s.method == "retrieval" and s.vlm_url:
+        log.info("method retrieval: the VLM at %s is not asked", s.vlm_url)
+    pool = ThreadPoolExecutor(max_workers=1) if asker is not None else None
+    pending = pool.submit(asker.ask, info) if pool is not None else None
     video: IndexedVideo | None = None
     cuts: Sequence[int] | None = None
     meter = SignalMeter(info, detect_cuts=False)
@@ -290,22 +417,44 @@ def highlight_video(
         ticks = (lambda n: progress(n * s.sample_fps / SAMPLE_FPS)) if progress else None
         sig, cuts = measure_signals_and_cuts(info, fine, cuts, reader=s.reader, progress=ticks)
     budget_s = parse_budget(s.budget, info.duration_s)
-    if video is not None and enc is not None:
+    answer = _vlm_answer(pending, s, method, enc is not None)
+    if pool is not None:
+        pool.shutdown()
+    vlm_only = answer is not None and method == "vlm"
+    if vlm_only:
+        descriptions = list(answer.descriptions)
+        segments = _vlm_segments(descriptions, answer.support, s, info, budget_s)
+        hits, query_vectors, slices = [], None, fine
+    elif video is not None and enc is not None:
+        if answer is not None:  # hybrid: the VLM's words are the queries, its times the priors
+            descriptions = list(answer.descriptions) + list(answer.untimed)
+            describer: Describer = StaticDescriber(descriptions, name="vlm")
+            extra_descriptions = [*_user_parts(request), *extra_descriptions]
+        else:  # the user's words, or the vocabulary (never the VLM again)
+            describer = (RequestDescriber(query, max_items=s.max_descriptions) if query else
+                         VocabDescriber(domains=s.domains, max_items=s.max_descriptions))
         descriptions, query_vectors, hits = _describe(
-            video, default_describer(s, prompt), enc, extra_descriptions, image_queries
+            video, describer, enc, extra_descriptions, image_queries
         )
+        if answer is not None:
+            hits = steer_hits(hits, video.slices, descriptions, VLM_PRIOR_Z)
     else:
         if extra_descriptions or image_queries:
             log.warning("category/extra queries need semantic matching, which is off: ignored")
         descriptions, query_vectors, hits = [SIGNALS_DESCRIPTION], None, []
-    if prompt and video is not None:
+    if not descriptions:  # e.g. a vocabulary with nothing to rank: label by the signals
+        descriptions, query_vectors, hits = [SIGNALS_DESCRIPTION], None, []
+    if vlm_only:
+        pass  # segments from the VLM's ranges, above
+    elif (query or answer is not None) and video is not None:
         fused = np.clip(fuse_signals(sig), -2.0, 3.0) * s.signal_weight
         lift = fused[nearest_slices(fine, video.slices)]
         pos = {sl.index: k for k, sl in enumerate(video.slices)}
         hits = [h.model_copy(update={"score_norm": h.score_norm + lift[pos[h.slice_index]]})
                 for h in hits]
         slices = video.slices
-        segments = _segments_from_hits(slices, hits, descriptions, s, info)
+        segments = _segments_from_hits(slices, hits, descriptions, s, info,
+                                       fill_from_hints=method == "hybrid")
     else:
         semantic = None
         if hits and video is not None:
@@ -327,6 +476,7 @@ def highlight_video(
         if not s.allow_empty:  # the main job: every clip long enough to watch
             segments = extend_to_min_len(segments, s.min_clip_s, info.fps, info.n_frames)
         segments = order_segments(_label_segments(segments, hits, len(descriptions)), s.order)
+    segments = limit_count(segments, s.max_clips)
     _log_result(info, segments)
     crops = ()
     if ratio_wh is not None and segments:

@@ -206,6 +206,9 @@ def test_parse_non_string_raises():
 
 FIELDS = {
     "duration_s": 93.25,
+    "chunk_start_s": 30.0,
+    "chunk_end_s": 123.25,
+    "video_duration_s": 200.0,
     "n_frames": 8,
     "frame_times": "1.0, 2.0",
     "max_items": 6,
@@ -217,7 +220,8 @@ def test_templates_format_and_state_the_contract():
     system = load_text("vlm/system.txt").format(**FIELDS)
     text = load_text("vlm/describe.txt").format(**FIELDS)
     assert "JSON" in system
-    for needle in ("93.2", "8 frames", "1.0, 2.0", "at most 6", "the goals", '"priority": 1'):
+    for needle in ("93.2", "8 frames", "1.0, 2.0", "at most 6", "the goals", '"priority": 1',
+                   "30.0 s to 123.2 s", "200.0 s"):
         assert needle in text
     example = text[text.index('{"highlights"') :].splitlines()[0]
     assert parse_highlights(example, 20.0)[0].priority == 1
@@ -310,13 +314,13 @@ FENCED = "```json\n" + json.dumps(GOOD) + "\n```"
 
 def test_describe_end_to_end(server, video):
     server.reply(FENCED)
-    vlm = VLMDescriber(server.url, "test-vlm", api_key="sk-test", n_frames=4, user_request="dogs")
+    vlm = VLMDescriber(server.url, "test-vlm", api_key="sk-test", frames_per_chunk=4,
+                       user_request="dogs")
     out = vlm.describe(video, encoder=None)
 
-    assert [d.text for d in out] == ["a dog catches a frisbee", "a crowd claps"]
-    # the 3 s video: 2-4.5 s is clamped to its end, 6-7 s lies after it and loses its hint
+    # the 3 s video is one chunk: 2-4.5 s is clamped to its end, 6-7 s lies after it: dropped
+    assert [d.text for d in out] == ["a dog catches a frisbee"]
     assert (out[0].start_hint_s, out[0].end_hint_s) == (2.0, video.info.duration_s)
-    assert (out[1].start_hint_s, out[1].end_hint_s) == (None, None)
     (req,) = server.requests
     assert req["path"] == "/v1/chat/completions"
     assert req["headers"]["Authorization"] == "Bearer sk-test"
@@ -342,16 +346,18 @@ def test_describe_end_to_end(server, video):
 
 def test_describe_clamps_times_to_video(server, video):
     reply = [{"description": "late", "start_s": 2.0, "end_s": 9.0}, {"description": "after",
-             "start_s": 5.0, "end_s": 6.0}]  # fmt: skip
+             "start_s": 5.0, "end_s": 6.0}, {"description": "untimed"}]  # fmt: skip
     server.reply(json.dumps(reply))
-    out = VLMDescriber(server.url, "m", n_frames=2).describe(video, None)
-    by_text = {d.text: (d.start_hint_s, d.end_hint_s) for d in out}
-    assert by_text == {"late": (2.0, video.info.duration_s), "after": (None, None)}
+    answer = VLMDescriber(server.url, "m", frames_per_chunk=2).ask(video.info)
+    by_text = {d.text: (d.start_hint_s, d.end_hint_s) for d in answer.descriptions}
+    assert by_text == {"late": (2.0, video.info.duration_s)}
+    assert [d.text for d in answer.untimed] == ["untimed"]
+    assert answer.n_invalid == 1 and answer.n_requests == 1 and answer.n_frames_sent == 2
 
 
 def test_describe_keeps_max_items(server, video):
     server.reply(json.dumps([{"description": f"e{i}", "priority": 3 - i % 3} for i in range(9)]))
-    out = VLMDescriber(server.url, "m", n_frames=2, max_items=3).describe(video, None)
+    out = VLMDescriber(server.url, "m", frames_per_chunk=2, max_items=3).describe(video, None)
     assert [d.priority for d in out] == [1, 1, 1]
 
 
@@ -363,9 +369,13 @@ def test_api_key_from_env(server, video, monkeypatch):
     monkeypatch.setenv("RHL_VLM_API_KEY", "sk-rhl")
     server.reply("[]")
     server.reply("[]")
-    default_describer(load_settings(vlm_url=server.url), None).describe(video, None)
+    def ask() -> None:
+        s = load_settings(vlm_url=server.url, vlm_cache=False)
+        default_describer(s, None).describe(video, None)
+
+    ask()
     monkeypatch.delenv("RHL_VLM_API_KEY")
-    default_describer(load_settings(vlm_url=server.url), None).describe(video, None)
+    ask()
     auth = [r["headers"]["Authorization"] for r in server.requests]
     assert auth == ["Bearer sk-rhl", "Bearer sk-openai"]
 
@@ -454,8 +464,8 @@ def test_content_parts_are_joined(server):
 
 def test_wrong_type_reply_raises(server, video):
     server.reply("42")
-    with pytest.raises(VLMResponseError):
-        VLMDescriber(server.url, "m", n_frames=1).describe(video, None)
+    with pytest.raises(VLMResponseError):  # the only chunk failed
+        VLMDescriber(server.url, "m", frames_per_chunk=1).describe(video, None)
 
 
 def test_url_forms():
@@ -465,7 +475,10 @@ def test_url_forms():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"base_url": "localhost:8000"}, {"model": ""}, {"n_frames": 0}, {"max_items": 0}]
+    "kwargs",
+    [{"base_url": "localhost:8000"}, {"base_url": "ftp://x"}, {"model": ""},
+     {"frames_per_chunk": 0}, {"max_items": 0}, {"concurrency": 0},
+     {"chunk_s": 10, "overlap_s": 5}, {"overlap_s": -1}],
 )
 def test_bad_config_raises(kwargs):
     args = {"base_url": "http://h/v1", "model": "m", **kwargs}

@@ -132,12 +132,18 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
 @click.option("--crossfade", "crossfade_s", type=float, default=None, help="Seconds, 0 = cut.")
 @click.option("--vlm-url", default=None, help="OpenAI-compatible endpoint for a VLM describer.")
 @click.option("--vlm-model", default=None, help="Model name at --vlm-url.")
+@click.option("--method", type=click.Choice(["auto", "retrieval", "vlm", "hybrid"]), default=None,
+              help="retrieval (CLIP queries), vlm (the VLM's time ranges), hybrid (both); auto: "
+                   "hybrid with --vlm-url and CLIP weights, vlm with --vlm-url alone.")
+@click.option("--vlm-strict", is_flag=True, default=None,
+              help="A failed, junk or empty VLM answer is an error (default: a warning).")
+@click.option("--no-cache", is_flag=True, help="Ask the VLM again even for answers it gave.")
 @click.option("--no-render", is_flag=True, help="Write JSON and SRT only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
 @click.pass_context
 def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semantic, domains,
-              category, library_dir, order, crossfade_s, vlm_url, vlm_model, no_render,
-              as_json) -> None:  # noqa: ANN001
+              category, library_dir, order, crossfade_s, vlm_url, vlm_model, method, vlm_strict,
+              no_cache, no_render, as_json) -> None:  # noqa: ANN001
     """Find the highlights of VIDEO; write highlights.json, .srt, highlight.mp4 (and with
     --ratio a reframed mp4 and predictions.jsonl) into the run directory.
     """
@@ -147,7 +153,9 @@ def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semant
 
     s = _settings(ctx, store=store, encoder=encoder, budget=budget, order=order,
                   domains=tuple(domains) or None, crossfade_s=crossfade_s, vlm_url=vlm_url,
-                  vlm_model=vlm_model, render=False if no_render else None, semantic=semantic)
+                  vlm_model=vlm_model, render=False if no_render else None, semantic=semantic,
+                  method=method, vlm_strict=vlm_strict or None,
+                  vlm_cache=False if no_cache else None)
     ratio_wh = parse_wh(ratio) if ratio is not None else None
     info = probe_video(video)
     out = Path(out_dir) if out_dir else Path("highlights") / Path(video).stem

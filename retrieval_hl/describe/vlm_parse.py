@@ -47,7 +47,7 @@ _MAX_CANDIDATES = 64
 _DECODER = json.JSONDecoder()
 
 
-def parse_highlights(reply: str, duration_s: float) -> list[Description]:
+def parse_highlights(reply: str, duration_s: float, *, strict: bool = False) -> list[Description]:
     """Turn a model's reply into ``Description``s with ``source="vlm"``, most important first.
 
     Accepted: ``{"highlights": [...]}`` or a bare list of items, in a ```json fence or with prose
@@ -63,20 +63,25 @@ def parse_highlights(reply: str, duration_s: float) -> list[Description]:
 
     Args:
         reply: the model's raw message text.
-        duration_s: the video's real duration in seconds.
+        duration_s: the video's real duration in seconds (``math.inf`` keeps times unclamped
+            but for negative values, for a caller that validates them itself).
+        strict: a reply without any JSON (prose, HTML, a refusal) raises instead of giving
+            ``[]``.
 
     Returns:
         The descriptions, sorted by priority (stable), or ``[]`` when the reply holds no JSON.
 
     Raises:
         VLMResponseError: the reply is JSON of the wrong type (a number, a string, an object
-            without a list of highlights, a list of numbers).
+            without a list of highlights, a list of numbers), or, with ``strict``, no JSON.
 
     """
     if not isinstance(reply, str):
         raise VLMResponseError(f"VLM reply must be text, got {type(reply).__name__}")
     value, found = _extract_json(reply)
     if not found:
+        if strict:
+            raise VLMResponseError(f"VLM reply holds no JSON: {_snippet(reply)}")
         log.warning("VLM reply holds no JSON, no highlights taken: %s", _snippet(reply))
         return []
     items = _items_of(value)

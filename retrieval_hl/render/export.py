@@ -68,7 +68,9 @@ def srt_text(highlight: Highlight, crossfade_s: float = 0.0) -> str:
     for n, (seg, (a, b)) in enumerate(
         zip(highlight.segments, output_timeline(durations, crossfade_s), strict=True), 1
     ):
-        text = highlight.descriptions[seg.description_index].text
+        descs = highlight.descriptions  # may be empty (e.g. a VLM that found nothing)
+        text = descs[seg.description_index].text if seg.description_index < len(descs) else (
+            "highlight")
         blocks.append(f"{n}\n{srt_timestamp(a)} --> {srt_timestamp(b)}\n{text}\n")
     return "\n".join(blocks)
 
