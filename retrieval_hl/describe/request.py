@@ -19,7 +19,8 @@ _CJK = re.compile(r"[\u3400-\u9fff]")
 _VAGUE = re.compile(
     r"\b(highlights?|best|fun|funny|interesting|cool|exciting|good|great|nice|awesome|epic|"
     r"something|anything|moments?|parts?|bits?|shots?|stuff|things?|recap|summary|montage|"
-    r"reel|supercut|memorable|important|key|top|action|worth\s+(?:watching|keeping))\b|"
+    r"reel|supercut|memorable|important|key|top|action|boring|dull|unnecessary|"
+    r"worth\s+(?:watching|keeping))\b|"
     r"精彩|好玩|有趣|有意思|高光|亮点|搞笑|好看|集锦|精华|最佳|重要|值得|关键",
     re.IGNORECASE,
 )
@@ -29,7 +30,8 @@ _FILLER = re.compile(
     r"can|could|would|you|i|want|need|like|keep|with|and|for|to|in|is|are|be|bunch|couple|"
     r"short|quick|little|footage|compile|grab|whatever|really|very|super|version|one|ones)\b|"
     r"挑|几个|一些|镜头|片段|找|给我|请|的|视频|部分|把|剪|出来|帮我|帮忙|个|一下|做|剪辑|弄|成|"
-    r"只要|就|吧|呢|啊|最|些|里|中|所有|都|给|我|要|来|段|出|一个|点|内容|素材",
+    r"只要|就|吧|呢|啊|最|些|里|中|所有|都|给|我|要|来|段|出|一个|点|内容|素材|时刻|瞬间|画面|"
+    r"短视频",
     re.IGNORECASE,
 )
 
@@ -82,8 +84,8 @@ _TOTAL_ZH = re.compile(
     rf"{_NUM_ZH}\s*(秒|分钟|分)(?:钟)?(?:以内|之内|内|左右|以下)?"
 )
 _COUNT_ZH = re.compile(
-    rf"(?:前|剪|挑|选|找|要|剪成|分成|做)?{_NUM_ZH}\s*(?:个|段|条|处)"
-    rf"(?:精彩|高光|有趣|好玩)?(?:的)?(?:片段|镜头|段落|画面|瞬间|时刻|集锦)?"
+    rf"(?:前|剪|挑|选|找|要|剪成|分成|做)?{_NUM_ZH}\s*"
+    r"(?:(?:段|条|处)|个[^，,。；;\s\d]{0,6}?(?:片段|镜头|段落|画面|瞬间|时刻|集锦|高光|亮点))"
 )
 
 
@@ -201,6 +203,7 @@ def _clean(part: str) -> str:
     out = " ".join(words[k:])
     out = re.sub(r"^(?:的|把|给我|帮我|我要|找出|找|挑出|挑|剪出|剪|先是|再是|最后是|先|再|是)+",
                  "", out)
+    out = re.sub(r"(?:找出来|剪出来|挑出来|出来|找到)$", "", out)
     out = re.sub(r"(?:的)?(?:片段|镜头|画面|部分|瞬间|时刻)$", "", out).strip()
     return out or part.strip()
 
