@@ -181,7 +181,8 @@ def _segments_from_hits(
         max_len_s=s.max_len_s,
     )
     if fill_from_hints:  # hybrid: the VLM's ranges where retrieval found nothing
-        segments = fill_missed(segments, descriptions, info)
+        segments = fill_missed(segments, descriptions, info,
+                               score_norm=s.threshold_z + VLM_PRIOR_Z)
     segments = suppress_overlaps(segments, s.min_len_s)
     segments = apply_budget(segments, parse_budget(s.budget, info.duration_s), info.fps)
     return order_segments(segments, s.order)
@@ -331,7 +332,7 @@ def _vlm_segments(
 ) -> list[Segment]:
     """The ``vlm`` method: the merged ranges are the segments, chosen by priority and support."""
     segments = range_segments(descriptions, info, support)
-    segments = suppress_overlaps(segments, s.min_len_s)
+    segments = suppress_overlaps(segments)  # a short action is still an action: keep it
     segments = apply_budget(segments, budget_s, info.fps)
     if not s.allow_empty:
         segments = extend_to_min_len(segments, s.min_clip_s, info.fps, info.n_frames)
@@ -410,14 +411,20 @@ def highlight_video(
             cuts = video.cuts
     # Signals work on a finer grid than the index: extents matter to the frame.
     fine = tuple(make_slices(info, s.signal_window_s, cuts or ()))
+    answer = None
+    if method == "vlm" and pending is not None and ratio_wh is None:
+        # The VLM's ranges need no signals: measure them only if it fails.
+        answer = _vlm_answer(pending, s, method, False)
+        pending = None
     if meter.n_fed:
         sig, cuts = meter.finish(fine, cuts or ())
-    else:  # signals only, or the index was already there: a pass of their own
+    elif answer is None:  # signals only, or the index was already there: a pass of their own
         # ``progress`` counts frames at the index's sample rate; the meter samples at its own.
         ticks = (lambda n: progress(n * s.sample_fps / SAMPLE_FPS)) if progress else None
         sig, cuts = measure_signals_and_cuts(info, fine, cuts, reader=s.reader, progress=ticks)
     budget_s = parse_budget(s.budget, info.duration_s)
-    answer = _vlm_answer(pending, s, method, enc is not None)
+    if pending is not None:
+        answer = _vlm_answer(pending, s, method, enc is not None)
     if pool is not None:
         pool.shutdown()
     vlm_only = answer is not None and method == "vlm"

@@ -189,7 +189,7 @@ def test_cli_bad_vlm_url_is_one_line(clip, tmp_path):
 
 def test_hybrid_priors_steer_and_fill(clip, vlm_server, tmp_path):
     s = Settings(encoder=TINY, store=str(tmp_path / "s"), vlm_url=vlm_server.url,
-                 vlm_model="clip", budget="none", render=False)  # fmt: skip
+                 vlm_model="clip", budget="none", render=False, sample_fps=1.0)  # fmt: skip
     hl = highlight_video(clip, settings=s)
     assert vlm_server.requests == 3
     assert hl.settings["method"] == "auto"

@@ -246,12 +246,14 @@ def fill_missed(
     descriptions: Sequence[Description],
     info: VideoInfo,
     min_cover: float = 0.5,
+    score_norm: float = 0.0,
 ) -> list[Segment]:
     """Add a segment over each VLM range that no segment covers for at least ``min_cover`` of
-    its length: what retrieval missed, the VLM still found.
+    its length: what retrieval missed, the VLM still found. The added segments rank with
+    ``score_norm`` (e.g. what a retrieval hit just passing the threshold inside the range has).
     """
     added = []
-    for seg in range_segments(descriptions, info):
+    for seg in range_segments(descriptions, info, [score_norm] * len(descriptions)):
         covered = sum(
             max(0, min(seg.end_frame, s.end_frame) - max(seg.start_frame, s.start_frame))
             for s in segments
