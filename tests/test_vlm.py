@@ -492,3 +492,37 @@ def test_sample_frame_indices(video):
     assert len(idx) == 4 and idx[0] > 0 and idx[-1] < info.n_frames
     assert np.all(np.diff(idx) > 0)
     assert len(sample_frame_indices(info.model_copy(update={"n_frames": 2}), 8)) == 2
+
+
+def test_trickling_reply_times_out():
+    """A server that sends its reply a byte at a time is cut off like one that never answers."""
+
+    class Trickle(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            data = b'{"choices": [{"message": {"content": "[]"}}]}' + b" " * 200
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                for k in range(len(data)):
+                    self.wfile.write(data[k : k + 1])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    srv.daemon_threads = True
+    srv.block_on_close = False
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+        with pytest.raises(VLMResponseError, match="timed out"):
+            ChatClient(url, "m", timeout_s=0.5, retries=0).chat([{"role": "user", "content": "x"}])
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -130,7 +130,8 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
               help="Segment order in the outputs: as in the video, or best first.  "
                    "[default: chronological]")
 @click.option("--crossfade", "crossfade_s", type=float, default=None, help="Seconds, 0 = cut.")
-@click.option("--vlm-url", default=None, help="OpenAI-compatible endpoint for a VLM describer.")
+@click.option("--vlm-url", "--vlm", "vlm_url", default=None,
+              help="OpenAI-compatible endpoint of a VLM, or local:MODEL_ID|FOLDER (transformers).")
 @click.option("--vlm-model", default=None, help="Model name at --vlm-url.")
 @click.option("--method", type=click.Choice(["auto", "retrieval", "vlm", "hybrid"]), default=None,
               help="retrieval (CLIP queries), vlm (the VLM's time ranges), hybrid (both); auto: "

@@ -25,6 +25,7 @@ import numpy as np
 
 from prompts import load_text
 from retrieval_hl.describe.vlm_cache import ResponseCache, file_digest
+from retrieval_hl.describe.vlm_local import LOCAL_PREFIX, LocalChatClient
 from retrieval_hl.describe.vlm_parse import parse_highlights
 from retrieval_hl.models import Description
 from retrieval_hl.select.ranges import (
@@ -274,7 +275,9 @@ class VLMDescriber:
     validated, and candidates merged across chunk borders and deduplicated by priority.
 
     Args:
-        base_url: the OpenAI-compatible API root, e.g. ``http://localhost:8000/v1``.
+        base_url: the OpenAI-compatible API root, e.g. ``http://localhost:8000/v1``, or
+            ``local:MODEL_ID`` / ``local:/folder`` for a transformers model run in this process
+            (one request at a time; see ``vlm_local``).
         model: the model name the endpoint serves (e.g. ``Qwen/Qwen2.5-VL-7B-Instruct``).
         api_key: bearer token, if the endpoint wants one (``Settings.vlm_api_key``: env
             ``RHL_VLM_API_KEY``, then ``OPENAI_API_KEY``).
@@ -327,9 +330,14 @@ class VLMDescriber:
                 f"VLM overlap_s {overlap_s:g} must be at least 0 and under half of chunk_s "
                 f"{chunk_s:g}"
             )
-        self.client = ChatClient(
-            base_url, model, api_key=api_key, timeout_s=timeout_s, retries=retries
-        )
+        if base_url.startswith(LOCAL_PREFIX):  # a transformers model in this process
+            self.client: ChatClient | LocalChatClient = LocalChatClient(
+                base_url.removeprefix(LOCAL_PREFIX))
+            concurrency = 1
+        else:
+            self.client = ChatClient(
+                base_url, model, api_key=api_key, timeout_s=timeout_s, retries=retries
+            )
         self.frames_per_chunk = frames_per_chunk
         self.chunk_s = chunk_s
         self.overlap_s = overlap_s
