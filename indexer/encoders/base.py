@@ -6,7 +6,9 @@ An encoder is named by a spec string ``<family>:<arch>:<weights>``:
   cache or a download;
 - ``open_clip:ViT-B-32:/path/to/open_clip_pytorch_model.bin``: a local weights file;
 - ``open_clip:<arch>:random``: seeded random weights. Results are meaningless; for speed runs
-  and tests only, and said so loudly in the log.
+  and tests only, and said so loudly in the log;
+- ``xclip:microsoft/xclip-base-patch32:hub``: a video-level encoder (X-CLIP), see
+  :mod:`indexer.encoders.xclip`.
 
 Back-ends are imported when an encoder of their family is built (:data:`ENCODERS`).
 """
@@ -96,7 +98,10 @@ class Encoder(Protocol):
 
 
 # Family -> "module:class", imported when an encoder of that family is built.
-ENCODERS: dict[str, str] = {"open_clip": "indexer.encoders.open_clip:OpenClipEncoder"}
+ENCODERS: dict[str, str] = {
+    "open_clip": "indexer.encoders.open_clip:OpenClipEncoder",
+    "xclip": "indexer.encoders.xclip:XClipEncoder",
+}
 _CACHE: dict[str, Encoder] = {}
 
 

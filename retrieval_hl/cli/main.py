@@ -75,7 +75,9 @@ _store_opt = click.option(
     "--store", default=None, help="faiss:DIR (default), DIR, qdrant::memory:, qdrant:PATH or a URL."
 )
 _encoder_opt = click.option(
-    "--encoder", default=None, help="open_clip:ARCH:TAG|PATH|random (default ViT-B-32 laion2b)."
+    "--encoder", default=None,
+    help="open_clip:ARCH:TAG|PATH|random (default ViT-B-32 laion2b), or the video encoder "
+         "xclip:MODEL_ID:hub / xclip:FOLDER:local.",
 )
 
 
