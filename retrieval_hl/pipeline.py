@@ -368,6 +368,14 @@ def highlight_video(
     and each segment is labelled with the description that fits it best. Without an encoder
     (weights unavailable, or ``semantic="off"``), the signals alone decide.
 
+    With a VLM (``settings.vlm_url``) the method is ``settings.method``: ``vlm`` keeps the
+    VLM's merged time ranges (no encoder needed), ``hybrid`` uses its descriptions as queries and
+    its ranges as priors and gap-fillers, ``retrieval`` does not ask it; ``auto`` is hybrid when
+    the encoder loads, else vlm. The VLM is asked while the video is decoded; when it fails or
+    finds nothing, a warning names the cause and retrieval or the signals carry on (an error
+    with ``vlm_strict``). Durations and counts said in ``prompt`` become settings; a prompt
+    that names no content is answered like no prompt (VLM, vocabulary, or signals).
+
     ``extra_descriptions`` (text) and ``image_queries`` (a description with a query vector in
     the encoder's space, e.g. a library clip) join the describer's queries, as a category's
     highlight script does.
@@ -375,6 +383,8 @@ def highlight_video(
     Raises:
         VideoOpenError: the file is missing or not a decodable video.
         EncoderError: ``prompt`` (or ``semantic="on"``) needs an encoder whose weights are missing.
+        ConfigError: method ``vlm``/``hybrid`` without ``vlm_url``, or a bad VLM URL.
+        VLMResponseError: with ``vlm_strict``, the VLM failed, answered junk or found nothing.
     """
     from retrieval_hl.select.events import fuse_signals, is_still, select_highlights
     from retrieval_hl.signals.meter import SAMPLE_FPS, SignalMeter, measure_signals_and_cuts
