@@ -210,3 +210,15 @@ def test_vague_request_without_weights_or_vlm_falls_back_to_signals(clip, tmp_pa
     assert hl.settings["max_clips"] == 2 and hl.settings["budget"] == "30s"
     with pytest.raises(ConfigError, match="vlm_overlap_s"):
         load_settings(vlm_chunk_s=10, vlm_overlap_s=5)
+
+
+def test_srt_survives_a_highlight_without_descriptions():
+    from indexer.models import VideoInfo
+    from retrieval_hl.models import Highlight, Segment
+
+    info = VideoInfo(path="x.mp4", video_id="x", width_px=64, height_px=48, fps=10.0,
+                     n_frames=100, duration_s=10.0)  # fmt: skip
+    seg = Segment(video_id="x", start_frame=10, end_frame=40, start_s=1.0, end_s=4.0,
+                  description_index=0, priority=1, score_raw=0.0, score_norm=0.0)  # fmt: skip
+    hl = Highlight(video=info, encoder="none", descriptions=(), segments=(seg,))
+    assert srt_text(hl) == "1\n00:00:00,000 --> 00:00:03,000\nhighlight\n"
