@@ -38,7 +38,13 @@ from retrieval_hl.select.dedup import (
     suppress_overlaps,
 )
 from retrieval_hl.select.merge import claim_slices, merge_adjacent
-from retrieval_hl.select.ranges import fill_missed, limit_count, range_segments, steer_hits
+from retrieval_hl.select.ranges import (
+    clip_to_ranges,
+    fill_missed,
+    limit_count,
+    range_segments,
+    steer_hits,
+)
 from retrieval_hl.select.scores import retrieve
 from rhl_common.errors import ConfigError, EncoderError, StoreError, VLMResponseError
 from rhl_common.paths import cache_dir
@@ -180,9 +186,9 @@ def _segments_from_hits(
         min_len_s=s.min_len_s,
         max_len_s=s.max_len_s,
     )
-    if fill_from_hints:  # hybrid: the VLM's ranges where retrieval found nothing
-        segments = fill_missed(segments, descriptions, info,
-                               score_norm=s.threshold_z + VLM_PRIOR_Z)
+    if fill_from_hints:  # hybrid: trimmed to the VLM's ranges, which fill what retrieval missed
+        segments = clip_to_ranges(segments, descriptions, info)
+        segments = fill_missed(segments, descriptions, info, score_norm=s.threshold_z)
     segments = suppress_overlaps(segments, s.min_len_s)
     segments = apply_budget(segments, parse_budget(s.budget, info.duration_s), info.fps)
     return order_segments(segments, s.order)
@@ -273,7 +279,11 @@ def _label_segments(
 # --- the VLM methods (issue 12): vlm = the VLM's own ranges; hybrid = its words as queries and
 # its ranges as priors and gap-fillers; retrieval = CLIP only (the VLM is not asked).
 
-VLM_PRIOR_Z = 1.0  # a hinted description's score outside its range drops by this (inside: +1)
+# Hybrid priors, in z units on top of ``retrieve``'s +1 inside a description's time range: inside
+# a slice is kept unless retrieval clearly disagrees (z < -1), outside only a strong match
+# (z >= 3) passes.
+VLM_INSIDE_Z = 1.0
+VLM_OUTSIDE_Z = 2.0
 
 
 def apply_request(s: Settings, request: ParsedRequest | None) -> Settings:
@@ -454,7 +464,7 @@ def highlight_video(
             video, describer, enc, extra_descriptions, image_queries
         )
         if answer is not None:
-            hits = steer_hits(hits, video.slices, descriptions, VLM_PRIOR_Z)
+            hits = steer_hits(hits, video.slices, descriptions, VLM_INSIDE_Z, VLM_OUTSIDE_Z)
     else:
         if extra_descriptions or image_queries:
             log.warning("category/extra queries need semantic matching, which is off: ignored")

@@ -10,6 +10,7 @@ from retrieval_hl.models import Description, Hit, Segment
 from retrieval_hl.select.ranges import (
     Candidate,
     Chunk,
+    clip_to_ranges,
     fill_missed,
     limit_count,
     merge_candidates,
@@ -145,7 +146,16 @@ def test_steer_hits_lowers_scores_outside_the_range():
     descs = [d("hinted", 2.0, 6.0), d("free", None, None)]
     hits = [Hit(slice_index=i, description_index=k, score_raw=0.0, score_norm=1.0)
             for i in range(5) for k in range(2)]  # fmt: skip
-    out = steer_hits(hits, slices, descs, prior_z=1.0)
+    out = steer_hits(hits, slices, descs, inside_z=1.0, outside_z=2.0)
     z = np.array([h.score_norm for h in out]).reshape(5, 2)
-    assert z[:, 0].tolist() == [0.0, 1.0, 1.0, 0.0, 0.0]
+    assert z[:, 0].tolist() == [-1.0, 2.0, 2.0, -1.0, -1.0]
     assert z[:, 1].tolist() == [1.0] * 5
+
+
+def test_clip_to_ranges_trims_overhang_only_near_the_range():
+    descs = [d("a", 10.3, 13.6), d("free", None, None)]
+    segs = [seg(80, 160, 0), seg(400, 420, 0), seg(80, 160, 1), seg(100, 120, 0)]
+    out = clip_to_ranges(segs, descs, INFO, pad_s=0.5)
+    assert [(s.start_frame, s.end_frame) for s in out] == [(98, 141), (400, 420), (80, 160),
+                                                           (100, 120)]  # fmt: skip
+    assert out[0].start_s == pytest.approx(9.8) and out[0].end_s == pytest.approx(14.1)

@@ -83,7 +83,10 @@ class ChatClient:
         retry_wait_s: float = 1.0,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"VLM base URL must start with http:// or https://, got {base_url!r}")
+            raise ConfigError(
+                f"VLM URL must start with http:// or https:// (or be local:MODEL_ID for a "
+                f"transformers model), got {base_url!r}"
+            )
         if not model:
             raise ConfigError("VLM model name is empty; give the name the endpoint serves")
         root = base_url.rstrip("/")

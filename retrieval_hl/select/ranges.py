@@ -221,23 +221,50 @@ def steer_hits(
     hits: Sequence[Hit],
     slices: Sequence[Slice],
     descriptions: Sequence[Description],
-    prior_z: float,
+    inside_z: float,
+    outside_z: float,
 ) -> list[Hit]:
-    """Lower by ``prior_z`` the score of each slice that a description's time range misses.
+    """The VLM's ranges as priors: a slice's score for a description with a time range rises by
+    ``inside_z`` where the range covers the slice and drops by ``outside_z`` where it does not.
 
-    The VLM's range is a prior: retrieval refines the extent inside it (``retrieve`` already
-    raises slices there) and can still find a strong match elsewhere.
+    Inside, a slice is kept unless retrieval clearly disagrees; outside, only a strong match
+    passes (what the VLM mistimed or missed). Descriptions without a range are left alone.
     """
     by_index = {s.index: s for s in slices}
     out = []
     for h in hits:
         d = descriptions[h.description_index]
-        s = by_index[h.slice_index]
-        if d.start_hint_s is not None and d.end_hint_s is not None and (
-            s.end_s <= d.start_hint_s or s.start_s >= d.end_hint_s
-        ):
-            h = h.model_copy(update={"score_norm": h.score_norm - prior_z})
+        if d.start_hint_s is not None and d.end_hint_s is not None:
+            s = by_index[h.slice_index]
+            inside = s.end_s > d.start_hint_s and s.start_s < d.end_hint_s
+            h = h.model_copy(
+                update={"score_norm": h.score_norm + (inside_z if inside else -outside_z)}
+            )
         out.append(h)
+    return out
+
+
+def clip_to_ranges(
+    segments: Sequence[Segment],
+    descriptions: Sequence[Description],
+    info: VideoInfo,
+    pad_s: float = 0.5,
+) -> list[Segment]:
+    """Trim each segment that overlaps its own description's time range to that range widened
+    by ``pad_s``: slices are coarse (1-3 s), and a slice overhanging the range is not the event.
+    Segments away from their range (strong matches elsewhere) are left as they are.
+    """
+    out = []
+    for seg in segments:
+        d = descriptions[seg.description_index]
+        if d.start_hint_s is not None and d.end_hint_s is not None:
+            lo = max(0, int(round((d.start_hint_s - pad_s) * info.fps)))
+            hi = min(info.n_frames, int(round((d.end_hint_s + pad_s) * info.fps)))
+            a, b = max(seg.start_frame, lo), min(seg.end_frame, hi)
+            if b > a and (a, b) != (seg.start_frame, seg.end_frame):
+                seg = seg.model_copy(update={"start_frame": a, "end_frame": b,
+                                             "start_s": a / info.fps, "end_s": b / info.fps})
+        out.append(seg)
     return out
 
 
