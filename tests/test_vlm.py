@@ -157,6 +157,10 @@ def test_parse_skips_items_without_text_and_dedups():
     )
     out = parse_highlights(reply, 10.0)
     assert [(d.text, d.priority) for d in out] == [("a goal", 1)]
+    two_goals = [{"description": "a goal", "start_s": 1, "end_s": 3},
+                 {"description": "a goal", "start_s": 6, "end_s": 8}]  # fmt: skip
+    out = parse_highlights(json.dumps(two_goals), 10.0)
+    assert [(d.start_hint_s, d.end_hint_s) for d in out] == [(1, 3), (6, 8)]  # two events
 
 
 def test_parse_empty_highlights():

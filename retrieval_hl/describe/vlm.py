@@ -370,11 +370,11 @@ class VLMDescriber:
             VideoOpenError: no frame of the video could be decoded.
 
         """
+        from indexer.decode import proxy_size
+
         chunks = plan_chunks(info.duration_s, self.chunk_s, self.overlap_s)
         plans = [(c, sample_frame_indices(info, self.frames_per_chunk, c.start_s, c.end_s))
                  for c in chunks]
-        from indexer.decode import proxy_size
-
         size = proxy_size(info, FRAME_SHORT_SIDE_PX)
         keys = {c.index: self._cache_key(info, c, idx, size) for c, idx in plans}
         replies: dict[int, str] = {}

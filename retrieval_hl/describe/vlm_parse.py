@@ -58,8 +58,9 @@ def parse_highlights(reply: str, duration_s: float, *, strict: bool = False) -> 
     default 2; its time hint from ``start_s``/``end_s`` (or ``start``/``end``...) or a pair
     ``timestamp: [a, b]`` (numbers, ``"12.5s"`` or ``"mm:ss"``). Times are clamped to
     ``[0, duration_s]``; a hint whose end is not after its start after clamping is dropped
-    (the description itself is kept). Items without text are skipped; repeated texts are kept
-    once, with the better priority.
+    (the description itself is kept). Items without text are skipped; an item repeated (same
+    text and times) is kept once, with the better priority; the same text at other times is
+    another event.
 
     Args:
         reply: the model's raw message text.
@@ -85,12 +86,12 @@ def parse_highlights(reply: str, duration_s: float, *, strict: bool = False) -> 
         log.warning("VLM reply holds no JSON, no highlights taken: %s", _snippet(reply))
         return []
     items = _items_of(value)
-    out: dict[str, Description] = {}
+    out: dict[tuple, Description] = {}
     for item in items:
         desc = _description_of(item, duration_s)
         if desc is None:
             continue
-        key = desc.text.casefold()
+        key = (desc.text.casefold(), desc.start_hint_s, desc.end_hint_s)
         if key not in out or desc.priority < out[key].priority:
             out[key] = desc
     if items and not out:
