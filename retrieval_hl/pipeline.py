@@ -232,9 +232,11 @@ def _log_result(info: VideoInfo, segments: Sequence[Segment]) -> None:
     )
 
 
-def load_encoder_or_none(settings: Settings, required: bool) -> Encoder | None:
-    """The semantic encoder, or ``None`` (with a one-line warning) when its weights cannot be
-    had and semantic matching is optional.
+def load_encoder_or_none(
+    settings: Settings, required: bool, instead: str = "query-free highlights only"
+) -> Encoder | None:
+    """The semantic encoder, or ``None`` (with a one-line warning saying what runs ``instead``)
+    when its weights cannot be had and semantic matching is optional.
 
     Raises:
         EncoderError: the weights cannot be had and ``required`` (or ``semantic == "on"``).
@@ -246,7 +248,7 @@ def load_encoder_or_none(settings: Settings, required: bool) -> Encoder | None:
     except EncoderError as exc:
         if required or settings.semantic == "on":
             raise
-        log.warning("semantic matching is off (query-free highlights only): %s", exc)
+        log.warning("semantic matching is off (%s): %s", instead, exc)
         return None
 
 
@@ -411,7 +413,8 @@ def highlight_video(
         enc = None
     else:
         required = s.method == "hybrid" or (bool(query) and asker is None)
-        enc = encoder or load_encoder_or_none(s, required=required)
+        instead = "the VLM's time ranges" if asker is not None else "query-free highlights only"
+        enc = encoder or load_encoder_or_none(s, required=required, instead=instead)
     method = s.method if s.method != "auto" else (
         "retrieval" if asker is None else "hybrid" if enc is not None else "vlm")
     log.info("%s: method %s", info.video_id, method)
