@@ -100,6 +100,7 @@ class Settings(BaseSettings):
     vlm_cache: bool = True  # reuse stored VLM answers for the same file, frames, prompt, model
     max_clips: int | None = Field(None, ge=1)  # the most segments kept (e.g. "3 clips")
     render: bool = True
+    plots: bool = True  # timeline.png and contact_sheet.png beside the outputs
     semantic: Literal["auto", "on", "off"] = "auto"
     # A video where nothing stands out: keep its best stretch anyway (the main job), or output
     # nothing when nothing in it moves either (the competition batch, where an empty list is

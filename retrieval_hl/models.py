@@ -72,6 +72,38 @@ class CropBox(Frozen):
     h_px: int = Field(gt=0)
 
 
+class ScoreTrack(Frozen):
+    """The per-slice scores behind a run's choice, for ``timeline.png`` and for inspection.
+
+    Row ``k`` of every sequence belongs to the slice ``[start_s[k], end_s[k])`` (the signal grid,
+    in time order). ``decision_score`` is what the selection compared with
+    ``decision_threshold``: the fused highlightness for query-free runs, the best description's
+    match (z-score lifted by the signals) for a request. ``fused_z`` is the fused signal score
+    (0 = a typical slice of this video); ``signals`` holds each measured signal in its own unit
+    (see ``retrieval_hl.signals.meter``; ``None`` = not measured); ``semantic_z`` holds, per
+    description, the per-slice match z-scores when a semantic encoder ran.
+    """
+
+    start_s: tuple[float, ...]
+    end_s: tuple[float, ...]
+    decision_score: tuple[float, ...]
+    decision_threshold: float | None = None
+    decision_label: str = "fused highlightness (signal z)"
+    fused_z: tuple[float, ...] = ()
+    signals: dict[str, tuple[float | None, ...]] = Field(default_factory=dict)
+    semantic_z: tuple[tuple[float, ...], ...] = ()
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> ScoreTrack:
+        n = len(self.start_s)
+        rows = [self.end_s, self.decision_score, *self.signals.values(), *self.semantic_z]
+        if self.fused_z:
+            rows.append(self.fused_z)
+        if any(len(r) != n for r in rows):
+            raise ValueError(f"every per-slice sequence of a score track needs {n} values")
+        return self
+
+
 class Highlight(Frozen):
     """Everything a run found for one video: the file ``highlights.json`` holds exactly this."""
 
@@ -84,6 +116,7 @@ class Highlight(Frozen):
     ratio_wh: tuple[int, int] | None = None
     settings: dict = Field(default_factory=dict)
     order: Literal["chronological", "score"] = "chronological"
+    track: ScoreTrack | None = None
 
     @property
     def duration_s(self) -> float:

@@ -29,7 +29,7 @@ from retrieval_hl.config import Settings, parse_budget
 from retrieval_hl.describe.base import Describer, StaticDescriber
 from retrieval_hl.describe.request import ParsedRequest, RequestDescriber, parse_request
 from retrieval_hl.describe.vocab import VocabDescriber
-from retrieval_hl.models import Description, Highlight, Hit, Segment
+from retrieval_hl.models import Description, Highlight, Hit, ScoreTrack, Segment
 from retrieval_hl.render.export import export_highlight
 from retrieval_hl.select.dedup import (
     apply_budget,
@@ -51,6 +51,9 @@ from rhl_common.paths import cache_dir
 
 if TYPE_CHECKING:
     from retrieval_hl.describe.vlm import VLMAnswer, VLMDescriber
+
+if TYPE_CHECKING:
+    from retrieval_hl.signals.meter import SliceSignals
 
 log = logging.getLogger(__name__)
 
@@ -398,7 +401,7 @@ def highlight_video(
         ConfigError: method ``vlm``/``hybrid`` without ``vlm_url``, or a bad VLM URL.
         VLMResponseError: with ``vlm_strict``, the VLM failed, answered junk or found nothing.
     """
-    from retrieval_hl.select.events import fuse_signals, is_still, select_highlights
+    from retrieval_hl.select.events import fuse_signals, is_still, keep_level, select_highlights
     from retrieval_hl.signals.meter import SAMPLE_FPS, SignalMeter, measure_signals_and_cuts
 
     s = settings or Settings()
@@ -474,17 +477,23 @@ def highlight_video(
         descriptions, query_vectors, hits = [SIGNALS_DESCRIPTION], None, []
     if not descriptions:  # e.g. a vocabulary with nothing to rank: label by the signals
         descriptions, query_vectors, hits = [SIGNALS_DESCRIPTION], None, []
+    track: ScoreTrack | None = None  # what the selection saw, for the pictures
     if vlm_only:
         pass  # segments from the VLM's ranges, above
     elif (query or answer is not None) and video is not None:
         fused = np.clip(fuse_signals(sig), -2.0, 3.0) * s.signal_weight
         lift = fused[nearest_slices(fine, video.slices)]
         pos = {sl.index: k for k, sl in enumerate(video.slices)}
+        match = _match_matrix(video.slices, hits, len(descriptions))
         hits = [h.model_copy(update={"score_norm": h.score_norm + lift[pos[h.slice_index]]})
                 for h in hits]
         slices = video.slices
         segments = _segments_from_hits(slices, hits, descriptions, s, info,
                                        fill_from_hints=method == "hybrid")
+        to_fine = nearest_slices(video.slices, fine)
+        track = _score_track(fine, sig, (match + lift[:, None]).max(axis=1)[to_fine],
+                             s.threshold_z, "request match (z, lifted by signals)",
+                             semantic=match[to_fine])
     else:
         semantic = None
         if hits and video is not None:
@@ -498,6 +507,7 @@ def highlight_video(
                     for k, sl in enumerate(fine) for d in range(len(descriptions))]
         slices = fine
         score = fuse_signals(sig, semantic=semantic)
+        track = _score_track(fine, sig, score, keep_level(score), semantic=semantic)
         segments = select_highlights(
             slices, score, info, min_len_s=s.min_len_s, max_len_s=s.max_len_s,
             max_gap_s=s.max_gap_s, budget_s=budget_s,
@@ -521,6 +531,43 @@ def highlight_video(
         ratio_wh=ratio_wh,
         settings=s.model_dump(mode="json"),
         order=s.order,
+        track=track,
+    )
+
+
+def _match_matrix(slices: Sequence[Slice], hits: Sequence[Hit], n_desc: int) -> np.ndarray:
+    """Hit z-scores as a (slice, description) matrix, rows in the order of ``slices``."""
+    pos = {sl.index: k for k, sl in enumerate(slices)}
+    out = np.zeros((len(slices), n_desc))
+    for h in hits:
+        out[pos[h.slice_index], h.description_index] = h.score_norm
+    return out
+
+
+def _score_track(
+    fine: Sequence[Slice],
+    sig: SliceSignals,
+    decision: np.ndarray,
+    threshold: float,
+    label: str = "fused highlightness (signal z)",
+    semantic: np.ndarray | None = None,
+) -> ScoreTrack:
+    """What the selection saw, per slice of the signal grid (``fine``), for the pictures."""
+    from retrieval_hl.select.events import fuse_signals
+
+    def r(values: np.ndarray) -> tuple[float, ...]:
+        return tuple(round(float(v), 4) for v in values)
+
+    return ScoreTrack(
+        start_s=r([x.start_s for x in fine]),
+        end_s=r([x.end_s for x in fine]),
+        decision_score=r(decision),
+        decision_threshold=round(float(threshold), 4) if np.isfinite(threshold) else None,
+        decision_label=label,
+        fused_z=r(fuse_signals(sig)),
+        signals={k: tuple(None if v is None else round(v, 4) for v in vals)
+                 for k, vals in sig.to_dict().items()},
+        semantic_z=tuple(r(col) for col in semantic.T) if semantic is not None else (),
     )
 
 
@@ -561,6 +608,13 @@ def _ground(
 def export_highlights(
     highlight: Highlight, out_dir: str | Path, *, settings: Settings | None = None
 ) -> dict[str, Path]:
-    """Write ``highlights.json``, ``highlights.srt`` and ``highlight.mp4`` into ``out_dir``."""
+    """Write ``highlights.json``, ``highlights.srt`` and ``highlight.mp4`` into ``out_dir``, and
+    unless ``settings.plots`` is off, ``timeline.png`` and ``contact_sheet.png``.
+    """
     s = settings or Settings()
-    return export_highlight(highlight, out_dir, render=s.render, crossfade_s=s.crossfade_s)
+    written = export_highlight(highlight, out_dir, render=s.render, crossfade_s=s.crossfade_s)
+    if s.plots:
+        from retrieval_hl.render.plots import write_plots
+
+        written.update(write_plots(highlight, out_dir, reader=s.reader))
+    return written

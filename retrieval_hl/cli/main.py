@@ -142,11 +142,12 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
               help="A failed, junk or empty VLM answer is an error (default: a warning).")
 @click.option("--no-cache", is_flag=True, help="Ask the VLM again even for answers it gave.")
 @click.option("--no-render", is_flag=True, help="Write JSON and SRT only.")
+@click.option("--no-plots", is_flag=True, help="Skip timeline.png and contact_sheet.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
 @click.pass_context
 def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semantic, domains,
               category, library_dir, order, crossfade_s, vlm_url, vlm_model, method, vlm_strict,
-              no_cache, no_render, as_json) -> None:  # noqa: ANN001
+              no_cache, no_render, no_plots, as_json) -> None:  # noqa: ANN001
     """Find the highlights of VIDEO; write highlights.json, .srt, highlight.mp4 (and with
     --ratio a reframed mp4 and predictions.jsonl) into the run directory.
     """
@@ -158,7 +159,8 @@ def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semant
                   domains=tuple(domains) or None, crossfade_s=crossfade_s, vlm_url=vlm_url,
                   vlm_model=vlm_model, render=False if no_render else None, semantic=semantic,
                   method=method, vlm_strict=vlm_strict or None,
-                  vlm_cache=False if no_cache else None)
+                  vlm_cache=False if no_cache else None,
+                  plots=False if no_plots else None)
     ratio_wh = parse_wh(ratio) if ratio is not None else None
     info = probe_video(video)
     out = Path(out_dir) if out_dir else Path("highlights") / Path(video).stem

@@ -257,6 +257,17 @@ def sustained_score(score: np.ndarray, slices: Sequence[Slice], min_len_s: float
     return (csum[hi] - csum[lo]) / (hi - lo)
 
 
+def keep_level(score: np.ndarray, extent_frac: float = 0.5) -> float:
+    """The fused score a slice needs to join a kept run: the median plus ``extent_frac`` of the
+    peak's height over it (the extent rule of the module docstring). ``nan`` for no slices.
+    """
+    score = np.asarray(score, dtype=np.float64)
+    if score.size == 0:
+        return float("nan")
+    med = float(np.median(score))
+    return med + extent_frac * (float(score.max()) - med)
+
+
 def select_highlights(
     slices: Sequence[Slice],
     score: np.ndarray,
@@ -333,9 +344,9 @@ def select_highlights(
         keep = np.zeros(len(slices), dtype=bool)
         keep[order] = _best_stretch(score[order], sustained[order],
                                     window_slices(slices, min_len_s),
-                                    med + extent_frac * lift_raw)
+                                    keep_level(score, extent_frac))
     else:
-        keep = _runs_over_peaks(score, sustained, order, med + extent_frac * lift_raw,
+        keep = _runs_over_peaks(score, sustained, order, keep_level(score, extent_frac),
                                 seed_at=med + seed_frac * lift_raw,
                                 run_at=med + max(min_peak_z, min_contrast * lift / contrast))
 
