@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     max_clips: int | None = Field(None, ge=1)  # the most segments kept (e.g. "3 clips")
     render: bool = True
     plots: bool = True  # timeline.png and contact_sheet.png beside the outputs
+    # Editor timelines beside the outputs: .otio always, and these formats too when they can
+    # hold the cuts exactly (see retrieval_hl.render.timeline).
+    timelines: tuple[Literal["otio", "fcpxml", "xml", "edl"], ...] = ("otio",)
     semantic: Literal["auto", "on", "off"] = "auto"
     # A video where nothing stands out: keep its best stretch anyway (the main job), or output
     # nothing when nothing in it moves either (the competition batch, where an empty list is

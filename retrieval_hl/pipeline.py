@@ -608,11 +608,18 @@ def _ground(
 def export_highlights(
     highlight: Highlight, out_dir: str | Path, *, settings: Settings | None = None
 ) -> dict[str, Path]:
-    """Write ``highlights.json``, ``highlights.srt`` and ``highlight.mp4`` into ``out_dir``, and
-    unless ``settings.plots`` is off, ``timeline.png`` and ``contact_sheet.png``.
+    """Write ``highlights.json``, ``highlights.srt`` and ``highlight.mp4`` into ``out_dir``; the
+    editor timeline ``highlights.otio`` (and the ``settings.timelines`` formats) when there are
+    segments; unless ``settings.plots`` is off, ``timeline.png`` and ``contact_sheet.png``.
     """
+    from retrieval_hl.render.timeline import build_timeline, highlight_cuts, write_timelines
+
     s = settings or Settings()
     written = export_highlight(highlight, out_dir, render=s.render, crossfade_s=s.crossfade_s)
+    if highlight.segments:
+        timeline = build_timeline(f"{highlight.video.video_id} highlights",
+                                  highlight_cuts(highlight))
+        written.update(write_timelines(timeline, Path(out_dir) / "highlights", s.timelines))
     if s.plots:
         from retrieval_hl.render.plots import write_plots
 

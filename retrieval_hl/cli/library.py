@@ -179,11 +179,17 @@ def export(ctx, out_path, library_path, store, collection, encoder) -> None:  # 
 @click.option("--min-z", type=float, default=None,
               help="Match threshold on the normalised score (default: by library size, >= 2).")
 @click.option("--no-render", is_flag=True, help="Write the plan and SRT only.")
+@click.option("--timeline", "timelines", multiple=True,
+              type=click.Choice(["otio", "fcpxml", "xml", "edl"]),
+              help="Editor timeline formats besides OUT with .otio (repeatable): fcpxml, xml "
+                   "(FCP7 XML), edl (CMX 3600).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_context
 def assemble(ctx, script, library_path, store, collection, encoder, out_path, plan_path, size,
-             fps, crossfade_s, allow_reuse, min_z, no_render, as_json) -> None:  # noqa: ANN001
-    """Assemble an edit from the library following SCRIPT.
+             fps, crossfade_s, allow_reuse, min_z, no_render, timelines,
+             as_json) -> None:  # noqa: ANN001
+    """Assemble an edit from the library following SCRIPT; writes the plan, SRT, OUT with .otio
+    (the editor timeline) and the mp4.
 
     SCRIPT is a text file (one event per line, English or Chinese), a YAML script, template:NAME
     for a built-in template (basketball, soccer, wedding, ...), or a saved .plan.json to render
@@ -217,6 +223,10 @@ def assemble(ctx, script, library_path, store, collection, encoder, out_path, pl
             f"no event of {script} matched a library clip; nothing to render "
             f"(plan written to {plan_file})"
         )
+    from library.timeline import write_plan_timelines
+
+    for kind, path in write_plan_timelines(plan, out.with_suffix(""), timelines).items():
+        written[kind] = str(path)
     if not no_render:
         written["mp4"] = str(render_plan(plan, out))
     if as_json:

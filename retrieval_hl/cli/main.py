@@ -143,11 +143,15 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
 @click.option("--no-cache", is_flag=True, help="Ask the VLM again even for answers it gave.")
 @click.option("--no-render", is_flag=True, help="Write JSON and SRT only.")
 @click.option("--no-plots", is_flag=True, help="Skip timeline.png and contact_sheet.png.")
+@click.option("--timeline", "timelines", multiple=True,
+              type=click.Choice(["otio", "fcpxml", "xml", "edl"]),
+              help="Editor timeline formats besides highlights.otio (repeatable): fcpxml (Final "
+                   "Cut Pro), xml (FCP7 XML: Premiere, Resolve), edl (CMX 3600).")
 @click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
 @click.pass_context
 def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semantic, domains,
               category, library_dir, order, crossfade_s, vlm_url, vlm_model, method, vlm_strict,
-              no_cache, no_render, no_plots, as_json) -> None:  # noqa: ANN001
+              no_cache, no_render, no_plots, timelines, as_json) -> None:  # noqa: ANN001
     """Find the highlights of VIDEO; write highlights.json, .srt, highlight.mp4 (and with
     --ratio a reframed mp4 and predictions.jsonl) into the run directory.
     """
@@ -160,7 +164,8 @@ def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semant
                   vlm_model=vlm_model, render=False if no_render else None, semantic=semantic,
                   method=method, vlm_strict=vlm_strict or None,
                   vlm_cache=False if no_cache else None,
-                  plots=False if no_plots else None)
+                  plots=False if no_plots else None,
+                  timelines=("otio", *timelines) if timelines else None)
     ratio_wh = parse_wh(ratio) if ratio is not None else None
     info = probe_video(video)
     out = Path(out_dir) if out_dir else Path("highlights") / Path(video).stem

@@ -1,0 +1,153 @@
+"""Editor timelines: highlights.otio and edit.otio read back by OpenTimelineIO, frame for frame."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import opentimelineio as otio
+import pytest
+from click.testing import CliRunner
+
+from indexer.probe import probe_video
+from library.assemble import load_plan
+from retrieval_hl.config import Settings
+from retrieval_hl.models import Description, Highlight, Segment
+from retrieval_hl.pipeline import export_highlights
+from retrieval_hl.render.timeline import (
+    Cut,
+    build_timeline,
+    highlight_cuts,
+    read_timeline,
+    write_timeline,
+)
+from rhl_common.errors import ConfigError, RenderError
+from tests.conftest import TINY, ffmpeg, make_video
+
+ADAPTERS = {a.name for a in otio.plugins.ActiveManifest().adapters}
+
+
+def make_highlight(video: Path, spans, audio=True) -> Highlight:
+    info = probe_video(video)
+    descs = (Description(text="the first try", priority=1),
+             Description(text="进球 and the celebration", priority=3))
+    segs = tuple(
+        Segment(video_id=info.video_id, start_frame=a, end_frame=b, start_s=a / info.fps,
+                end_s=b / info.fps, description_index=k % 2, priority=1 + 2 * (k % 2),
+                score_raw=0.2 + k, score_norm=1.5 + k)
+        for k, (a, b) in enumerate(spans)
+    )
+    return Highlight(video=info, encoder="none", descriptions=descs, segments=segs)
+
+
+def clip_frames(timeline, track=0):
+    tracks = list(timeline.tracks)
+    return [(c.media_reference.target_url, c.source_range.start_time.to_frames(),
+             c.source_range.duration.to_frames(), c.source_range.start_time.rate)
+            for c in tracks[track].find_clips()]
+
+
+@pytest.fixture(scope="module")
+def clip25(tmp_path_factory):
+    return make_video(tmp_path_factory.mktemp("t") / "match day.mp4", seconds=8, fps=25)
+
+
+def test_highlights_otio_reads_back_frame_for_frame(clip25, tmp_path):
+    hl = make_highlight(clip25, [(13, 61), (100, 177)])
+    written = export_highlights(hl, tmp_path, settings=Settings(render=False, plots=False))
+    back = read_timeline(written["otio"])
+    url = clip25.resolve().as_uri()
+    assert "%20" in url  # a space in the name survives as a proper file URL
+    assert clip_frames(back) == [(url, 13, 48, 25.0), (url, 100, 77, 25.0)]
+    assert clip_frames(back, track=1) == clip_frames(back)  # the audio track follows
+    assert [t.kind for t in back.tracks] == ["Video", "Audio"]
+    markers = [m for c in back.tracks[0].find_clips() for m in c.markers]
+    assert [m.name for m in markers] == ["the first try", "进球 and the celebration"]
+    assert [m.color for m in markers] == ["RED", "YELLOW"]
+    assert markers[1].metadata["rhl"]["score_norm"] == 2.5
+    assert markers[0].marked_range.start_time.to_frames() == 13
+    ref = back.tracks[0].find_clips()[0].media_reference
+    assert ref.available_range.duration.to_frames() == hl.video.n_frames
+
+
+@pytest.mark.parametrize("fmt", ["fcpxml", "xml", "edl"])
+def test_editor_formats_hold_the_same_cuts(clip25, tmp_path, fmt):
+    adapter = {"fcpxml": "fcpx_xml", "xml": "fcp_xml", "edl": "cmx_3600"}[fmt]
+    if adapter not in ADAPTERS:
+        pytest.skip(f"OTIO adapter {adapter} not installed")
+    hl = make_highlight(clip25, [(13, 61), (100, 177)])
+    written = export_highlights(
+        hl, tmp_path, settings=Settings(render=False, plots=False, timelines=("otio", fmt)))
+    kwargs = {"rate": 25} if fmt == "edl" else {}
+    back = otio.adapters.read_from_file(str(written[fmt]), **kwargs)
+    assert [f[1:3] for f in clip_frames(back)] == [(13, 48), (100, 77)]
+
+
+def test_odd_frame_rates_keep_the_otio_and_skip_what_cannot_hold_them(tmp_path, caplog):
+    video = make_video(tmp_path / "ten.mp4", seconds=4, fps=10, audio=False)
+    hl = make_highlight(video, [(3, 17)])
+    with caplog.at_level(logging.WARNING):
+        written = export_highlights(hl, tmp_path / "run", settings=Settings(
+            render=False, plots=False, timelines=("edl",)))
+    assert "edl" not in written and "highlights.edl not written" in caplog.text
+    back = read_timeline(written["otio"])
+    assert clip_frames(back) == [(video.resolve().as_uri(), 3, 14, 10.0)]
+    assert len(back.tracks) == 1  # no sound, no audio track
+
+
+def test_bad_input(clip25, tmp_path):
+    hl = make_highlight(clip25, [(0, 10)])
+    with pytest.raises(ValueError, match="do not fit"):
+        Cut(source_path=str(clip25), start_frame=190, end_frame=260, fps=25, n_frames=200,
+            name="x")
+    with pytest.raises(RenderError, match="no cuts"):
+        build_timeline("empty", [])
+    with pytest.raises(ConfigError, match="choose from otio, fcpxml, xml, edl"):
+        write_timeline(build_timeline("t", highlight_cuts(hl)), tmp_path / "t.avi", "avi")
+    (tmp_path / "junk.otio").write_text("{not json")
+    with pytest.raises(ConfigError, match="not a readable timeline"):
+        read_timeline(tmp_path / "junk.otio")
+    with pytest.raises(ConfigError, match="bad setting timelines"):
+        from retrieval_hl.config import load_settings
+
+        load_settings(timelines=("avi",))
+
+
+def test_no_segments_no_timeline(clip25, tmp_path):
+    hl = make_highlight(clip25, [])
+    written = export_highlights(hl, tmp_path, settings=Settings(render=False, plots=False))
+    assert "otio" not in written and not (tmp_path / "highlights.otio").exists()
+
+
+def test_assemble_writes_edit_otio(tmp_path):
+    from retrieval_hl.cli.main import cli
+
+    d = tmp_path / "clips"
+    d.mkdir()
+    red = d / "red.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=red:size=160x120:rate=25:duration=3", "-f", "lavfi",
+           "-i", "sine=frequency=330:duration=3", "-c:a", "aac", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", "-shortest", str(red))
+    blue = make_video(d / "blue.mp4", seconds=2, fps=10, audio=False, source="testsrc")
+    lib, out = tmp_path / "lib", tmp_path / "edit.mp4"
+    runner = CliRunner()
+    res = runner.invoke(cli, ["-q", "library", "add", str(red), str(blue), "--library", str(lib),
+                              "--encoder", TINY], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    script = tmp_path / "story.txt"
+    script.write_text("a red screen\n一个测试图案\n", encoding="utf-8")
+    res = runner.invoke(cli, ["-q", "assemble", str(script), "--library", str(lib), "--out",
+                              str(out), "--min-z", "-100", "--no-render"],
+                        catch_exceptions=False)
+    assert res.exit_code == 0, res.output + res.stderr
+    plan = load_plan(tmp_path / "edit.plan.json")
+    back = read_timeline(tmp_path / "edit.otio")
+    rates = {str(red): 25.0, str(blue): 10.0}
+    want = [(Path(s.source_path).resolve().as_uri(), s.start_frame, s.end_frame - s.start_frame,
+             rates[s.source_path]) for s in plan.steps]
+    assert clip_frames(back) == want and len(want) == 2
+    markers = [m for c in back.tracks[0].find_clips() for m in c.markers]
+    assert [m.name for m in markers] == [s.text for s in plan.steps]
+    assert np.allclose([m.metadata["rhl"]["score_norm"] for m in markers],
+                       [s.score_norm for s in plan.steps])
