@@ -337,6 +337,29 @@ def evaluate(gt, pred, videos_dir, as_json) -> None:  # noqa: ANN001
     click.echo(report.model_dump_json(indent=2) if as_json else report.to_table())
 
 
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 opens the page to the network.")
+@click.option("--port", type=click.IntRange(1, 65535), default=7860, show_default=True)
+@click.option("--max-upload", default="500mb", show_default=True, help="Largest upload.")
+@click.option("--work", "work_dir", default=None, type=click.Path(file_okay=False),
+              help="Where runs are written (default: a new temporary directory).")
+@_store_opt
+@_encoder_opt
+@click.option("--semantic", type=click.Choice(["auto", "on", "off"]), default=None)
+@click.pass_context
+def serve(ctx, host, port, max_upload, work_dir, store, encoder, semantic) -> None:  # noqa: ANN001
+    """The web page: drop a video, see and adjust its highlights, download the files."""
+    import tempfile
+
+    from retrieval_hl.web.app import serve as serve_page
+
+    s = _settings(ctx, store=store, encoder=encoder, semantic=semantic)
+    work = work_dir or tempfile.mkdtemp(prefix="rhl-serve-")
+    click.echo(f"rhl serve: http://{host}:{port}  (runs under {work}; Ctrl+C stops)")
+    serve_page(s, work, host=host, port=port, max_upload=max_upload)
+
+
 # The library sits above retrieval_hl; only the command line, at the top, brings the two together.
 from retrieval_hl.cli.library import assemble, library  # noqa: E402
 
