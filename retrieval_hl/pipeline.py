@@ -214,6 +214,7 @@ def find_highlights(
     descriptions, _, hits = _describe(video, describer or default_describer(s, prompt), enc)
     segments = _segments_from_hits(video.slices, hits, descriptions, s, video.info)
     _log_result(video.info, segments)
+    match = _match_matrix(video.slices, hits, len(descriptions))
     return Highlight(
         video=video.info,
         encoder=enc.spec,
@@ -222,6 +223,8 @@ def find_highlights(
         slices=video.slices,
         settings=s.model_dump(mode="json"),
         order=s.order,
+        track=_score_track(video.slices, None, match.max(axis=1), s.threshold_z,
+                           "best description match (z)", semantic=match),
     )
 
 
@@ -546,13 +549,15 @@ def _match_matrix(slices: Sequence[Slice], hits: Sequence[Hit], n_desc: int) -> 
 
 def _score_track(
     fine: Sequence[Slice],
-    sig: SliceSignals,
+    sig: SliceSignals | None,
     decision: np.ndarray,
     threshold: float,
     label: str = "fused highlightness (signal z)",
     semantic: np.ndarray | None = None,
 ) -> ScoreTrack:
-    """What the selection saw, per slice of the signal grid (``fine``), for the pictures."""
+    """What the selection saw, per slice of ``fine`` (time order), for the pictures; without
+    signals (``sig`` is ``None``) only the decision and the semantic match.
+    """
     from retrieval_hl.select.events import fuse_signals
 
     def r(values: np.ndarray) -> tuple[float, ...]:
@@ -564,9 +569,9 @@ def _score_track(
         decision_score=r(decision),
         decision_threshold=round(float(threshold), 4) if np.isfinite(threshold) else None,
         decision_label=label,
-        fused_z=r(fuse_signals(sig)),
+        fused_z=r(fuse_signals(sig)) if sig is not None else (),
         signals={k: tuple(None if v is None else round(v, 4) for v in vals)
-                 for k, vals in sig.to_dict().items()},
+                 for k, vals in sig.to_dict().items()} if sig is not None else {},
         semantic_z=tuple(r(col) for col in semantic.T) if semantic is not None else (),
     )
 

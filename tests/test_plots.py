@@ -12,7 +12,7 @@ from retrieval_hl.pipeline import export_highlights, highlight_video
 from retrieval_hl.render.export import load_highlight
 from retrieval_hl.render.plots import plot_contact_sheet, plot_timeline
 from retrieval_hl.select.events import keep_level
-from tests.conftest import make_video
+from tests.conftest import TINY, make_video
 
 YELLOW = np.array([255, 212, 0])
 
@@ -83,3 +83,18 @@ def test_no_plots_setting(run, tmp_path):
 def test_track_rejects_ragged_rows():
     with pytest.raises(ValueError, match="needs 2 values"):
         ScoreTrack(start_s=(0.0, 1.0), end_s=(1.0, 2.0), decision_score=(0.5,))
+
+
+def test_find_highlights_carries_a_track_without_signals(tmp_path, tiny_encoder):
+    from retrieval_hl.pipeline import find_highlights, index_video
+
+    video = make_video(tmp_path / "v.mp4", seconds=6)
+    s = Settings(encoder=TINY, store=str(tmp_path / "store"))
+    hl = find_highlights(index_video(video, settings=s, encoder=tiny_encoder),
+                         prompt="a test pattern; a red square", settings=s, encoder=tiny_encoder)
+    t = hl.track
+    assert t is not None and t.fused_z == () and t.signals == {}
+    assert len(t.semantic_z) == len(hl.descriptions) == 2
+    assert t.decision_score == tuple(round(max(col), 4) for col in zip(*t.semantic_z, strict=True))
+    assert t.decision_threshold == s.threshold_z
+    assert Image.open(plot_timeline(hl, tmp_path / "t.png")).size[0] == 1200

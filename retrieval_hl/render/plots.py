@@ -42,6 +42,7 @@ SIGNAL_LABELS: dict[str, tuple[str, str]] = {
 }
 SEGMENT_COLOURS = ("#f28e2b", "#4e79a7", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948")
 THUMB_WIDTH_PX = 360
+MAX_TEXT_LABELS = 8  # beyond this many segments the timeline labels them by number only
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
              "Source Han Sans SC", "Microsoft YaHei", "PingFang SC", "SimHei")
 
@@ -99,15 +100,18 @@ def _steps(track: ScoreTrack, values: Sequence[float | None]) -> tuple[np.ndarra
 
 def _shade(ax, highlight: Highlight, label: bool) -> None:  # noqa: ANN001
     """Shade every chosen segment; with ``label`` also write its number and description at the
-    top of the panel, on two alternating rows so that neighbours do not overprint.
+    top of the panel, on two alternating rows so that neighbours do not overprint. With many
+    segments only the numbers are written (the contact sheet has the same numbers).
     """
+    numbers_only = len(highlight.segments) > MAX_TEXT_LABELS
     for k, seg in enumerate(highlight.segments):
         colour = SEGMENT_COLOURS[k % len(SEGMENT_COLOURS)]
         ax.axvspan(seg.start_s, seg.end_s, color=colour, alpha=0.22, lw=0)
         if label:
             text = highlight.descriptions[seg.description_index].text
             ax.text(
-                seg.start_s, 0.98 - 0.09 * (k % 2), f"{k + 1} {_short(text, 30)}",
+                seg.start_s, 0.98 - 0.09 * (k % 2),
+                f"{k + 1}" if numbers_only else f"{k + 1} {_short(text, 30)}",
                 transform=ax.get_xaxis_transform(), ha="left", va="top", fontsize=8,
                 color="black", clip_on=True,
                 bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": colour, "alpha": 0.85},
