@@ -127,7 +127,7 @@ def test_page_in_a_real_browser(browser, page_url, clip, tmp_path):
         (page_url.rstrip("/"), "data:", "blob:")) else None)
     page.goto(page_url)
     page.set_input_files("#upload input[type=file]", str(clip))
-    page.wait_for_selector("#upload :text('match day.mp4')")
+    page.wait_for_selector("#upload a[download='match day.mp4']")
     # The ratio stays at its default, 9:16.
     page.click("#go")
     page.wait_for_selector("#highlight video[src]", timeout=240_000)
@@ -162,7 +162,7 @@ def test_page_in_a_real_browser(browser, page_url, clip, tmp_path):
     junk.write_text("not a video at all")
     page.goto(page_url)
     page.set_input_files("#upload input[type=file]", str(junk))
-    page.wait_for_selector("#upload :text('junk.mp4')")
+    page.wait_for_selector("#upload a[download='junk.mp4']")
     page.click("#go")
     page.wait_for_selector("#status :text('error:')", timeout=60_000)
     text = page.inner_text("#status")

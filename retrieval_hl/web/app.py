@@ -51,8 +51,13 @@ def _segment_choices(result: JobResult) -> list[tuple[str, str]]:
 
 def _summary(result: JobResult) -> str:
     hl = result.highlight
+    note = ""
+    if result.request.prompt and hl.encoder == "none":
+        note = ("\n\n*Your request was not used: semantic matching is off on this server, so the "
+                "video's signals decided.*")
     if not hl.segments:
-        return f"**No highlight found** in {hl.video.video_id} ({hl.video.duration_s:.1f} s)."
+        return (f"**No highlight found** in {hl.video.video_id} ({hl.video.duration_s:.1f} s)."
+                + note)
     rows = "\n".join(
         f"| {k + 1} | {s.start_s:.2f}–{s.end_s:.2f} s | {s.duration_s:.1f} s | {s.score_norm:.2f} "
         f"| {hl.descriptions[s.description_index].text} |"
@@ -61,7 +66,7 @@ def _summary(result: JobResult) -> str:
     return (
         f"**{len(hl.segments)} segment(s), {hl.duration_s:.1f} s** of {hl.video.duration_s:.1f} s "
         f"(encoder: `{hl.encoder}`)\n\n| # | from–to | length | score | description |\n"
-        f"|---|---|---|---|---|\n{rows}"
+        f"|---|---|---|---|---|\n{rows}{note}"
     )
 
 
@@ -110,7 +115,10 @@ def build_app(settings: Settings, work_dir: str | Path):  # noqa: ANN201
             video = stage_upload(upload, work)
             req = JobRequest(video_path=str(video), prompt=(prompt or "").strip() or None,
                              ratio=ratio, budget=(budget or "").strip() or "0.2")
-            return run_job(req, work, settings, lambda f, s: progress(f, desc=s))
+            try:
+                return run_job(req, work, settings, lambda f, s: progress(f, desc=s))
+            except RHLError as exc:  # name the file as the user knows it, not the server's path
+                raise type(exc)(str(exc).replace(str(video), video.name)) from None
 
         return guarded(job)
 
