@@ -9,11 +9,11 @@ from pathlib import Path
 
 from indexer.probe import probe_video
 from library.models import AssemblyPlan
-from retrieval_hl.render.timeline import Cut, build_timeline, write_timelines
+from retrieval_hl.render.timeline import TimelineClip, build_timeline, write_timelines
 
 
-def plan_cuts(plan: AssemblyPlan) -> list[Cut]:
-    """The plan's steps as timeline cuts, in output order; each source is probed once for its
+def plan_clips(plan: AssemblyPlan) -> list[TimelineClip]:
+    """The plan's steps as timeline clips, in output order; each source is probed once for its
     frame rate, length and sound.
 
     Raises:
@@ -23,7 +23,7 @@ def plan_cuts(plan: AssemblyPlan) -> list[Cut]:
     cuts = []
     for step in plan.steps:
         info = infos[step.source_path]
-        cuts.append(Cut(
+        cuts.append(TimelineClip(
             source_path=step.source_path, start_frame=step.start_frame,
             end_frame=min(step.end_frame, info.n_frames), fps=info.fps, n_frames=info.n_frames,
             has_audio=info.has_audio, name=step.text,
@@ -46,4 +46,4 @@ def write_plan_timelines(
         RenderError: the plan has no steps.
     """
     name = plan.script.title or Path(stem).name
-    return write_timelines(build_timeline(name, plan_cuts(plan)), stem, formats)
+    return write_timelines(build_timeline(name, plan_clips(plan)), stem, formats)

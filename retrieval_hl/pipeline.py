@@ -617,13 +617,13 @@ def export_highlights(
     editor timeline ``highlights.otio`` (and the ``settings.timelines`` formats) when there are
     segments; unless ``settings.plots`` is off, ``timeline.png`` and ``contact_sheet.png``.
     """
-    from retrieval_hl.render.timeline import build_timeline, highlight_cuts, write_timelines
+    from retrieval_hl.render.timeline import build_timeline, highlight_clips, write_timelines
 
     s = settings or Settings()
     written = export_highlight(highlight, out_dir, render=s.render, crossfade_s=s.crossfade_s)
     if highlight.segments:
         timeline = build_timeline(f"{highlight.video.video_id} highlights",
-                                  highlight_cuts(highlight))
+                                  highlight_clips(highlight))
         written.update(write_timelines(timeline, Path(out_dir) / "highlights", s.timelines))
     if s.plots:
         from retrieval_hl.render.plots import write_plots

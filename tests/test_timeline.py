@@ -16,9 +16,9 @@ from retrieval_hl.config import Settings
 from retrieval_hl.models import Description, Highlight, Segment
 from retrieval_hl.pipeline import export_highlights
 from retrieval_hl.render.timeline import (
-    Cut,
+    TimelineClip,
     build_timeline,
-    highlight_cuts,
+    highlight_clips,
     read_timeline,
     write_timeline,
 )
@@ -99,12 +99,12 @@ def test_odd_frame_rates_keep_the_otio_and_skip_what_cannot_hold_them(tmp_path, 
 def test_bad_input(clip25, tmp_path):
     hl = make_highlight(clip25, [(0, 10)])
     with pytest.raises(ValueError, match="do not fit"):
-        Cut(source_path=str(clip25), start_frame=190, end_frame=260, fps=25, n_frames=200,
+        TimelineClip(source_path=str(clip25), start_frame=190, end_frame=260, fps=25, n_frames=200,
             name="x")
-    with pytest.raises(RenderError, match="no cuts"):
+    with pytest.raises(RenderError, match="no clips"):
         build_timeline("empty", [])
     with pytest.raises(ConfigError, match="choose from otio, fcpxml, xml, edl"):
-        write_timeline(build_timeline("t", highlight_cuts(hl)), tmp_path / "t.avi", "avi")
+        write_timeline(build_timeline("t", highlight_clips(hl)), tmp_path / "t.avi", "avi")
     (tmp_path / "junk.otio").write_text("{not json")
     with pytest.raises(ConfigError, match="not a readable timeline"):
         read_timeline(tmp_path / "junk.otio")

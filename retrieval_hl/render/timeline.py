@@ -46,7 +46,7 @@ FORMATS: dict[str, tuple[str, str, str]] = {
 PRIORITY_COLOURS = {1: "RED", 2: "ORANGE", 3: "YELLOW"}
 
 
-class Cut(Frozen):
+class TimelineClip(Frozen):
     """One stretch of a source file placed on the timeline; frames at the source's rate.
 
     ``end_frame`` is exclusive. ``metadata`` lands under ``"rhl"`` on the clip's marker.
@@ -63,7 +63,7 @@ class Cut(Frozen):
     metadata: dict = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _check_order(self) -> Cut:
+    def _check_order(self) -> TimelineClip:
         if not self.start_frame < self.end_frame <= self.n_frames:
             raise ValueError(
                 f"cut frames {self.start_frame}-{self.end_frame} do not fit a source of "
@@ -82,23 +82,23 @@ def _otio():  # noqa: ANN202
     return otio
 
 
-def build_timeline(name: str, cuts: Sequence[Cut]) -> otio.schema.Timeline:
-    """A timeline of ``cuts`` in order: a video track, and an audio track when any has sound.
+def build_timeline(name: str, clips: Sequence[TimelineClip]) -> otio.schema.Timeline:
+    """A timeline of ``clips`` in order: a video track, and an audio track when any has sound.
 
     Raises:
-        RenderError: no cuts.
+        RenderError: no clips.
     """
-    if not cuts:
-        raise RenderError("no cuts to put on a timeline")
+    if not clips:
+        raise RenderError("no clips to put on a timeline")
     otio = _otio()
     rt, tr = otio.opentime.RationalTime, otio.opentime.TimeRange
     timeline = otio.schema.Timeline(name=name)
     video = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)
     audio = otio.schema.Track(name="A1", kind=otio.schema.TrackKind.Audio)
-    for k, cut in enumerate(cuts):
+    for k, cut in enumerate(clips):
         span = tr(rt(cut.start_frame, cut.fps), rt(cut.end_frame - cut.start_frame, cut.fps))
 
-        def clip(cut: Cut = cut, span=span, k: int = k):  # noqa: ANN001, ANN202
+        def clip(cut: TimelineClip = cut, span=span, k: int = k):  # noqa: ANN001, ANN202
             ref = otio.schema.ExternalReference(
                 target_url=Path(cut.source_path).resolve().as_uri(),
                 available_range=tr(rt(0, cut.fps), rt(cut.n_frames, cut.fps)),
@@ -118,18 +118,18 @@ def build_timeline(name: str, cuts: Sequence[Cut]) -> otio.schema.Timeline:
         else:  # keep the audio track in step with the picture
             audio.append(otio.schema.Gap(source_range=tr(rt(0, cut.fps), span.duration)))
     timeline.tracks.append(video)
-    if any(c.has_audio for c in cuts):
+    if any(c.has_audio for c in clips):
         timeline.tracks.append(audio)
     return timeline
 
 
-def highlight_cuts(highlight: Highlight) -> list[Cut]:
-    """A run's segments as timeline cuts, in the order of the rendered video."""
+def highlight_clips(highlight: Highlight) -> list[TimelineClip]:
+    """A run's segments as timeline clips, in the order of the rendered video."""
     info = highlight.video
     cuts = []
     for seg in highlight.segments:
         desc = highlight.descriptions[seg.description_index]
-        cuts.append(Cut(
+        cuts.append(TimelineClip(
             source_path=info.path, start_frame=seg.start_frame, end_frame=seg.end_frame,
             fps=info.fps, n_frames=info.n_frames, has_audio=info.has_audio, name=desc.text,
             priority=seg.priority,
