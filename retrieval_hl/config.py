@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     max_descriptions: int = Field(5, ge=1, le=50)
     domains: tuple[str, ...] = ()
     crossfade_s: float = Field(0.0, ge=0, le=2)
+    transition: Literal["crossfade", "dip"] = "crossfade"  # with crossfade_s > 0: how cuts join
+    size: str | None = None  # publishing WxH of the reframed video (default by ratio, 1080 short)
+    max_upscale: float = Field(2.0, ge=1)  # the default size never enlarges a crop more
+    loudness_lufs: float | None = Field(-14.0, ge=-70, le=0)  # EBU R128 target; None = as is
     vlm_url: str | None = None
     vlm_model: str | None = None
     # How highlights are found: "retrieval" (descriptions as CLIP queries, or signals), "vlm"
@@ -117,6 +121,13 @@ class Settings(BaseSettings):
         chunk = info.data.get("vlm_chunk_s", 30.0)
         if v * 2 >= chunk:
             raise ValueError(f"vlm_overlap_s {v:g} must be under half of vlm_chunk_s {chunk:g}")
+        return v
+
+    @field_validator("size")
+    @classmethod
+    def _check_size(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_wh(v, "size")
         return v
 
     @field_validator("budget")

@@ -25,7 +25,7 @@ from indexer.pipeline import IndexedVideo, embed_video, load_video, store_video
 from indexer.probe import probe_video
 from indexer.slicing import make_slices
 from indexer.stores import VectorStore, open_store
-from retrieval_hl.config import Settings, parse_budget
+from retrieval_hl.config import Settings, parse_budget, parse_wh
 from retrieval_hl.describe.base import Describer, StaticDescriber
 from retrieval_hl.describe.request import ParsedRequest, RequestDescriber, parse_request
 from retrieval_hl.describe.vocab import VocabDescriber
@@ -620,7 +620,11 @@ def export_highlights(
     from retrieval_hl.render.timeline import build_timeline, highlight_clips, write_timelines
 
     s = settings or Settings()
-    written = export_highlight(highlight, out_dir, render=s.render, crossfade_s=s.crossfade_s)
+    written = export_highlight(
+        highlight, out_dir, render=s.render, crossfade_s=s.crossfade_s, transition=s.transition,
+        loudness_lufs=s.loudness_lufs, size=parse_wh(s.size, "size") if s.size else None,
+        max_upscale=s.max_upscale,
+    )
     if highlight.segments:
         timeline = build_timeline(f"{highlight.video.video_id} highlights",
                                   highlight_clips(highlight))

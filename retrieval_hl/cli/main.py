@@ -142,6 +142,12 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
               help="A failed, junk or empty VLM answer is an error (default: a warning).")
 @click.option("--no-cache", is_flag=True, help="Ask the VLM again even for answers it gave.")
 @click.option("--no-render", is_flag=True, help="Write JSON and SRT only.")
+@click.option("--size", default=None,
+              help="Publishing WxH of the reframed video (default by ratio: 1080x1920 for 9:16, "
+                   "1920x1080 for 16:9, 1080x1080 for 1:1; a small crop is enlarged at most "
+                   "2x unless a size is given).")
+@click.option("--transition", type=click.Choice(["crossfade", "dip"]), default=None,
+              help="How --crossfade joins the clips: crossfade or dip through black.")
 @click.option("--no-plots", is_flag=True, help="Skip timeline.png and contact_sheet.png.")
 @click.option("--timeline", "timelines", multiple=True,
               type=click.Choice(["otio", "fcpxml", "xml", "edl"]),
@@ -151,7 +157,8 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
 @click.pass_context
 def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semantic, domains,
               category, library_dir, order, crossfade_s, vlm_url, vlm_model, method, vlm_strict,
-              no_cache, no_render, no_plots, timelines, as_json) -> None:  # noqa: ANN001
+              no_cache, no_render, no_plots, timelines, size,
+              transition, as_json) -> None:  # noqa: ANN001
     """Find the highlights of VIDEO; write highlights.json, .srt, highlight.mp4 (and with
     --ratio a reframed mp4 and predictions.jsonl) into the run directory.
     """
@@ -165,6 +172,7 @@ def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semant
                   method=method, vlm_strict=vlm_strict or None,
                   vlm_cache=False if no_cache else None,
                   plots=False if no_plots else None,
+                  size=size, transition=transition,
                   timelines=("otio", *timelines) if timelines else None)
     ratio_wh = parse_wh(ratio) if ratio is not None else None
     info = probe_video(video)

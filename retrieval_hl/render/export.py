@@ -1,8 +1,9 @@
 """Write a ``Highlight`` out: ``highlights.json`` (readable back), ``.srt`` and ``.mp4``.
 
 Every file is written atomically; the mp4s come from the one renderer (``render.renderer``):
-frame-accurate cuts of the original video, joined with hard cuts or a crossfade, and the
-reframed version cropped frame by frame.
+frame-accurate cuts of the original video, joined with hard cuts, a crossfade or a dip to black,
+loudness-normalised, and the reframed version cropped frame by frame and scaled to its
+publishing size (``publish_size``), with the same transitions.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 from retrieval_hl.models import Highlight
 from retrieval_hl.render.renderer import (
+    DEFAULT_LOUDNESS_LUFS,
     Cut,
     ffmpeg_file,
     output_timeline,
@@ -31,6 +33,41 @@ JSON_NAME = "highlights.json"
 SRT_NAME = "highlights.srt"
 MP4_NAME = "highlight.mp4"
 PREDICTIONS_NAME = "predictions.jsonl"
+PUBLISH_SHORT_SIDE_PX = 1080  # 1080x1920 for 9:16, 1920x1080 for 16:9, 1080x1080 for 1:1
+DEFAULT_MAX_UPSCALE = 2.0
+
+
+def publish_size(
+    ratio_wh: tuple[int, int],
+    crop_wh: tuple[int, int],
+    size: tuple[int, int] | None = None,
+    max_upscale: float = DEFAULT_MAX_UPSCALE,
+) -> tuple[int, int]:
+    """The frame size to publish a reframed video at, even in both sides.
+
+    ``size`` if given (the caller asked for it; an upscale past ``max_upscale`` is logged as a
+    warning). Otherwise the ratio at ``PUBLISH_SHORT_SIDE_PX`` on its short side (1080x1920 for
+    9:16), unless that would enlarge the crop more than ``max_upscale`` times: then the crop
+    enlarged ``max_upscale`` times (never below its own size), and a warning says so.
+    """
+    cw, ch = crop_wh
+    if size is not None:
+        w, h = size
+        if max(w / cw, h / ch) > max_upscale:
+            log.warning("the %dx%d crop is enlarged %.1fx to the requested %dx%d: expect a soft "
+                        "picture", cw, ch, max(w / cw, h / ch), w, h)
+        return w - w % 2, h - h % 2
+    rw, rh = ratio_wh
+    short = PUBLISH_SHORT_SIDE_PX
+    w, h = (short, round(short * rh / rw)) if rw <= rh else (round(short * rw / rh), short)
+    factor = max(w / cw, h / ch)
+    if factor > max_upscale:
+        w2, h2 = round(cw * max(1.0, max_upscale)), round(ch * max(1.0, max_upscale))
+        log.warning("publishing at %dx%d, not %dx%d: the %dx%d crop would be enlarged %.1fx, "
+                    "more than %.1fx (set a size to force it)", w2 - w2 % 2, h2 - h2 % 2, w, h,
+                    cw, ch, factor, max_upscale)
+        w, h = w2, h2
+    return w - w % 2, h - h % 2
 
 
 def save_highlight(highlight: Highlight, path: str | Path) -> Path:
@@ -75,11 +112,20 @@ def srt_text(highlight: Highlight, crossfade_s: float = 0.0) -> str:
     return "\n".join(blocks)
 
 
-def render_highlight(highlight: Highlight, out_path: str | Path, crossfade_s: float = 0.0) -> Path:
+def render_highlight(
+    highlight: Highlight,
+    out_path: str | Path,
+    crossfade_s: float = 0.0,
+    *,
+    transition: str = "crossfade",
+    loudness_lufs: float | None = DEFAULT_LOUDNESS_LUFS,
+    size: tuple[int, int] | None = None,
+) -> Path:
     """Cut the segments from the original video and join them into ``out_path`` (H.264/AAC).
 
-    The video keeps the source's size (rounded down to even) and frame rate; there is an audio
-    track when the source has one. See ``renderer.render_cuts``.
+    The video keeps the source's size (rounded down to even; ``size`` fits it into a frame) and
+    frame rate; there is an audio track, normalised to ``loudness_lufs``, when the source has
+    one. See ``renderer.render_cuts``.
 
     Raises:
         RenderError: nothing to render, or ffmpeg failed.
@@ -93,14 +139,22 @@ def render_highlight(highlight: Highlight, out_path: str | Path, crossfade_s: fl
             has_audio=info.has_audio)
         for s in highlight.segments
     ]
-    return render_cuts(cuts, out_path, fps=info.fps, audio=info.has_audio, crossfade_s=crossfade_s)
+    return render_cuts(cuts, out_path, fps=info.fps, size=size, audio=info.has_audio,
+                       crossfade_s=crossfade_s, transition=transition,
+                       loudness_lufs=loudness_lufs)
 
 
-def render_reframed(highlight: Highlight, cut_mp4: str | Path, out_path: str | Path) -> Path:
+def render_reframed(
+    highlight: Highlight,
+    cut_mp4: str | Path,
+    out_path: str | Path,
+    out_size: tuple[int, int] | None = None,
+) -> Path:
     """Reframe the rendered cut (``render_highlight`` without crossfade) with the crop boxes.
 
-    Output frame k is kept frame k (segments in order), cropped to its box; the audio of the
-    cut is copied. Frames stream through PyAV and an ffmpeg pipe, one at a time.
+    Output frame k is kept frame k (segments in order), cropped to its box and scaled to
+    ``out_size`` (``None``: the crop's size); the audio of the cut is copied. Frames stream
+    through PyAV and an ffmpeg pipe, one at a time.
 
     Raises:
         RenderError: no crop boxes, or ffmpeg failed.
@@ -124,22 +178,30 @@ def render_reframed(highlight: Highlight, cut_mp4: str | Path, out_path: str | P
                 rgb = frame.to_ndarray(format="rgb24")
                 yield rgb[box.y_px : box.y_px + h, box.x_px : box.x_px + w]
 
-    return render_cropped(cropped(), (w, h), highlight.video.fps, cut_mp4, out_path)
+    return render_cropped(cropped(), (w, h), highlight.video.fps, cut_mp4, out_path, out_size)
 
 
 def export_highlight(
-    highlight: Highlight, out_dir: str | Path, *, render: bool = True, crossfade_s: float = 0.0
+    highlight: Highlight,
+    out_dir: str | Path,
+    *,
+    render: bool = True,
+    crossfade_s: float = 0.0,
+    transition: str = "crossfade",
+    loudness_lufs: float | None = DEFAULT_LOUDNESS_LUFS,
+    size: tuple[int, int] | None = None,
+    max_upscale: float = DEFAULT_MAX_UPSCALE,
 ) -> dict[str, Path]:
     """Write JSON, SRT and (if ``render`` and there is anything to show) the mp4 into ``out_dir``.
 
     With crop boxes, also ``predictions.jsonl`` (the competition line for this video) and the
-    reframed ``highlight_<w>x<h>.mp4``; reframing needs hard cuts, so it ignores ``crossfade_s``.
-    Returns the written paths by kind (``json``, ``srt``, ``mp4``, ``predictions``, ``reframed``).
+    reframed ``highlight_<w>x<h>.mp4`` (named by the ratio) at ``publish_size(...)``, with the
+    same transitions as ``highlight.mp4``; ``size`` is that publishing size (without crop boxes:
+    the frame ``highlight.mp4`` is fitted into). Returns the written paths by kind (``json``,
+    ``srt``, ``mp4``, ``predictions``, ``reframed``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if highlight.crops:
-        crossfade_s = 0.0
     written = {"json": save_highlight(highlight, out / JSON_NAME)}
     written["srt"] = write_atomic(out / SRT_NAME, srt_text(highlight, crossfade_s))
     if highlight.ratio_wh is not None:
@@ -149,13 +211,44 @@ def export_highlight(
             highlight.video.video_id, highlight.ratio_wh, highlight.crops
         ).to_json_line()
         written["predictions"] = write_atomic(out / PREDICTIONS_NAME, line + "\n")
-    if render and highlight.segments:
-        written["mp4"] = render_highlight(highlight, out / MP4_NAME, crossfade_s)
-        if highlight.crops:
-            tw, th = highlight.ratio_wh or (0, 0)
-            written["reframed"] = render_reframed(
-                highlight, written["mp4"], out / f"highlight_{tw}x{th}.mp4"
-            )
+    joins = {"transition": transition, "loudness_lufs": loudness_lufs}
+    if render and highlight.segments and highlight.crops:
+        # The crops follow the kept frames in order: crop a hard-cut render, then join the
+        # reframed segments again with the transitions.
+        tw, th = highlight.ratio_wh or (0, 0)
+        target = out / f"highlight_{tw}x{th}.mp4"
+        box = highlight.crops[0]
+        wh = publish_size((tw, th), (box.w_px, box.h_px), size, max_upscale)
+        hard = render_highlight(highlight, out / f".hard-{MP4_NAME}", **joins)
+        try:
+            if crossfade_s > 0 and len(highlight.segments) > 1:
+                written["mp4"] = render_highlight(highlight, out / MP4_NAME, crossfade_s, **joins)
+                flat = render_reframed(highlight, hard, out / f".hard-{target.name}", wh)
+                try:
+                    written["reframed"] = _rejoin(highlight, flat, target, crossfade_s, **joins)
+                finally:
+                    flat.unlink(missing_ok=True)
+            else:
+                written["reframed"] = render_reframed(highlight, hard, target, wh)
+                written["mp4"] = hard.replace(out / MP4_NAME)
+        finally:
+            hard.unlink(missing_ok=True)
+    elif render and highlight.segments:
+        written["mp4"] = render_highlight(highlight, out / MP4_NAME, crossfade_s, size=size,
+                                          **joins)
     elif render:
         log.warning("no highlight found in %s: nothing to render", highlight.video.path)
     return written
+
+
+def _rejoin(highlight: Highlight, flat: Path, out_path: Path, crossfade_s: float, *,
+            transition: str, loudness_lufs: float | None) -> Path:
+    """Join the segments of a hard-cut render ``flat`` (segment k where ``output_timeline``
+    puts it without transitions) again, with the transition.
+    """
+    durations = [s.duration_s for s in highlight.segments]
+    cuts = [Cut(source_path=str(flat), start_s=a, duration_s=b - a,
+                has_audio=highlight.video.has_audio)
+            for a, b in output_timeline(durations)]
+    return render_cuts(cuts, out_path, fps=highlight.video.fps, audio=highlight.video.has_audio,
+                       crossfade_s=crossfade_s, transition=transition, loudness_lufs=loudness_lufs)

@@ -4,8 +4,10 @@ Used by the highlight export (``render.export``) and by library assembly
 (``library.assemble``). ``render_cuts`` cuts every source frame-accurately (input seeking with
 re-encode), normalises each cut to one output format (frame size, frame rate, 48 kHz stereo
 audio or none), makes it last exactly its duration (the last frame is held if the source ends
-early) and joins the cuts, with hard cuts or crossfades. ``render_cropped`` encodes a stream of
-cropped frames over the audio of an earlier render.
+early) and joins the cuts, with hard cuts, crossfades or dips to black, and normalises the
+loudness of the result (EBU R128, ffmpeg's ``loudnorm``) so every export sits at one level.
+``render_cropped`` encodes a stream of cropped frames, scaled to the publishing size, over the
+audio of an earlier render.
 
 The filter graphs are built with ffmpeg-python and run as an argument list, never through a
 shell. File names are passed absolute, so a relative name with a colon (``take:2.mp4``) is
@@ -26,7 +28,7 @@ import numpy as np
 from pydantic import Field
 
 from rhl_common.atomic import atomic_path
-from rhl_common.errors import RenderError
+from rhl_common.errors import ConfigError, RenderError
 from rhl_common.ffmpeg import ffmpeg_binary, run_ffmpeg
 from rhl_common.models import Frozen
 
@@ -37,6 +39,13 @@ READ_MARGIN_S = 0.5
 VIDEO_CODEC = {"c:v": "libx264", "preset": "veryfast", "crf": 20, "pix_fmt": "yuv420p"}
 AUDIO_CODEC = {"c:a": "aac", "b:a": "160k", "ar": AUDIO_RATE_HZ, "ac": 2}
 MP4 = {"movflags": "+faststart", "f": "mp4"}
+# Integrated loudness of every export, LUFS (EBU R128 measure; -14 is what the big video
+# platforms play at), with a true-peak ceiling and loudness range as loudnorm takes them.
+DEFAULT_LOUDNESS_LUFS = -14.0
+TRUE_PEAK_DBTP = -1.5
+LOUDNESS_RANGE_LU = 11.0
+# Transition name -> ffmpeg xfade transition.
+TRANSITIONS = {"crossfade": "fade", "dip": "fadeblack"}
 
 
 class Cut(Frozen):
@@ -76,6 +85,8 @@ def render_cuts(
     size: tuple[int, int] | None = None,
     audio: bool = True,
     crossfade_s: float = 0.0,
+    transition: str = "crossfade",
+    loudness_lufs: float | None = None,
 ) -> Path:
     """Cut every source, normalise the cuts to one format and join them into ``out_path``.
 
@@ -87,16 +98,24 @@ def render_cuts(
             ``None`` keeps each cut's own size, rounded down to even (cuts of one source).
         audio: Give the output a 48 kHz stereo AAC track; cuts without audio are silent in it.
             ``False`` renders video only.
-        crossfade_s: Crossfade between cuts, shortened to half the shortest cut; 0 = hard cuts.
+        crossfade_s: Transition between cuts, shortened to half the shortest cut; 0 = hard cuts.
+        transition: ``crossfade`` (one picture fades into the next) or ``dip`` (through black);
+            the sound crossfades in both.
+        loudness_lufs: Normalise the output's integrated loudness to this (EBU R128), with a
+            true peak at most ``TRUE_PEAK_DBTP``; ``None`` leaves the level as it is.
 
     Returns:
         ``out_path``.
 
     Raises:
         RenderError: No cuts, or ffmpeg failed.
+        ConfigError: An unknown transition.
     """
     if not cuts:
         raise RenderError("no cuts to render")
+    if transition not in TRANSITIONS:
+        raise ConfigError(f"unknown transition {transition!r}; choose from "
+                          f"{', '.join(TRANSITIONS)}")
     fade = 0.0
     if crossfade_s > 0 and len(cuts) > 1:
         fade = min(crossfade_s, *(c.duration_s / 2 for c in cuts))
@@ -131,7 +150,8 @@ def render_cuts(
         vout, aout = videos[0], audios[0] if audio else None
         for k, (start, _) in enumerate(output_timeline([c.duration_s for c in cuts], fade)[1:], 1):
             vout = ffmpeg.filter(
-                [vout, videos[k]], "xfade", transition="fade", duration=f"{fade:.6f}",
+                [vout, videos[k]], "xfade", transition=TRANSITIONS[transition],
+                duration=f"{fade:.6f}",
                 offset=f"{start:.6f}",
             )
             if audio:
@@ -141,6 +161,10 @@ def render_cuts(
         parts = [s for k, v in enumerate(videos) for s in ([v, audios[k]] if audio else [v])]
         joined = ffmpeg.concat(*parts, v=1, a=1 if audio else 0).node
         streams = [joined[0], joined[1]] if audio else [joined[0]]
+    if audio and loudness_lufs is not None:
+        streams[1] = streams[1].filter(
+            "loudnorm", I=loudness_lufs, TP=TRUE_PEAK_DBTP, LRA=LOUDNESS_RANGE_LU
+        ).filter("aresample", AUDIO_RATE_HZ)
     codecs: dict[str, Any] = {**VIDEO_CODEC, **(AUDIO_CODEC if audio else {})}
     with atomic_path(out_path) as tmp:
         args = ffmpeg.output(*streams, ffmpeg_file(tmp), **codecs, **MP4).get_args()
@@ -196,11 +220,13 @@ def render_cropped(
     fps: float,
     audio_from: str | Path,
     out_path: str | Path,
+    out_size: tuple[int, int] | None = None,
 ) -> Path:
     """Encode RGB frames of one ``size`` (w, h) into ``out_path``, over ``audio_from``'s audio.
 
-    Frames stream to ffmpeg through a pipe, one at a time; the audio of ``audio_from`` (if it
-    has any) is copied, and the output ends with the shorter of the two.
+    Frames stream to ffmpeg through a pipe, one at a time, and are scaled to ``out_size`` (even
+    w, h; ``None`` keeps ``size``); the audio of ``audio_from`` (if it has any) is copied, and
+    the output ends with the shorter of the two.
 
     Raises:
         RenderError: ffmpeg failed.
@@ -210,9 +236,12 @@ def render_cropped(
         "pipe:0", f="rawvideo", pix_fmt="rgb24", s=f"{w}x{h}", framerate=f"{fps:.6f}"
     )
     sound = ffmpeg.input(ffmpeg_file(audio_from))["a?"]
+    picture = pipe["v"]
+    if out_size is not None and tuple(out_size) != (w, h):
+        picture = picture.filter("scale", out_size[0], out_size[1], flags="lanczos")
     with atomic_path(out_path) as tmp:
         args = ffmpeg.output(
-            pipe["v"], sound, ffmpeg_file(tmp), **VIDEO_CODEC, **{"c:a": "copy"}, shortest=None,
+            picture, sound, ffmpeg_file(tmp), **VIDEO_CODEC, **{"c:a": "copy"}, shortest=None,
             **MP4,
         ).get_args()
         cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
