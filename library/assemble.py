@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +35,13 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import ValidationError
 
+from indexer.models import VideoInfo
 from indexer.probe import probe_video
 from library.models import AssemblyPlan, LibraryClip, MissedEvent, PlanStep, Script
 from library.scoring import default_min_z, normalise_scores
 from library.script import normalise_label, normalise_labels
 from retrieval_hl.render.export import srt_timestamp
-from retrieval_hl.render.renderer import Cut, render_cuts
+from retrieval_hl.render.renderer import DEFAULT_LOUDNESS_LUFS, Cut, render_cuts
 from rhl_common.atomic import write_atomic
 from rhl_common.errors import ConfigError, RenderError
 
@@ -405,11 +407,22 @@ def plan_srt(plan: AssemblyPlan) -> str:
 # -- rendering ----------------------------------------------------------------------------------
 
 
-def render_plan(plan: AssemblyPlan, out_path: str | Path) -> Path:
+def render_plan(
+    plan: AssemblyPlan,
+    out_path: str | Path,
+    *,
+    reframe: bool = True,
+    loudness_lufs: float | None = DEFAULT_LOUDNESS_LUFS,
+    reader: str = "auto",
+) -> Path:
     """Cut every step from its source and join them into ``out_path`` (H.264 + AAC stereo).
 
-    Every cut is scaled to fit ``width_px`` x ``height_px`` and padded (black bars), resampled to
-    the plan's fps, its audio resampled to 48 kHz stereo, or silence where the source has none.
+    A cut whose source has another shape than ``width_px`` x ``height_px`` is reframed: the
+    grounding stage gives each of its frames a crop box of the output's ratio that follows the
+    subject, and the crop is scaled to the output size (``reframe=False``: scaled to fit and
+    padded with black bars instead). Every cut is resampled to the plan's fps, its audio to
+    48 kHz stereo (silence where the source has none); cuts join with the plan's transition and
+    the result is loudness-normalised to ``loudness_lufs`` (``None``: as is).
 
     Raises:
         RenderError: the plan has no steps, or ffmpeg failed.
@@ -425,14 +438,46 @@ def render_plan(plan: AssemblyPlan, out_path: str | Path) -> Path:
                 f"cut {step.position} starts at {step.start_s:.2f} s but {info.path!r} is only "
                 f"{info.duration_s:.2f} s long: the file changed since it was added"
             )
-    cuts = [
-        Cut(source_path=s.source_path, start_s=s.start_s, duration_s=s.duration_s,
-            has_audio=i.has_audio)
-        for s, i in zip(plan.steps, infos, strict=True)
-    ]
-    render_cuts(
-        cuts, out_path, fps=plan.fps, size=(plan.width_px, plan.height_px), audio=True,
-        crossfade_s=plan.crossfade_s,
-    )
+    size = (plan.width_px, plan.height_px)
+    with tempfile.TemporaryDirectory(prefix="rhl-assemble-") as tmp:
+        cuts = []
+        for step, info in zip(plan.steps, infos, strict=True):
+            if reframe and abs(info.width_px / info.height_px - size[0] / size[1]) > 0.02 * (
+                size[0] / size[1]
+            ):
+                path = _reframed_step(step, info, size, Path(tmp), reader)
+                cuts.append(Cut(source_path=str(path), start_s=0.0, duration_s=step.duration_s,
+                                has_audio=info.has_audio))
+            else:
+                cuts.append(Cut(source_path=step.source_path, start_s=step.start_s,
+                                duration_s=step.duration_s, has_audio=info.has_audio))
+        render_cuts(
+            cuts, out_path, fps=plan.fps, size=size, audio=True, crossfade_s=plan.crossfade_s,
+            transition=plan.transition, loudness_lufs=loudness_lufs,
+        )
     log.info("rendered %d cuts, %.1f s -> %s", len(plan.steps), plan.duration_s, out_path)
     return Path(out_path)
+
+
+def _reframed_step(
+    step: PlanStep, info: VideoInfo, size: tuple[int, int], tmp: Path, reader: str
+) -> Path:
+    """One cut cropped to the output's ratio (boxes from the grounding stage) and scaled to
+    ``size``, at the source's frame rate, with its sound: a source for the final join.
+    """
+    from retrieval_hl.models import Highlight, Segment
+    from retrieval_hl.reframe.crops import ground_frames
+    from retrieval_hl.render.export import render_highlight, render_reframed
+
+    g = math.gcd(*size)
+    ratio = (size[0] // g, size[1] // g)
+    end = min(step.end_frame, info.n_frames)
+    seg = Segment(video_id=info.video_id, start_frame=step.start_frame, end_frame=end,
+                  start_s=step.start_frame / info.fps, end_s=end / info.fps,
+                  description_index=0, priority=1, score_raw=step.score_raw,
+                  score_norm=step.score_norm)
+    boxes = ground_frames(info, range(seg.start_frame, seg.end_frame), ratio, reader=reader)
+    hl = Highlight(video=info, encoder="none", descriptions=(), segments=(seg,),
+                   crops=tuple(boxes), ratio_wh=ratio)
+    hard = render_highlight(hl, tmp / f"hard-{step.position}.mp4", loudness_lufs=None)
+    return render_reframed(hl, hard, tmp / f"step-{step.position}.mp4", size)

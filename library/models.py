@@ -154,6 +154,7 @@ class AssemblyPlan(Frozen):
     height_px: int = Field(gt=0)
     fps: float = Field(gt=0)
     crossfade_s: float = Field(default=0.0, ge=0)
+    transition: Literal["crossfade", "dip"] = "crossfade"
     min_z: float
     allow_reuse: bool = False
 

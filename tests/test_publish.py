@@ -106,3 +106,42 @@ def test_unknown_transition(tmp_path):
     cut = Cut(source_path=str(video), start_s=0, duration_s=1, has_audio=True)
     with pytest.raises(ConfigError, match="choose from crossfade, dip"):
         render_cuts([cut, cut], tmp_path / "x.mp4", fps=25, crossfade_s=0.2, transition="wipe")
+
+
+def test_assemble_reframes_instead_of_letterboxing(tmp_path):
+    from click.testing import CliRunner
+
+    from retrieval_hl.cli.main import cli
+    from tests.conftest import TINY
+
+    red = tmp_path / "red.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=red:size=160x120:rate=25:duration=2", "-f", "lavfi",
+           "-i", "sine=frequency=330:duration=2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           "-c:a", "aac", "-shortest", str(red))
+    lib = tmp_path / "lib"
+    runner = CliRunner()
+
+    def run(*args):
+        res = runner.invoke(cli, ["-q", *map(str, args)], catch_exceptions=False)
+        assert res.exit_code == 0, res.output + res.stderr
+
+    run("library", "add", red, "--library", lib, "--encoder", TINY)
+    script = tmp_path / "story.txt"
+    script.write_text("a red screen\n", encoding="utf-8")
+    top_rows = {}
+    for name, extra in (("reframed", ()), ("letterboxed", ("--letterbox",))):
+        out = tmp_path / f"{name}.mp4"
+        run("assemble", script, "--library", lib, "--out", out, "--min-z", "-100",
+            "--size", "90x160", *extra)
+        with av.open(str(out)) as c:
+            frame = next(c.decode(video=0)).to_ndarray(format="rgb24")
+        assert frame.shape[:2] == (160, 90)
+        top_rows[name] = frame[:4].mean(axis=(0, 1))
+    assert top_rows["reframed"][0] > 150  # red to the edge: cropped, not padded
+    assert top_rows["letterboxed"].max() < 40  # a black bar
+    # A saved plan renders again at another size.
+    run("assemble", tmp_path / "letterboxed.plan.json", "--out", tmp_path / "again.mp4",
+        "--size", "160x160")
+    with av.open(str(tmp_path / "again.mp4")) as c:
+        v = c.streams.video[0]
+        assert (v.width, v.height) == (160, 160)

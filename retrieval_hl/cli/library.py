@@ -183,10 +183,14 @@ def export(ctx, out_path, library_path, store, collection, encoder) -> None:  # 
               type=click.Choice(["otio", "fcpxml", "xml", "edl"]),
               help="Editor timeline formats besides OUT with .otio (repeatable): fcpxml, xml "
                    "(FCP7 XML), edl (CMX 3600).")
+@click.option("--transition", type=click.Choice(["crossfade", "dip"]), default=None,
+              help="How --crossfade joins the cuts: crossfade or dip through black.")
+@click.option("--letterbox", is_flag=True,
+              help="Fit clips of another shape with black bars instead of reframing them.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_context
 def assemble(ctx, script, library_path, store, collection, encoder, out_path, plan_path, size,
-             fps, crossfade_s, allow_reuse, min_z, no_render, timelines,
+             fps, crossfade_s, allow_reuse, min_z, no_render, timelines, transition, letterbox,
              as_json) -> None:  # noqa: ANN001
     """Assemble an edit from the library following SCRIPT; writes the plan, SRT, OUT with .otio
     (the editor timeline) and the mp4.
@@ -208,6 +212,11 @@ def assemble(ctx, script, library_path, store, collection, encoder, out_path, pl
     if script.endswith(".json"):
         plan = load_plan(script)
         plan_file = Path(script)
+        if size:  # render a saved plan at another size
+            w, h = parse_wh(size, "size")
+            plan = plan.model_copy(update={"width_px": w - w % 2, "height_px": h - h % 2})
+        if transition:
+            plan = plan.model_copy(update={"transition": transition})
     else:
         parsed = (load_script_template(script[len("template:"):])
                   if script.startswith("template:") else load_script(script))
@@ -215,6 +224,8 @@ def assemble(ctx, script, library_path, store, collection, encoder, out_path, pl
             plan = plan_assembly(parsed, lib, min_z=min_z, allow_reuse=allow_reuse,
                                  size=parse_wh(size, "size") if size else None, fps=fps,
                                  crossfade_s=crossfade_s)
+        if transition:
+            plan = plan.model_copy(update={"transition": transition})
         save_plan(plan, plan_file)
     write_atomic(srt_file, plan_srt(plan))
     written = {"plan": str(plan_file), "srt": str(srt_file)}
@@ -228,7 +239,7 @@ def assemble(ctx, script, library_path, store, collection, encoder, out_path, pl
     for kind, path in write_plan_timelines(plan, out.with_suffix(""), timelines).items():
         written[kind] = str(path)
     if not no_render:
-        written["mp4"] = str(render_plan(plan, out))
+        written["mp4"] = str(render_plan(plan, out, reframe=not letterbox))
     if as_json:
         click.echo(json.dumps({
             "steps": len(plan.steps), "duration_s": round(plan.duration_s, 3),
