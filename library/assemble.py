@@ -41,7 +41,7 @@ from library.models import AssemblyPlan, LibraryClip, MissedEvent, PlanStep, Scr
 from library.scoring import default_min_z, normalise_scores
 from library.script import normalise_label, normalise_labels
 from retrieval_hl.render.export import srt_timestamp
-from retrieval_hl.render.renderer import DEFAULT_LOUDNESS_LUFS, Cut, render_cuts
+from retrieval_hl.render.renderer import DEFAULT_LOUDNESS_LUFS, Cut, music_file, render_cuts
 from rhl_common.atomic import write_atomic
 from rhl_common.errors import ConfigError, RenderError
 
@@ -414,6 +414,7 @@ def render_plan(
     reframe: bool = True,
     loudness_lufs: float | None = DEFAULT_LOUDNESS_LUFS,
     reader: str = "auto",
+    music: str | Path | None = None,
 ) -> Path:
     """Cut every step from its source and join them into ``out_path`` (H.264 + AAC stereo).
 
@@ -422,7 +423,8 @@ def render_plan(
     subject, and the crop is scaled to the output size (``reframe=False``: scaled to fit and
     padded with black bars instead). Every cut is resampled to the plan's fps, its audio to
     48 kHz stereo (silence where the source has none); cuts join with the plan's transition and
-    the result is loudness-normalised to ``loudness_lufs`` (``None``: as is).
+    the result is loudness-normalised to ``loudness_lufs`` (``None``: as is). ``music`` (a file,
+    or a folder to pick one from) goes under the edit, ducked under the cuts' own sound.
 
     Raises:
         RenderError: the plan has no steps, or ffmpeg failed.
@@ -454,6 +456,7 @@ def render_plan(
         render_cuts(
             cuts, out_path, fps=plan.fps, size=size, audio=True, crossfade_s=plan.crossfade_s,
             transition=plan.transition, loudness_lufs=loudness_lufs,
+            music=music_file(music, plan.script.title or "") if music is not None else None,
         )
     log.info("rendered %d cuts, %.1f s -> %s", len(plan.steps), plan.duration_s, out_path)
     return Path(out_path)

@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     size: str | None = None  # publishing WxH of the reframed video (default by ratio, 1080 short)
     max_upscale: float = Field(2.0, ge=1)  # the default size never enlarges a crop more
     loudness_lufs: float | None = Field(-14.0, ge=-70, le=0)  # EBU R128 target; None = as is
+    music: str | None = None  # a file, or a folder to pick one from, under the rendered mp4s
     vlm_url: str | None = None
     vlm_model: str | None = None
     # How highlights are found: "retrieval" (descriptions as CLIP queries, or signals), "vlm"

@@ -623,7 +623,7 @@ def export_highlights(
     written = export_highlight(
         highlight, out_dir, render=s.render, crossfade_s=s.crossfade_s, transition=s.transition,
         loudness_lufs=s.loudness_lufs, size=parse_wh(s.size, "size") if s.size else None,
-        max_upscale=s.max_upscale,
+        max_upscale=s.max_upscale, music=s.music,
     )
     if highlight.segments:
         timeline = build_timeline(f"{highlight.video.video_id} highlights",

@@ -145,3 +145,35 @@ def test_assemble_reframes_instead_of_letterboxing(tmp_path):
     with av.open(str(tmp_path / "again.mp4")) as c:
         v = c.streams.video[0]
         assert (v.width, v.height) == (160, 160)
+
+
+def band_db(samples: np.ndarray, rate: int, hz: float) -> float:
+    spec = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    freqs = np.fft.rfftfreq(len(samples), 1 / rate)
+    band = (freqs > hz - 30) & (freqs < hz + 30)
+    return 20 * np.log10(spec[band].max() + 1e-9)
+
+
+def test_music_ducks_under_loud_sound_and_fades(tmp_path):
+    # 0-3 s a loud 300 Hz tone (the programme's own sound), 3-6 s silence.
+    src = tmp_path / "talk.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=6", "-f", "lavfi",
+           "-i", "sine=frequency=300:duration=3,volume=0.8,apad=whole_dur=6", "-c:v",
+           "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-t", "6", str(src))
+    music = tmp_path / "music"
+    music.mkdir()
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=1000:duration=2", str(music / "bed.wav"))
+    hl = make_highlight(src, [(0, 150)])
+    written = export_highlight(hl, tmp_path / "run", music=music, loudness_lufs=None)
+    with av.open(str(written["mp4"])) as c:
+        rate = c.streams.audio[0].rate
+        pcm = np.concatenate([f.to_ndarray().mean(axis=0) for f in c.decode(audio=0)])
+    w = rate // 2
+    loud = band_db(pcm[int(1.5 * rate):int(1.5 * rate) + w], rate, 1000)  # under the tone
+    quiet = band_db(pcm[int(4.0 * rate):int(4.0 * rate) + w], rate, 1000)  # alone
+    start = band_db(pcm[:int(0.1 * rate)], rate, 1000)
+    assert quiet - loud > 10, (loud, quiet)  # ducked under the programme's own sound
+    assert quiet - start > 6, (start, quiet)  # faded in (a 2 s file, looped to 6 s)
+    assert band_db(pcm[int(1.5 * rate):int(1.5 * rate) + w], rate, 300) > loud  # tone on top
+    with pytest.raises(ConfigError, match="no music in"):
+        export_highlight(hl, tmp_path / "run2", music=tmp_path / "run")

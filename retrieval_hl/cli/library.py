@@ -185,13 +185,15 @@ def export(ctx, out_path, library_path, store, collection, encoder) -> None:  # 
                    "(FCP7 XML), edl (CMX 3600).")
 @click.option("--transition", type=click.Choice(["crossfade", "dip"]), default=None,
               help="How --crossfade joins the cuts: crossfade or dip through black.")
+@click.option("--music", default=None, help="Background music FILE (or a DIR to pick from), "
+              "ducked under the cuts' own sound, faded at the ends.")
 @click.option("--letterbox", is_flag=True,
               help="Fit clips of another shape with black bars instead of reframing them.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_context
 def assemble(ctx, script, library_path, store, collection, encoder, out_path, plan_path, size,
              fps, crossfade_s, allow_reuse, min_z, no_render, timelines, transition, letterbox,
-             as_json) -> None:  # noqa: ANN001
+             music, as_json) -> None:  # noqa: ANN001
     """Assemble an edit from the library following SCRIPT; writes the plan, SRT, OUT with .otio
     (the editor timeline) and the mp4.
 
@@ -239,7 +241,7 @@ def assemble(ctx, script, library_path, store, collection, encoder, out_path, pl
     for kind, path in write_plan_timelines(plan, out.with_suffix(""), timelines).items():
         written[kind] = str(path)
     if not no_render:
-        written["mp4"] = str(render_plan(plan, out, reframe=not letterbox))
+        written["mp4"] = str(render_plan(plan, out, reframe=not letterbox, music=music))
     if as_json:
         click.echo(json.dumps({
             "steps": len(plan.steps), "duration_s": round(plan.duration_s, 3),

@@ -148,6 +148,8 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
                    "2x unless a size is given).")
 @click.option("--transition", type=click.Choice(["crossfade", "dip"]), default=None,
               help="How --crossfade joins the clips: crossfade or dip through black.")
+@click.option("--music", default=None, help="Background music FILE (or a DIR to pick from), "
+              "ducked under speech and loud moments, faded at the ends.")
 @click.option("--no-plots", is_flag=True, help="Skip timeline.png and contact_sheet.png.")
 @click.option("--timeline", "timelines", multiple=True,
               type=click.Choice(["otio", "fcpxml", "xml", "edl"]),
@@ -158,7 +160,7 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
 def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semantic, domains,
               category, library_dir, order, crossfade_s, vlm_url, vlm_model, method, vlm_strict,
               no_cache, no_render, no_plots, timelines, size,
-              transition, as_json) -> None:  # noqa: ANN001
+              transition, music, as_json) -> None:  # noqa: ANN001
     """Find the highlights of VIDEO; write highlights.json, .srt, highlight.mp4 (and with
     --ratio a reframed mp4 and predictions.jsonl) into the run directory.
     """
@@ -173,6 +175,7 @@ def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semant
                   vlm_cache=False if no_cache else None,
                   plots=False if no_plots else None,
                   size=size, transition=transition,
+                  music=music,
                   timelines=("otio", *timelines) if timelines else None)
     ratio_wh = parse_wh(ratio) if ratio is not None else None
     info = probe_video(video)

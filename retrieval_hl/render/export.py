@@ -20,6 +20,7 @@ from retrieval_hl.render.renderer import (
     DEFAULT_LOUDNESS_LUFS,
     Cut,
     ffmpeg_file,
+    music_file,
     output_timeline,
     render_cropped,
     render_cuts,
@@ -120,12 +121,13 @@ def render_highlight(
     transition: str = "crossfade",
     loudness_lufs: float | None = DEFAULT_LOUDNESS_LUFS,
     size: tuple[int, int] | None = None,
+    music: str | Path | None = None,
 ) -> Path:
     """Cut the segments from the original video and join them into ``out_path`` (H.264/AAC).
 
     The video keeps the source's size (rounded down to even; ``size`` fits it into a frame) and
     frame rate; there is an audio track, normalised to ``loudness_lufs``, when the source has
-    one. See ``renderer.render_cuts``.
+    one or ``music`` is laid under it. See ``renderer.render_cuts``.
 
     Raises:
         RenderError: nothing to render, or ffmpeg failed.
@@ -141,7 +143,7 @@ def render_highlight(
     ]
     return render_cuts(cuts, out_path, fps=info.fps, size=size, audio=info.has_audio,
                        crossfade_s=crossfade_s, transition=transition,
-                       loudness_lufs=loudness_lufs)
+                       loudness_lufs=loudness_lufs, music=music)
 
 
 def render_reframed(
@@ -191,14 +193,16 @@ def export_highlight(
     loudness_lufs: float | None = DEFAULT_LOUDNESS_LUFS,
     size: tuple[int, int] | None = None,
     max_upscale: float = DEFAULT_MAX_UPSCALE,
+    music: str | Path | None = None,
 ) -> dict[str, Path]:
     """Write JSON, SRT and (if ``render`` and there is anything to show) the mp4 into ``out_dir``.
 
     With crop boxes, also ``predictions.jsonl`` (the competition line for this video) and the
     reframed ``highlight_<w>x<h>.mp4`` (named by the ratio) at ``publish_size(...)``, with the
     same transitions as ``highlight.mp4``; ``size`` is that publishing size (without crop boxes:
-    the frame ``highlight.mp4`` is fitted into). Returns the written paths by kind (``json``,
-    ``srt``, ``mp4``, ``predictions``, ``reframed``).
+    the frame ``highlight.mp4`` is fitted into). ``music`` (a file, or a folder to pick one
+    from) goes under both mp4s, ducked under their own sound. Returns the written paths by kind
+    (``json``, ``srt``, ``mp4``, ``predictions``, ``reframed``).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,7 +215,9 @@ def export_highlight(
             highlight.video.video_id, highlight.ratio_wh, highlight.crops
         ).to_json_line()
         written["predictions"] = write_atomic(out / PREDICTIONS_NAME, line + "\n")
-    joins = {"transition": transition, "loudness_lufs": loudness_lufs}
+    if music is not None:
+        music = music_file(music, highlight.video.video_id)
+    joins = {"transition": transition, "loudness_lufs": loudness_lufs, "music": music}
     if render and highlight.segments and highlight.crops:
         # The crops follow the kept frames in order: crop a hard-cut render, then join the
         # reframed segments again with the transitions.
@@ -219,9 +225,13 @@ def export_highlight(
         target = out / f"highlight_{tw}x{th}.mp4"
         box = highlight.crops[0]
         wh = publish_size((tw, th), (box.w_px, box.h_px), size, max_upscale)
-        hard = render_highlight(highlight, out / f".hard-{MP4_NAME}", **joins)
+        fading = crossfade_s > 0 and len(highlight.segments) > 1
+        # With a transition the hard cut is only a source: its sound is finished in the rejoin.
+        hard = render_highlight(highlight, out / f".hard-{MP4_NAME}",
+                                **(joins | {"music": None, "loudness_lufs": None} if fading
+                                   else joins))
         try:
-            if crossfade_s > 0 and len(highlight.segments) > 1:
+            if fading:
                 written["mp4"] = render_highlight(highlight, out / MP4_NAME, crossfade_s, **joins)
                 flat = render_reframed(highlight, hard, out / f".hard-{target.name}", wh)
                 try:
@@ -242,7 +252,7 @@ def export_highlight(
 
 
 def _rejoin(highlight: Highlight, flat: Path, out_path: Path, crossfade_s: float, *,
-            transition: str, loudness_lufs: float | None) -> Path:
+            transition: str, loudness_lufs: float | None, music: Path | None) -> Path:
     """Join the segments of a hard-cut render ``flat`` (segment k where ``output_timeline``
     puts it without transitions) again, with the transition.
     """
@@ -251,4 +261,5 @@ def _rejoin(highlight: Highlight, flat: Path, out_path: Path, crossfade_s: float
                 has_audio=highlight.video.has_audio)
             for a, b in output_timeline(durations)]
     return render_cuts(cuts, out_path, fps=highlight.video.fps, audio=highlight.video.has_audio,
-                       crossfade_s=crossfade_s, transition=transition, loudness_lufs=loudness_lufs)
+                       crossfade_s=crossfade_s, transition=transition, loudness_lufs=loudness_lufs,
+                       music=music)

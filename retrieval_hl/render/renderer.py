@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -46,6 +47,30 @@ TRUE_PEAK_DBTP = -1.5
 LOUDNESS_RANGE_LU = 11.0
 # Transition name -> ffmpeg xfade transition.
 TRANSITIONS = {"crossfade": "fade", "dip": "fadeblack"}
+# Background music: its level under the programme, how hard it ducks when the programme is
+# loud (speech, a loud moment) and how it fades in and out.
+MUSIC_GAIN_DB = -12.0
+DUCK = {"threshold": 0.015, "ratio": 20, "attack": 20, "release": 400}
+MUSIC_FADE_IN_S, MUSIC_FADE_OUT_S = 1.0, 2.0
+MUSIC_TYPES = (".mp3", ".m4a", ".aac", ".wav", ".flac", ".ogg", ".opus")
+
+
+def music_file(path: str | Path, key: str = "") -> Path:
+    """The music to put under a render: ``path`` itself, or from a folder one of its audio files,
+    chosen by ``key`` (the same key always gets the same file; different videos spread out).
+
+    Raises:
+        ConfigError: no such file or folder, or a folder without audio files.
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in MUSIC_TYPES)
+        if files:
+            return files[zlib.crc32(key.encode()) % len(files)]
+        raise ConfigError(f"no music in {str(p)!r}: put {', '.join(MUSIC_TYPES)} files there")
+    raise ConfigError(f"no music file or folder {str(p)!r}")
 
 
 class Cut(Frozen):
@@ -87,6 +112,7 @@ def render_cuts(
     crossfade_s: float = 0.0,
     transition: str = "crossfade",
     loudness_lufs: float | None = None,
+    music: str | Path | None = None,
 ) -> Path:
     """Cut every source, normalise the cuts to one format and join them into ``out_path``.
 
@@ -103,6 +129,9 @@ def render_cuts(
             the sound crossfades in both.
         loudness_lufs: Normalise the output's integrated loudness to this (EBU R128), with a
             true peak at most ``TRUE_PEAK_DBTP``; ``None`` leaves the level as it is.
+        music: An audio file laid under the whole render (looped if short) at
+            ``MUSIC_GAIN_DB``, ducked whenever the cuts' own sound is loud (speech, a loud
+            moment), faded in and out; the output gets sound even if the cuts have none.
 
     Returns:
         ``out_path``.
@@ -119,6 +148,8 @@ def render_cuts(
     fade = 0.0
     if crossfade_s > 0 and len(cuts) > 1:
         fade = min(crossfade_s, *(c.duration_s / 2 for c in cuts))
+    if music is not None and not audio:  # the music needs a track; the cuts' part is silence
+        audio, cuts = True, [c.model_copy(update={"has_audio": False}) for c in cuts]
     videos, audios = [], []
     for cut in cuts:
         src = ffmpeg.input(
@@ -161,6 +192,9 @@ def render_cuts(
         parts = [s for k, v in enumerate(videos) for s in ([v, audios[k]] if audio else [v])]
         joined = ffmpeg.concat(*parts, v=1, a=1 if audio else 0).node
         streams = [joined[0], joined[1]] if audio else [joined[0]]
+    if music is not None:
+        total_s = output_timeline([c.duration_s for c in cuts], fade)[-1][1]
+        streams[1] = _under_music(streams[1], music, total_s)
     if audio and loudness_lufs is not None:
         streams[1] = streams[1].filter(
             "loudnorm", I=loudness_lufs, TP=TRUE_PEAK_DBTP, LRA=LOUDNESS_RANGE_LU
@@ -191,6 +225,28 @@ def _audio(src: Any, duration_s: float) -> Any:
     if src is not None:
         a = a.filter("apad")
     return a.filter("atrim", duration=d).filter("asetpts", "PTS-STARTPTS")
+
+
+def _under_music(programme: Any, music: str | Path, total_s: float) -> Any:
+    """``programme`` with ``music`` under it: looped to ``total_s``, ducked by the programme
+    (sidechain compression), faded in and out, mixed without changing the programme's level.
+    """
+    bed = (
+        ffmpeg.input(ffmpeg_file(music), stream_loop=-1)["a:0"]
+        .filter("aresample", AUDIO_RATE_HZ)
+        .filter("aformat", sample_fmts="fltp", sample_rates=AUDIO_RATE_HZ,
+                channel_layouts="stereo")
+        .filter("atrim", duration=f"{total_s:.6f}")
+        .filter("asetpts", "PTS-STARTPTS")
+        .filter("volume", f"{MUSIC_GAIN_DB}dB")
+        .filter("afade", t="in", d=f"{min(MUSIC_FADE_IN_S, total_s / 4):.3f}")
+        .filter("afade", t="out", st=f"{total_s - min(MUSIC_FADE_OUT_S, total_s / 4):.3f}",
+                d=f"{min(MUSIC_FADE_OUT_S, total_s / 4):.3f}")
+    )
+    split = programme.filter_multi_output("asplit", 2)
+    ducked = ffmpeg.filter([bed, split.stream(0)], "sidechaincompress", **DUCK)
+    return ffmpeg.filter([split.stream(1), ducked], "amix", inputs=2, duration="first",
+                         normalize=0)
 
 
 def _split_repeats(streams: list[Any], split: str) -> list[Any]:
