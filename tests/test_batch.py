@@ -60,7 +60,8 @@ def test_offline_main_job_finds_event_and_follows_subject(event_video, tmp_path)
     assert [p.frame for p in line.predictions] == [c.frame for c in hl.crops]
     with av.open(str(out / "highlight_9x16.mp4")) as c:
         v = c.streams.video[0]
-        assert (v.width, v.height) == (100, 178) and c.streams.audio
+        # The 101x179 crop at its publishing size: 1080x1920 would enlarge it past 2x.
+        assert (v.width, v.height) == (202, 358) and c.streams.audio
 
 
 def test_still_video_has_no_highlight_in_batch(tmp_path):
