@@ -172,9 +172,15 @@ def write_timeline(timeline: otio.schema.Timeline, path: str | Path, fmt: str = 
     except Exception as exc:  # adapters raise anything from ValueError to their own errors
         raise RenderError(f"{fmt} cannot hold this timeline ({rate:g} fps): "
                           f"{type(exc).__name__}: {exc}") from None
-    if fmt != "otio" and [f[1:] for f in _frames(back)] != [f[1:] for f in _frames(timeline)]:
-        raise RenderError(f"{fmt} cannot hold this timeline's cuts exactly at {rate:g} fps; "
-                          "use the .otio file")
+    got = [(c.source_range.start_time.to_frames(), c.source_range.duration.to_frames(),
+            c.source_range.start_time.rate) for c in back.video_tracks()[0].find_clips()]
+    want = [f[1:] + (rate,) for f in _frames(timeline)]
+    if fmt != "otio" and (
+        [g[:2] for g in got] != [w[:2] for w in want]
+        or any(abs(g[2] - w[2]) > 1e-3 * w[2] for g, w in zip(got, want, strict=True))
+    ):
+        raise RenderError(f"{fmt} cannot hold this timeline's cuts exactly at {rate:g} fps "
+                          "(frames or frame rate change); use the .otio file")
     return write_atomic(path, text)
 
 
