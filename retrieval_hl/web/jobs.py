@@ -82,10 +82,11 @@ def run_job(
     Raises:
         RHLError: bad input (not a video, a bad budget or ratio, missing weights for a request).
     """
+    ratio_wh = _check(request)
+    progress(0.01, "loading (the first run imports the models)")
     from indexer.probe import probe_video
     from retrieval_hl.pipeline import highlight_video
 
-    ratio_wh = _check(request)
     progress(0.02, "reading the video")
     info = probe_video(request.video_path)
     s = settings.model_copy(update={"budget": request.budget})
