@@ -230,6 +230,10 @@ def test_nan_vectors_and_bad_top_k(store):
         store.upsert(make_slices("a", 1), np.ones((1, DIM), np.float32), "")
 
 
+def cache_files(d, kind: str) -> list:
+    return sorted(d.glob(f"{kind}-*.faiss"))
+
+
 def test_faiss_persistence(tmp_path):
     rng = np.random.default_rng(8)
     va, vb, q = unit(rng, 30), unit(rng, 20), unit(rng, 5)
@@ -238,17 +242,24 @@ def test_faiss_persistence(tmp_path):
         s.upsert(make_slices("b", 20), vb, ENC)
         s.delete_video("b")
         s.upsert(make_slices("b", 20), vb, ENC)
+        assert s.generation == 4  # one per commit
         before = s.search(q, top_k=7)
         before_f = s.search(q, top_k=7, video_id="a", tags=["goal"])
-    files = sorted(p.name for p in (tmp_path / "slices").iterdir())
-    assert files == ["index.faiss", "meta.json", "payloads.json"]
-    meta = json.loads((tmp_path / "slices" / "meta.json").read_text())
-    assert meta == {"encoder_spec": ENC, "dim": DIM, "collection": "slices", "version": 1}
+    d = tmp_path / "slices"
+    # A small store keeps no cache: opening rebuilds the index from the database.
+    assert sorted(p.name for p in d.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
+        "store.sqlite"
+    ]
+    for cached in (False, True):
+        with open_store(f"faiss:{tmp_path}") as s:
+            assert s.encoder_spec == ENC and s.dim == DIM and s.count() == 50
+            assert s.video_ids() == ["a", "b"]
+            assert s.search(q, top_k=7) == before
+            assert s.search(q, top_k=7, video_id="a", tags=["goal"]) == before_f
+            if not cached:
+                s.save_cache()
+                assert len(cache_files(d, "flat")) == 1
     with open_store(f"faiss:{tmp_path}") as s:
-        assert s.encoder_spec == ENC and s.dim == DIM and s.count() == 50
-        assert s.video_ids() == ["a", "b"]
-        assert s.search(q, top_k=7) == before
-        assert s.search(q, top_k=7, video_id="a", tags=["goal"]) == before_f
         assert s.upsert(make_slices("a", 30), va, ENC) == 0
         with pytest.raises(StoreError, match="other"):
             s.upsert(make_slices("c", 1), va[:1], "other")
@@ -257,29 +268,65 @@ def test_faiss_persistence(tmp_path):
         assert s.count() == 0 and s.encoder_spec is None
 
 
-def test_faiss_corrupt_dirs(tmp_path):
+def test_faiss_read_never_creates(tmp_path):
+    with pytest.raises(StoreError, match="no FAISS store at .*a read never creates"):
+        open_store(str(tmp_path / "typo"), create=False)
+    with pytest.raises(StoreError, match="no Qdrant store"):
+        open_store(f"qdrant:{tmp_path / 'typo2'}", create=False)
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "typo2").exists()
+
+
+def test_faiss_corrupt_cache_detected_and_rebuilt(tmp_path, caplog):
+    rng = np.random.default_rng(9)
+    vecs = unit(rng, 40)
+    with open_store(str(tmp_path)) as s:
+        s.upsert(make_slices("a", 40), vecs, ENC)
+        s.save_cache()
+        before = s.search(vecs[:3], top_k=5)
+    d = tmp_path / "slices"
+    (cache,) = cache_files(d, "flat")
+    raw = bytearray(cache.read_bytes())
+    raw[len(raw) // 2] ^= 0x10  # one flipped bit inside a vector
+    cache.write_bytes(bytes(raw))
+    with open_store(str(tmp_path)) as s:
+        assert s.search(vecs[:3], top_k=5) == before  # rebuilt from the database
+    assert "is corrupt (checksum" in caplog.text and "store itself is intact" in caplog.text
+
+
+def test_faiss_corrupt_database_is_one_error(tmp_path):
     with open_store(str(tmp_path)) as s:
         s.upsert(make_slices("a", 3), unit(np.random.default_rng(9), 3), ENC)
-    d = tmp_path / "slices"
-    payloads = (d / "payloads.json").read_text()
-    (d / "payloads.json").write_text("{}")
-    with pytest.raises(StoreError, match="disagree"):
-        open_store(str(tmp_path))
-    (d / "payloads.json").write_text("{not json")
-    with pytest.raises(StoreError, match="payload"):
-        open_store(str(tmp_path))
-    (d / "payloads.json").write_text(payloads)
-    (d / "index.faiss").write_bytes(b"garbage")
-    with pytest.raises(StoreError, match="corrupt FAISS index"):
-        open_store(str(tmp_path))
-    (d / "meta.json").write_text("[]")
-    with pytest.raises(StoreError, match="meta"):
-        open_store(str(tmp_path))
-    (d / "meta.json").unlink()
-    with pytest.raises(StoreError, match="meta.json missing"):
+    db = tmp_path / "slices" / "store.sqlite"
+    db.write_bytes(b"garbage" * 1000)
+    with pytest.raises(StoreError, match="corrupt FAISS store database .*backup"):
         open_store(str(tmp_path))
     with pytest.raises(StoreError, match="collection name"):
         open_store(str(tmp_path), collection="../x")
+
+
+def test_faiss_legacy_store_is_imported(tmp_path):
+    """A format-1 directory (index.faiss + payloads.json + meta.json) opens with its points."""
+    import faiss
+
+    rng = np.random.default_rng(10)
+    vecs = unit(rng, 4)
+    slices = make_slices("old", 4, {1: ("goal",)})
+    d = tmp_path / "slices"
+    d.mkdir()
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(DIM))
+    ids = np.array([faiss_id(point_id(ENC, s.video_id, s.index)) for s in slices])
+    index.add_with_ids(vecs, ids)
+    faiss.write_index(index, str(d / "index.faiss"))
+    (d / "payloads.json").write_text(
+        json.dumps({str(i): s.model_dump(mode="json") for i, s in zip(ids, slices)})
+    )
+    (d / "meta.json").write_text(
+        json.dumps({"encoder_spec": ENC, "dim": DIM, "collection": "slices", "version": 1})
+    )
+    with open_store(str(tmp_path), create=False) as s:
+        assert s.count() == 4 and s.encoder_spec == ENC
+        (hits,) = s.search(vecs[1], top_k=1, tags=["goal"])
+        assert key(hits[0]) == ("old", 1)
 
 
 def test_qdrant_metadata_persists(tmp_path):
@@ -494,9 +541,8 @@ def test_approx_index_persisted(approx_store, monkeypatch, caplog):
     before = store.search(q, top_k=10)
     spec = store.approx_spec
     d = store.path
-    assert (d / "approx.faiss").is_file()
-    meta = json.loads((d / "approx.json").read_text())
-    assert meta["ntotal"] == meta["trained_n"] == 2000 and meta["factory"] == "IVF50,Flat"
+    (ivf,) = cache_files(d, "ivf")
+    assert f"-g{store.generation}-t2000-" in ivf.name
     store.close()
 
     def no_build(self):
@@ -506,17 +552,13 @@ def test_approx_index_persisted(approx_store, monkeypatch, caplog):
     with FaissStore(d.parent, approx_threshold=THRESHOLD) as s:
         assert s.search(q, top_k=10) == before and s.approx_spec == spec
     monkeypatch.undo()
-    # A saved index that no longer matches index.faiss is discarded and rebuilt, loudly.
-    meta["ids_digest"] = "0" * 32
-    (d / "approx.json").write_text(json.dumps(meta))
+    # A cache whose bytes fail the checksum is reported, skipped and rebuilt.
+    raw = bytearray(ivf.read_bytes())
+    raw[-100] ^= 1
+    ivf.write_bytes(bytes(raw))
     with FaissStore(d.parent, approx_threshold=THRESHOLD) as s:
         assert s.search(q, top_k=10) == before
-    assert "does not match" in caplog.text
-    assert json.loads((d / "approx.json").read_text())["ids_digest"] != "0" * 32
-    (d / "approx.faiss").write_bytes(b"garbage")
-    with FaissStore(d.parent, approx_threshold=THRESHOLD) as s:
-        assert s.search(q, top_k=10) == before
-    assert "unreadable approx.faiss" in caplog.text
+    assert "is corrupt (checksum" in caplog.text
 
 
 def test_approx_delete_and_upsert_patch_the_index(approx_store, monkeypatch):
@@ -556,15 +598,15 @@ def test_approx_dropped_below_threshold_and_retrained_when_outgrown(tmp_path):
     with FaissStore(tmp_path, approx_threshold=150) as s:
         s.upsert(make_slices("a", 200), vecs[:200], ENC)
         s.search(vecs[0])
-        assert s.approx_spec.startswith("IVF5,") and (s.path / "approx.json").exists()
+        assert s.approx_spec.startswith("IVF5,") and cache_files(s.path, "ivf")
         s.delete_video("a")
         s.upsert(make_slices("a", 100), vecs[:100], ENC)
-        # 100 points <= 150: exact again, and the cached approximate index is gone.
-        assert s.approx_spec is None and not (s.path / "approx.json").exists()
-        assert not (s.path / "approx.faiss").exists()
+        # 100 points <= 150: exact again.
+        assert s.approx_spec is None
         s.upsert(make_slices("b", 200), vecs[200:400], ENC)
         s.search(vecs[0])
-        assert s.approx_spec.startswith("IVF7,")
+        # The IVF cache trained at 200 points still fits 300: loaded and patched, not retrained.
+        assert s.approx_spec.startswith("IVF5,")
         # Growing past 4x the training size drops the index; the next search retrains it.
         s.upsert(make_slices("c", 1600), vecs[400:], ENC)
         assert s.approx_spec is None

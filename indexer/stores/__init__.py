@@ -23,7 +23,15 @@ from indexer.stores.base import (
 )
 from rhl_common.errors import StoreError
 
-__all__ = ["DEFAULT_COLLECTION", "STORES", "SearchHit", "VectorStore", "open_store", "point_id"]
+__all__ = [
+    "DEFAULT_COLLECTION",
+    "STORES",
+    "SearchHit",
+    "VectorStore",
+    "check_store_uri",
+    "open_store",
+    "point_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,34 @@ STORES: dict[str, str] = {
     "qdrant": "indexer.stores.qdrant:QdrantStore",
 }
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
+
+
+def check_store_uri(uri: str) -> None:
+    """Check the form of a store URI without opening it (for runs that may never open it).
+
+    Raises:
+        StoreError: The URI has none of the forms :func:`open_store` takes.
+
+    """
+    _parse(uri)
+
+
+def _parse(uri: str) -> tuple[str, str]:
+    """(backend, target) of a store URI."""
+    uri = uri.strip()
+    m = _SCHEME_RE.match(uri)
+    scheme = m.group(1).lower() if m else None
+    if scheme in ("http", "https"):
+        backend, target = "qdrant", uri
+    elif scheme in STORES:
+        backend, target = scheme, uri[len(scheme) + 1 :]
+    elif scheme is None and uri:
+        backend, target = "faiss", uri
+    else:
+        raise StoreError(f"unknown store URI {uri!r}; valid forms: {URI_FORMS}")
+    if not target:
+        raise StoreError(f"store URI {uri!r} names no location; valid forms: {URI_FORMS}")
+    return backend, target
 
 
 def store_class(backend: str) -> type:
@@ -49,6 +85,7 @@ def open_store(
     api_key: str | None = None,
     shards: int | None = None,
     replicas: int | None = None,
+    create: bool = True,
 ) -> VectorStore:
     """Open a vector store from a URI.
 
@@ -63,6 +100,8 @@ def open_store(
         api_key: Qdrant server only: its API key.
         shards: Qdrant server only: shard count of a new collection (None: the server's).
         replicas: Qdrant server only: replication factor of a new collection.
+        create: Create a local store (FAISS directory, Qdrant local folder) that does not exist
+            yet. Read commands pass ``False``, so a mistyped path is an error, not a new store.
 
     ``retrieval_hl.config.Settings.store_options()`` gives these from the settings (env vars
     ``RHL_FAISS_APPROX_THRESHOLD``, ``QDRANT_API_KEY``, ``RHL_QDRANT_SHARDS``, ...).
@@ -71,32 +110,21 @@ def open_store(
         The store.
 
     Raises:
-        StoreError: The URI has none of the forms above, or the store cannot be opened.
+        StoreError: The URI has none of the forms above, the store cannot be opened, or
+            (``create=False``) a local store does not exist.
 
     """
-    uri = uri.strip()
-    m = _SCHEME_RE.match(uri)
-    scheme = m.group(1).lower() if m else None
-    if scheme in ("http", "https"):
-        backend, target = "qdrant", uri
-    elif scheme in STORES:
-        backend, target = scheme, uri[len(scheme) + 1 :]
-    elif scheme is None and uri:
-        backend, target = "faiss", uri
-    else:
-        raise StoreError(f"unknown store URI {uri!r}; valid forms: {URI_FORMS}")
-    if not target:
-        raise StoreError(f"store URI {uri!r} names no location; valid forms: {URI_FORMS}")
+    backend, target = _parse(uri)
     store: VectorStore
     if backend == "faiss":
         store = store_class("faiss").from_location(
-            target, collection, approx_threshold=approx_threshold
+            target, collection, approx_threshold=approx_threshold, create=create
         )
     else:
         if approx_threshold is not None:
             log.debug("approx_threshold applies to FAISS stores only; ignored for %s", uri)
         store = store_class(backend).from_location(
-            target, collection, api_key=api_key, shards=shards, replicas=replicas
+            target, collection, api_key=api_key, shards=shards, replicas=replicas, create=create
         )
     log.info(
         "opened %s store %s (collection %r, %d points)", backend, target, collection, store.count()

@@ -1,17 +1,28 @@
-"""FAISS back-end: exact inner-product search on disk, approximate (IVF) above a size."""
+"""FAISS back-end: exact inner-product search, approximate (IVF) above a size; SQLite underneath.
+
+Nothing is lost: the source of truth is a SQLite database in WAL mode (``store.sqlite``: payloads,
+vectors, encoder spec and a generation counter bumped by every commit). Writers are serialised
+by its write lock (across processes; a second writer waits, then lands), a kill or a write error
+at any instant leaves the last committed transaction, and readers never write or delete. The
+FAISS indexes are caches derived from it: files named by the store, the generation they hold and
+a checksum of their bytes, written whole and renamed into place. A cache that fails its checksum
+is reported and rebuilt from the database; one older than the database is brought up to date
+from the rows changed since its generation.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
 import numbers
 import os
+import re
+import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,13 +41,14 @@ from indexer.stores.base import (
     payload_of,
     point_id,
 )
-from rhl_common.atomic import atomic_path, write_atomic
+from rhl_common import faults
 from rhl_common.errors import StoreError
 
 log = logging.getLogger(__name__)
 
-FAISS_FORMAT_VERSION = 1
-APPROX_FORMAT_VERSION = 1
+FAISS_FORMAT_VERSION = 2
+# A writer waits this long for another writer's transaction before giving up.
+DEFAULT_BUSY_TIMEOUT_S = 600.0
 # Retrain the IVF index once the store is 4x larger or smaller than when it was trained: its list
 # count was sized for that size, and lists grow long or run empty.
 _APPROX_RETRAIN_FACTOR = 4
@@ -53,6 +65,24 @@ _APPROX_FILTER_MAX_DEPTH = 1024
 # the store; beyond it, scanning the whole flat index with a selector is cheaper. Measured at 1e6
 # points: 1000 passing, copy ~3 ms vs scan ~8-20 ms; 50 000 passing, copy ~75 ms vs scan ~50 ms.
 _EXACT_GATHER_FRACTION = 1 / 64
+# A writer rewrites the flat cache once this many points (or a quarter of the store, if more)
+# changed since the cache's generation; below it, opening replays the changes from the database.
+_CACHE_MIN_CHANGES = 2048
+# Temp files older than this are left by a killed process (a live one renames sooner).
+_STALE_TMP_S = 3600.0
+_SQL_VARS = 900  # rows per "IN (...)" query, under SQLite's variable limit
+_CACHE_RE = re.compile(r"^(flat|ivf)-([0-9a-f]{8})-g(\d+)-t(\d+)-([0-9a-f]{16})\.faiss$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS points (
+    id INTEGER PRIMARY KEY, video_id TEXT NOT NULL, idx INTEGER NOT NULL, tags TEXT NOT NULL,
+    payload TEXT NOT NULL, vector BLOB NOT NULL, gen INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS points_video ON points (video_id, idx);
+CREATE INDEX IF NOT EXISTS points_gen ON points (gen);
+CREATE TABLE IF NOT EXISTS deleted (id INTEGER PRIMARY KEY, gen INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS deleted_gen ON deleted (gen);
+"""
 
 
 def faiss_id(uid: uuid.UUID) -> int:
@@ -73,6 +103,21 @@ def approx_nprobe(nlist: int) -> int:
     return min(nlist, max(16, nlist // 32))
 
 
+def file_checksum(path: str | os.PathLike[str]) -> str:
+    """Sum of a file's 64-bit words (zero-padded) mod 2**64, plus its size, as 16 hex digits.
+
+    Any single flipped bit changes it, and it runs at the speed of reading the file (a
+    cryptographic hash is 4-8x slower here, too slow for the 2 GB cache of a 1e6-point store).
+    """
+    total = os.path.getsize(path)
+    with open(path, "rb") as f:
+        while chunk := f.read(64 << 20):
+            if len(chunk) % 8:
+                chunk += b"\0" * (8 - len(chunk) % 8)
+            total = (total + int(np.frombuffer(chunk, dtype=np.uint64).sum(dtype=np.uint64)))
+    return format(total % 2**64, "016x")
+
+
 def _resolve_approx_threshold(value: int | None) -> int:
     """The approximate-search threshold: ``value``, else the default."""
     if value is None:
@@ -91,53 +136,56 @@ def _discard(groups: dict[str, set[int]], key: str, pid: int) -> None:
             del groups[key]
 
 
-def _atomic_write_index(index: Any, path: Path) -> None:
-    """Write a FAISS index atomically, streamed to disk (no in-memory serialised copy)."""
-    with atomic_path(path) as tmp:
-        try:
-            faiss.write_index(index, str(tmp))
-        except RuntimeError as e:
-            lines = str(e).strip().splitlines()
-            raise StoreError(f"cannot write FAISS index {path}: {lines[-1] if lines else e}") from e
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def _sql_chunks(ids: Sequence[int]) -> Iterator[tuple[str, list[int]]]:
+    """``("?,?,...", ids)`` pieces of ``ids`` small enough for one SQL ``IN`` list."""
+    for s in range(0, len(ids), _SQL_VARS):
+        part = [int(i) for i in ids[s : s + _SQL_VARS]]
+        yield ",".join("?" * len(part)), part
 
 
 class FaissStore:
-    """Cosine search with FAISS: exact up to a size threshold, approximate above it.
+    """Cosine search with FAISS over a SQLite source of truth: exact up to a size, then IVF.
 
-    Persisted in ``DIR/<collection>/``. The source of truth is an ``IndexIDMap2(IndexFlatIP(dim))``
-    labelled by :func:`faiss_id` (``index.faiss``); payloads live in a JSON sidecar and the encoder
-    spec, dim and format version in ``meta.json``. Every upsert or delete rewrites these files
-    atomically. One writer per directory at a time.
+    Persisted in ``DIR/<collection>/``: ``store.sqlite`` holds every point (id = :func:`faiss_id`,
+    payload JSON, float32 vector, the generation that last wrote it), the ids deleted and when,
+    and the meta (format version, store id, encoder spec, dim, generation). Each ``upsert`` and
+    ``delete_video`` is one transaction; concurrent writers queue on SQLite's write lock (for up
+    to ``busy_timeout_s``) and each first catches up with what the others committed, so every
+    writer's points land. Readers only read the database.
+
+    In memory the store keeps an ``IndexIDMap2(IndexFlatIP(dim))`` (exact search) and, once a
+    search needs it, an approximate ``IVF<nlist>,Flat`` index; both are caches. They are saved as
+    ``flat-<store>-g<generation>-t0-<checksum>.faiss`` and ``ivf-<store>-g<generation>-
+    t<trained points>-<checksum>.faiss``; opening loads the newest flat cache whose checksum holds
+    (a bad one is reported and skipped), replays the points changed since its generation, and
+    rebuilds from the database when no cache fits. Writers rewrite the caches once a quarter of
+    the store (at least 2048 points) has changed since the last one, and prune older caches; any
+    process may add a cache file (whole, by rename), none but a writer removes one.
 
     In a store of at most ``approx_threshold`` points every search is exact. Above that, searches
-    go to an approximate inverted-file index (``IVF<nlist>,Flat``, inner product) derived from the
-    flat vectors, except filtered searches whose filter is very selective (fewer than about
+    go to the IVF index, except filtered searches whose filter is very selective (fewer than about
     ``2 * top_k * count / 1024`` passing points, e.g. one video), which run exactly on the passing
-    points (:meth:`search_path` says which). The IVF index is built on the first search
-    that needs it, updated in place by later upserts and deletes, retrained when the store has
-    grown or shrunk fourfold, and saved as ``approx.faiss`` + ``approx.json`` so that reopening
-    loads it instead of rebuilding it. Memory holds at most two copies of the vectors: the flat
-    index and the IVF index. A filtered approximate search keeps the passing points of a deeper
-    unfiltered ranking. Queries the approximate index answers with fewer than ``top_k`` hits are
-    re-run exactly, so hit counts never depend on the path taken.
+    points (:meth:`search_path` says which). The IVF index is built on the first search that
+    needs it, patched in place by later changes, retrained when the store has grown or shrunk
+    fourfold. A filtered approximate search keeps the passing points of a deeper unfiltered
+    ranking. Queries the approximate index answers with fewer than ``top_k`` hits are re-run
+    exactly, so hit counts never depend on the path taken. Payloads are read from the database
+    for the hits only.
 
     Args:
-        directory: The index directory; created if missing.
+        directory: The index directory; created if missing (unless ``create`` is False).
         collection: Subfolder of ``directory`` holding this collection.
-        approx_threshold: Candidate count above which searches are approximate; ``None`` reads
-            ``RHL_FAISS_APPROX_THRESHOLD`` from the environment, else 50 000. ``0`` makes every
-            search approximate (tests, benchmarks).
+        approx_threshold: Candidate count above which searches are approximate; ``None``:
+            50 000. ``0`` makes every search approximate (tests, benchmarks).
         approx_nprobe: IVF lists scanned per query; ``None`` picks ``max(16, nlist // 32)``
             (about 3 % of the vectors). Higher is slower and closer to exact.
+        create: Make the directory and database if missing; ``False`` (read commands) refuses
+            a path that holds no store instead of creating one.
+        busy_timeout_s: How long a writer waits for another writer's transaction.
 
     Raises:
-        StoreError: The directory is not usable, its files are corrupt or disagree, or a
-            threshold or nprobe is invalid.
+        StoreError: The directory is not usable or holds no store (``create=False``), its
+            database is corrupt or of another format, or a threshold or nprobe is invalid.
 
     """
 
@@ -157,13 +205,13 @@ class FaissStore:
     # approximate ranking; a query with fewer than k of them is re-run exactly. Exact search on
     # a subset scans the whole flat index with a selector (O(count)) or, for small subsets, copies
     # the passing vectors out; it is kept for filters too selective for a ranking.
+    # Why SQLite under the caches: transactions give serialised writers, atomic commits and
+    # readers that never block or write, in one file, from the standard library; rewriting a
+    # whole index file per commit (the previous format) lost data to every race and kill.
 
     name: ClassVar[str] = "faiss"
-    INDEX_FILE: ClassVar[str] = "index.faiss"
-    PAYLOADS_FILE: ClassVar[str] = "payloads.json"
-    META_FILE: ClassVar[str] = "meta.json"
-    APPROX_FILE: ClassVar[str] = "approx.faiss"
-    APPROX_META_FILE: ClassVar[str] = "approx.json"
+    DB_FILE: ClassVar[str] = "store.sqlite"
+    LEGACY_FILES: ClassVar[tuple[str, str, str]] = ("meta.json", "index.faiss", "payloads.json")
 
     def __init__(
         self,
@@ -172,6 +220,8 @@ class FaissStore:
         *,
         approx_threshold: int | None = None,
         approx_nprobe: int | None = None,
+        create: bool = True,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
     ):
         if not COLLECTION_RE.match(collection):
             raise StoreError(
@@ -189,27 +239,31 @@ class FaissStore:
         self.path = Path(directory) / collection
         self.approx_threshold = _resolve_approx_threshold(approx_threshold)
         self.approx_nprobe = approx_nprobe
+        self.busy_timeout_s = float(busy_timeout_s)
         self.encoder_spec: str | None = None
         self.dim: int | None = None
+        self._store_id = ""
+        self._gen = 0  # the database generation the in-memory indexes hold
+        self._cache_gen = 0  # generation of the newest flat cache on disk that we know of
         self._index: Any = None
-        self._slices: dict[int, Slice] = {}
+        self._keys: dict[int, tuple[str, tuple[str, ...]]] = {}  # id -> (video id, tags)
         self._by_video: dict[str, set[int]] = {}
         self._by_tag: dict[str, set[int]] = {}
         # The approximate index: None until a search needs it (or a change must patch it).
         self._approx: Any = None
         self._approx_trained_n = 0
-        # True while the approx files on disk (if any) match the flat index on disk.
-        self._approx_saved = True
         self._closed = False
+        self._db = self._connect(create)
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"cannot create FAISS index directory {self.path}: {e}") from e
-        self._load()
+            self._load()
+        except BaseException:
+            self._db.close()
+            raise
         log.debug(
-            "FAISS store %s: %d points, encoder %s, approximate above %d",
+            "FAISS store %s: %d points (generation %d), encoder %s, approximate above %d",
             self.path,
-            len(self._slices),
+            len(self._keys),
+            self._gen,
             self.encoder_spec,
             self.approx_threshold,
         )
@@ -221,9 +275,10 @@ class FaissStore:
         collection: str = DEFAULT_COLLECTION,
         *,
         approx_threshold: int | None = None,
+        create: bool = True,
     ) -> FaissStore:
         """Open the index directory ``location`` (the constructor :func:`open_store` calls)."""
-        return cls(location, collection, approx_threshold=approx_threshold)
+        return cls(location, collection, approx_threshold=approx_threshold, create=create)
 
     @property
     def approx_spec(self) -> str | None:
@@ -232,28 +287,163 @@ class FaissStore:
             return None
         return f"IVF{self._approx.nlist},Flat nprobe={self._nprobe()}"
 
-    # -- persistence -------------------------------------------------------------------------
+    @property
+    def generation(self) -> int:
+        """The database generation this store object has loaded (bumped by every commit)."""
+        return self._gen
 
-    def _load(self) -> None:
-        meta_p, index_p, pay_p = (
-            self.path / n for n in (self.META_FILE, self.INDEX_FILE, self.PAYLOADS_FILE)
-        )
-        # Temp files left by a crash mid-write; the real files are always whole.
-        for stale in self.path.glob(".*.tmp"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
-        if not meta_p.exists():
-            if index_p.exists() or pay_p.exists():
-                raise StoreError(f"corrupt FAISS index directory {self.path}: meta.json missing")
-            return
+    # -- the database ------------------------------------------------------------------------
+
+    def _sql_error(self, e: sqlite3.Error, what: str) -> StoreError:
+        text = str(e)
+        db = self.path / self.DB_FILE
+        if "locked" in text or "busy" in text:
+            return StoreError(
+                f"FAISS store {self.path} is busy: another process has held its write lock for "
+                f"over {self.busy_timeout_s:g} s; try again when it has finished"
+            )
+        if any(w in text for w in ("malformed", "not a database", "corrupt")):
+            return StoreError(
+                f"corrupt FAISS store database {db} ({text}); restore the directory from a "
+                "backup, or index the videos again into a fresh directory"
+            )
+        if any(w in text for w in ("full", "disk I/O", "readonly", "read-only")):
+            return StoreError(
+                f"cannot {what} FAISS store {db}: {text}; nothing of this change was saved, the "
+                "store keeps its last commit"
+            )
+        return StoreError(f"cannot {what} FAISS store {db}: {text}")
+
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        db_path = self.path / self.DB_FILE
+        legacy = (self.path / self.LEGACY_FILES[0]).is_file()
+        if not db_path.exists() and not create and not legacy:
+            raise StoreError(
+                f"no FAISS store at {self.path}: check the path (a read never creates a store), "
+                "or index videos into it first with `rhl index`"
+            )
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create FAISS index directory {self.path}: {e}") from e
+        fresh = not db_path.exists()
+        try:
+            con = sqlite3.connect(
+                db_path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as e:
+            raise self._sql_error(e, "open") from e
+        try:
+            if fresh:
+                con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")
+            if not con.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+            ).fetchone():
+                self._db = con
+                self._create_schema()
+        except sqlite3.Error as e:
+            con.close()
+            raise self._sql_error(e, "open") from e
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    @contextlib.contextmanager
+    def _transaction(self, write: bool) -> Iterator[sqlite3.Connection]:
+        """One transaction: ``write`` takes the write lock at once (``BEGIN IMMEDIATE``)."""
+        what = "write" if write else "read"
+        try:
+            self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        except sqlite3.Error as e:
+            raise self._sql_error(e, what) from e
+        try:
+            yield self._db
+            if write:
+                faults.reached("faiss.before-commit")
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._sql_error(exc, what) from exc
+            if isinstance(exc, OSError):
+                raise StoreError(
+                    f"cannot {what} FAISS store {self.path}: {exc}; nothing of this change was "
+                    "saved, the store keeps its last commit"
+                ) from exc
+            raise
+
+    def _create_schema(self) -> None:
+        with self._transaction(write=True) as db:
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
+            if db.execute("SELECT 1 FROM meta WHERE key='version'").fetchone():
+                return  # another process created it first
+            meta = {
+                "version": str(FAISS_FORMAT_VERSION),
+                "store_id": uuid.uuid4().hex,
+                "collection": self.collection,
+                "generation": "0",
+            }
+            db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            if (self.path / self.LEGACY_FILES[0]).is_file():
+                self._import_legacy(db)
+
+    def _import_legacy(self, db: sqlite3.Connection) -> None:
+        """Copy a format-1 store (index.faiss + payloads.json + meta.json) into the database.
+
+        The old files are left in place; they are no longer read once the database exists.
+        """
+        meta_p, index_p, pay_p = (self.path / n for n in self.LEGACY_FILES)
         try:
             meta = json.loads(meta_p.read_text(encoding="utf-8"))
-            version, dim, spec = meta["version"], meta["dim"], meta["encoder_spec"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise StoreError(f"corrupt FAISS meta file {meta_p}: {e!r}") from e
+            if meta["dim"] is None:
+                return
+            index = faiss.read_index(str(index_p))
+            raw = json.loads(pay_p.read_text(encoding="utf-8"))
+            slices = {int(k): Slice.model_validate(v) for k, v in raw.items()}
+            ids = faiss.vector_to_array(index.id_map)
+            vecs = index.reconstruct_batch(ids)
+            rows = [
+                (int(pid), slices[int(pid)].video_id, slices[int(pid)].index,
+                 json.dumps(list(slices[int(pid)].tags)), json.dumps(payload_of(slices[int(pid)])),
+                 np.ascontiguousarray(v, dtype=np.float32).tobytes(), 1)
+                for pid, v in zip(ids.tolist(), vecs, strict=True)
+            ]
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError) as e:
+            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise StoreError(
+                f"cannot import the old-format FAISS store {self.path} ({reason}); index the "
+                "videos again into a fresh directory"
+            ) from e
+        db.executemany("INSERT INTO points VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        db.executemany(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+            [("encoder_spec", meta["encoder_spec"]), ("dim", str(int(meta["dim"]))),
+             ("generation", "1")],
+        )
+        log.warning(
+            "imported the old-format FAISS store %s (%d points) into %s; index.faiss, "
+            "payloads.json and meta.json are no longer used and may be deleted",
+            self.path, len(rows), self.DB_FILE,
+        )
+
+    def _read_meta(self, db: sqlite3.Connection) -> int:
+        """Read the meta table into the attributes; return the database generation."""
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        try:
+            version, gen = int(meta["version"]), int(meta["generation"])
+        except (KeyError, ValueError) as e:
+            raise StoreError(
+                f"corrupt FAISS store database {self.path / self.DB_FILE}: bad meta ({e!r}); "
+                "restore it from a backup, or index the videos again into a fresh directory"
+            ) from e
         if version != FAISS_FORMAT_VERSION:
             raise StoreError(
-                f"FAISS index {self.path} has format version {version!r}; this release reads "
+                f"FAISS index {self.path} has format version {version}; this release reads "
                 f"version {FAISS_FORMAT_VERSION}"
             )
         if meta.get("collection", self.collection) != self.collection:
@@ -261,75 +451,254 @@ class FaissStore:
                 f"FAISS index {self.path} belongs to collection {meta['collection']!r}, "
                 f"not {self.collection!r}"
             )
-        if dim is None:
-            return
-        try:
-            index = faiss.read_index(str(index_p))
-        except RuntimeError as e:
-            reason = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
-            raise StoreError(f"corrupt FAISS index {index_p}: {reason}") from e
-        if not isinstance(index, faiss.IndexIDMap2) or index.d != dim:
-            raise StoreError(
-                f"corrupt FAISS index {index_p}: expected IndexIDMap2 of dim {dim}, "
-                f"got {type(index).__name__} of dim {index.d}"
-            )
-        try:
-            raw = json.loads(pay_p.read_text(encoding="utf-8"))
-            slices = {int(k): Slice.model_validate(v) for k, v in raw.items()}
-        except (OSError, ValueError, TypeError, AttributeError) as e:
-            reason = str(e).splitlines()[0]
-            raise StoreError(f"corrupt FAISS payload file {pay_p}: {reason}") from e
+        self._store_id = meta.get("store_id", "")
+        self.encoder_spec = meta.get("encoder_spec")
+        self.dim = int(meta["dim"]) if "dim" in meta else None
+        return gen
+
+    # -- loading and catching up -------------------------------------------------------------
+
+    def _load(self) -> None:
+        with self._transaction(write=False) as db:
+            gen = self._read_meta(db)
+            self._gen = gen
+            if self.dim is None:
+                return
+            for pid, video_id, tags in db.execute("SELECT id, video_id, tags FROM points"):
+                self._track(pid, video_id, tuple(json.loads(tags)))
+            index, cache_gen, _ = self._load_cache("flat", gen)
+            replayed = 0
+            if index is not None:
+                replayed = len(self._replay([index], db, cache_gen))
+                if not self._matches_keys(index):
+                    log.warning(
+                        "the FAISS cache of %s (generation %d) does not match the database; "
+                        "rebuilding it from the database", self.path, cache_gen,
+                    )
+                    index = None
+            if index is None:
+                index, cache_gen = self._index_from_db(db), 0
+            self._index, self._cache_gen = index, cache_gen
+        if (cache_gen == 0 and len(self._keys) >= _CACHE_MIN_CHANGES) or self._long_replay(
+            replayed
+        ):
+            self.save_cache()
+
+    def _long_replay(self, n_rows: int) -> bool:
+        """Whether replaying ``n_rows`` changes was long enough to be worth a fresh cache."""
+        return n_rows >= max(_CACHE_MIN_CHANGES, len(self._keys) // 4)
+
+    def _matches_keys(self, index: Any) -> bool:
         ids = faiss.vector_to_array(index.id_map)
-        if len(ids) != len(slices) or not all(int(i) in slices for i in ids):
+        if len(ids) != len(self._keys):
+            return False
+        want = np.fromiter(self._keys, dtype=np.int64, count=len(self._keys))
+        return bool(np.array_equal(np.sort(ids), np.sort(want)))
+
+    def _index_from_db(self, db: sqlite3.Connection) -> Any:
+        """A flat index of every point in the database (no cache could be used)."""
+        dim = int(self.dim or 0)
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        cur = db.execute("SELECT id, vector FROM points")
+        while rows := cur.fetchmany(_APPROX_ADD_CHUNK):
+            index.add_with_ids(*self._rows_to_arrays(rows))
+        log.info("FAISS store %s: %d points loaded from the database", self.path, index.ntotal)
+        return index
+
+    def _rows_to_arrays(self, rows: Sequence[tuple[int, bytes]]) -> tuple[np.ndarray, np.ndarray]:
+        dim = int(self.dim or 0)
+        blob = b"".join(r[1] for r in rows)
+        if len(blob) != 4 * dim * len(rows):
             raise StoreError(
-                f"corrupt FAISS index directory {self.path}: index.faiss has {len(ids)} points, "
-                f"payloads.json {len(slices)}, and they disagree; re-index into a fresh directory"
+                f"corrupt FAISS store database {self.path / self.DB_FILE}: a vector is not "
+                f"{dim} float32 values; restore it from a backup or index again"
             )
-        self.encoder_spec, self.dim, self._index = spec, int(dim), index
-        for pid, s in slices.items():
-            self._track(pid, s)
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return np.frombuffer(blob, dtype=np.float32).reshape(len(rows), dim), ids
 
-    def flush(self) -> None:
-        """Write index, payloads and meta to disk, each file atomically (temp file + rename).
+    def _replay(self, indexes: Sequence[Any], db: sqlite3.Connection, since: int) -> list[tuple]:
+        """Apply to ``indexes`` every change committed after generation ``since``.
 
-        The approximate index, when it has changed since it was last saved, is written after
-        them; its stale copy is removed before them, so a crash never pairs it with newer data.
+        Returns:
+            The changed rows ``(id, video_id, tags)``, and ids of deleted ones as ``(id,)``.
+
+        """
+        changed = db.execute(
+            "SELECT id, video_id, tags, vector FROM points WHERE gen > ?", (since,)
+        ).fetchall()
+        gone = [r[0] for r in db.execute("SELECT id FROM deleted WHERE gen > ?", (since,))]
+        stale = np.array(sorted({*gone, *(r[0] for r in changed)}), dtype=np.int64)
+        if len(stale):
+            for index in indexes:
+                index.remove_ids(faiss.IDSelectorBatch(stale))
+        if changed:
+            vecs, ids = self._rows_to_arrays([(r[0], r[3]) for r in changed])
+            for index in indexes:
+                index.add_with_ids(vecs, ids)
+        return [(r[0], r[1], r[2]) for r in changed] + [(g,) for g in gone]
+
+    def _catch_up(self, db: sqlite3.Connection) -> None:
+        """Bring the in-memory state to the database's generation (inside a transaction)."""
+        gen = self._read_meta(db)
+        if gen == self._gen:
+            return
+        if self._index is None and self.dim is not None:
+            self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+        if self._index is not None:
+            indexes = [self._index] if self._approx is None else [self._index, self._approx]
+            for row in self._replay(indexes, db, self._gen):
+                self._untrack(row[0])
+                if len(row) == 3:
+                    self._track(row[0], row[1], tuple(json.loads(row[2])))
+            n = int(self._index.ntotal)
+            if self._approx is not None and (
+                n <= self.approx_threshold or self._approx_outgrown(n)
+            ):
+                self._approx = None
+        self._gen = gen
+
+    def refresh(self) -> None:
+        """See what other processes committed since this store was opened or last refreshed.
+
+        Searches and counts call it; it costs one small query when nothing changed.
         """
         self._check_open()
-        if not self._approx_saved:
-            self._remove_approx_files(strict=True)
-        if self._index is not None:
-            _atomic_write_index(self._index, self.path / self.INDEX_FILE)
-        payloads = {str(pid): payload_of(s) for pid, s in self._slices.items()}
-        write_atomic(self.path / self.PAYLOADS_FILE, json.dumps(payloads).encode("utf-8"))
-        meta = {
-            "encoder_spec": self.encoder_spec,
-            "dim": self.dim,
-            "collection": self.collection,
-            "version": FAISS_FORMAT_VERSION,
-        }
-        write_atomic(self.path / self.META_FILE, json.dumps(meta, indent=2).encode("utf-8"))
-        if self._approx is None:
-            self._approx_saved = True  # nothing on disk, nothing in memory: they agree
-        elif not self._approx_saved:
-            self._save_approx()
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
+        except sqlite3.Error as e:
+            raise self._sql_error(e, "read") from e
+        if row is not None and int(row[0]) != self._gen:
+            with self._transaction(write=False) as db:
+                self._catch_up(db)
+
+    # -- caches ------------------------------------------------------------------------------
+
+    def _cache_files(self, kind: str) -> list[tuple[int, int, str, Path]]:
+        """``(generation, trained_n, checksum, path)`` of this store's caches, newest first."""
+        out = []
+        with contextlib.suppress(OSError):
+            for p in self.path.iterdir():
+                m = _CACHE_RE.match(p.name)
+                if m and m.group(1) == kind and m.group(2) == self._store_id[:8]:
+                    out.append((int(m.group(3)), int(m.group(4)), m.group(5), p))
+        return sorted(out, key=lambda t: t[0], reverse=True)
+
+    def _load_cache(self, kind: str, max_gen: int) -> tuple[Any, int, int]:
+        """The newest readable cache of ``kind`` up to generation ``max_gen``.
+
+        Returns:
+            ``(index, generation, trained points)``, or ``(None, 0, 0)``.
+
+        """
+        for cgen, trained, checksum, p in self._cache_files(kind):
+            if cgen > max_gen:
+                continue
+            try:
+                actual = file_checksum(p)
+            except FileNotFoundError:
+                continue  # a writer replaced it by a newer one meanwhile
+            except OSError as e:
+                log.warning("cannot read FAISS cache %s (%s); not using it", p, e)
+                continue
+            if actual != checksum:
+                log.warning(
+                    "FAISS cache %s is corrupt (checksum %s, expected %s): not using it; it is "
+                    "rebuilt from the database (the store itself is intact). If this repeats, "
+                    "check the disk", p, actual, checksum,
+                )
+                continue
+            try:
+                index = faiss.read_index(str(p))
+            except RuntimeError as e:
+                log.warning("unreadable FAISS cache %s (%s); not using it", p, e)
+                continue
+            want = faiss.IndexIDMap2 if kind == "flat" else faiss.IndexIVF
+            if not isinstance(index, want) or index.d != self.dim:
+                log.warning("FAISS cache %s holds %s of dim %d; not using it",
+                            p, type(index).__name__, index.d)
+                continue
+            log.debug("loaded FAISS cache %s", p.name)
+            return index, cgen, trained
+        return None, 0, 0
+
+    def _write_cache(self, kind: str, index: Any, trained_n: int = 0) -> Path:
+        """Write ``index`` whole under a temp name, then rename it to its stamped name."""
+        tmp = self.path / f".{kind}-{uuid.uuid4().hex[:12]}.tmp"
+        try:
+            faiss.write_index(index, str(tmp))
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            checksum = file_checksum(tmp)
+            faults.reached(f"faiss.{kind}-cache-written")
+            final = self.path / (
+                f"{kind}-{self._store_id[:8]}-g{self._gen}-t{trained_n}-{checksum}.faiss"
+            )
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return final
+
+    def save_cache(self) -> None:
+        """Save the in-memory indexes as caches of the current generation (best effort).
+
+        A failure (disk full, read-only directory) costs only a slower next open: it is logged.
+        """
+        self._check_open()
+        if self._index is None:
+            return
+        try:
+            self._write_cache("flat", self._index)
+            if self._approx is not None:
+                self._write_cache("ivf", self._approx, self._approx_trained_n)
+        except (OSError, RuntimeError) as e:
+            log.warning("cannot save the FAISS caches of %s (%s); the next open replays or "
+                        "rebuilds them from the database", self.path, str(e).strip()[-200:])
+            return
+        self._cache_gen = self._gen
+
+    def _checkpoint(self) -> None:
+        """After a commit: rewrite the caches if much changed since the last; prune old files.
+
+        Only writers call it, so only writers remove files: caches older than the newest one,
+        and temp files a killed process left (older than an hour).
+        """
+        changed = self._db.execute(
+            "SELECT (SELECT count(*) FROM points WHERE gen > ?) + "
+            "(SELECT count(*) FROM deleted WHERE gen > ?)", (self._cache_gen, self._cache_gen),
+        ).fetchone()[0]
+        if self._long_replay(changed):
+            self.save_cache()
+        now = time.time()
+        for kind in ("flat", "ivf"):
+            for _, _, _, p in self._cache_files(kind)[1:]:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+        for p in self.path.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                if now - p.stat().st_mtime > _STALE_TMP_S:
+                    p.unlink()
 
     def _check_open(self) -> None:
         if self._closed:
             raise StoreError(f"FAISS store {self.path} is closed")
 
-    def _track(self, pid: int, s: Slice) -> None:
-        self._slices[pid] = s
-        self._by_video.setdefault(s.video_id, set()).add(pid)
-        for t in set(s.tags):
+    def _track(self, pid: int, video_id: str, tags: tuple[str, ...]) -> None:
+        self._keys[pid] = (video_id, tags)
+        self._by_video.setdefault(video_id, set()).add(pid)
+        for t in set(tags):
             self._by_tag.setdefault(t, set()).add(pid)
 
     def _untrack(self, pid: int) -> None:
-        s = self._slices.pop(pid, None)
-        if s is None:
+        key = self._keys.pop(pid, None)
+        if key is None:
             return
-        _discard(self._by_video, s.video_id, pid)
-        for t in set(s.tags):
+        _discard(self._by_video, key[0], pid)
+        for t in set(key[1]):
             _discard(self._by_tag, t, pid)
 
     # -- approximate index -----------------------------------------------------------------------
@@ -337,11 +706,6 @@ class FaissStore:
     def _nprobe(self) -> int:
         nlist = int(self._approx.nlist)
         return min(nlist, self.approx_nprobe or approx_nprobe(nlist))
-
-    def _ids_digest(self) -> str:
-        """Fingerprint of the flat index's labels in storage order (8 MB hashed at 1e6 points)."""
-        ids = faiss.vector_to_array(self._index.id_map)
-        return hashlib.blake2b(ids.tobytes(), digest_size=16).hexdigest()
 
     def _flat_vectors(self) -> np.ndarray:
         """The flat vectors in storage order, as a view (no copy) valid until the index changes."""
@@ -354,81 +718,24 @@ class FaissStore:
         trained = self._approx_trained_n
         return n > _APPROX_RETRAIN_FACTOR * trained or n * _APPROX_RETRAIN_FACTOR < trained
 
-    def _remove_approx_files(self, strict: bool = False) -> None:
-        # approx.json first: without it approx.faiss is never used.
-        for name in (self.APPROX_META_FILE, self.APPROX_FILE):
-            try:
-                (self.path / name).unlink()
-            except FileNotFoundError:
-                pass
-            except OSError:
-                if strict:
-                    raise
-                log.warning("cannot remove %s", self.path / name, exc_info=True)
-
-    def _save_approx(self) -> None:
-        """Write approx.faiss, then approx.json; on failure keep it in memory only and say so."""
-        meta = {
-            "version": APPROX_FORMAT_VERSION,
-            "factory": f"IVF{self._approx.nlist},Flat",
-            "trained_n": self._approx_trained_n,
-            "ntotal": int(self._index.ntotal),
-            "ids_digest": self._ids_digest(),
-        }
-        try:
-            _atomic_write_index(self._approx, self.path / self.APPROX_FILE)
-            write_atomic(self.path / self.APPROX_META_FILE, json.dumps(meta, indent=2).encode())
-        except (OSError, StoreError) as e:
-            log.warning(
-                "cannot save the approximate FAISS index in %s (%s); it will be rebuilt when the "
-                "store is next opened",
-                self.path,
-                e,
-            )
-            self._remove_approx_files()
-            return
-        self._approx_saved = True
-
     def _load_approx(self) -> bool:
-        """Load the saved approximate index if it matches the flat index; remove it otherwise."""
-        meta_p, index_p = self.path / self.APPROX_META_FILE, self.path / self.APPROX_FILE
-        if not meta_p.exists():
-            if index_p.exists():  # a crash between the two writes of _save_approx
-                self._remove_approx_files()
-            return False
-        problem = None
-        try:
-            meta = json.loads(meta_p.read_text(encoding="utf-8"))
-            trained_n = int(meta["trained_n"])
-            if meta["version"] != APPROX_FORMAT_VERSION:
-                problem = f"format version {meta['version']!r}"
-            elif meta["ntotal"] != self._index.ntotal or meta["ids_digest"] != self._ids_digest():
-                problem = "it does not match index.faiss"
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            problem = f"unreadable {meta_p.name}: {e!r}"
-        index = None
-        if problem is None:
-            try:
-                index = faiss.read_index(str(index_p))
-            except RuntimeError as e:
-                lines = str(e).strip().splitlines()
-                problem = f"unreadable {index_p.name}: {lines[-1] if lines else 'error'}"
-        if problem is None and (
-            not isinstance(index, faiss.IndexIVF)
-            or index.d != self.dim
-            or index.ntotal != self._index.ntotal
-        ):
-            problem = f"{index_p.name} holds {type(index).__name__} with {index.ntotal} points"
-        if problem is not None:
+        """Load the newest IVF cache and replay the changes since it (with the flat index's)."""
+        with self._transaction(write=False) as db:
+            self._catch_up(db)
+            index, cgen, trained = self._load_cache("ivf", self._gen)
+            if index is None:
+                return False
+            replayed = len(self._replay([index], db, cgen))
+        if index.ntotal != self._index.ntotal:
             log.warning(
-                "discarding the saved approximate FAISS index in %s (%s); it will be rebuilt",
-                self.path,
-                problem,
+                "the IVF cache of %s (generation %d) does not match the database; rebuilding it",
+                self.path, cgen,
             )
-            self._remove_approx_files()
             return False
-        self._approx, self._approx_trained_n, self._approx_saved = index, trained_n, True
-        log.debug("loaded the approximate FAISS index %s (%s)", index_p, self.approx_spec)
+        self._approx, self._approx_trained_n = index, trained
+        if self._long_replay(replayed):
+            self.save_cache()
+        log.debug("loaded the approximate FAISS index of %s (%s)", self.path, self.approx_spec)
         return True
 
     def _build_approx(self) -> None:
@@ -455,7 +762,7 @@ class FaissStore:
             index.train(xb)
         for s in range(0, n, _APPROX_ADD_CHUNK):
             index.add_with_ids(xb[s : s + _APPROX_ADD_CHUNK], ids[s : s + _APPROX_ADD_CHUNK])
-        self._approx, self._approx_trained_n, self._approx_saved = index, n, False
+        self._approx, self._approx_trained_n = index, n
         log.info(
             "built the approximate FAISS index (%s) in %.1f s",
             self.approx_spec,
@@ -470,14 +777,8 @@ class FaissStore:
             self._approx = None
         if self._approx is None:
             self._build_approx()
-            self._save_approx()
+            self.save_cache()
         return self._approx
-
-    def _approx_before_change(self, n_after: int) -> None:
-        """Bring a saved approximate index into memory so the coming change can patch it."""
-        if self._approx is None and n_after > self.approx_threshold and self._index is not None:
-            self._load_approx()
-        self._approx_saved = False
 
     def _approx_after_change(
         self, removed: np.ndarray, vectors: np.ndarray | None = None, ids: np.ndarray | None = None
@@ -503,7 +804,7 @@ class FaissStore:
     # -- VectorStore ---------------------------------------------------------------------------
 
     def upsert(self, slices: Sequence[Slice], vectors: np.ndarray, encoder_spec: str) -> int:
-        """Insert or replace slices and their vectors.
+        """Insert or replace slices and their vectors, in one transaction.
 
         Args:
             slices: The slices, one per vector row.
@@ -514,34 +815,53 @@ class FaissStore:
             How many points were new (re-upserted ones are replaced and not counted).
 
         Raises:
-            StoreError: Wrong shape, non-finite values, or another encoder or dim than the store's.
+            StoreError: Wrong shape, non-finite values, another encoder or dim than the store's,
+                or the transaction failed (the store then keeps its last commit).
 
         """
         self._check_open()
-        arr = check_upsert(self, slices, vectors, encoder_spec)
+        check_upsert(self, slices, vectors, encoder_spec)
         if len(slices) == 0:
             return 0
         ids = [faiss_id(point_id(encoder_spec, s.video_id, s.index)) for s in slices]
         keep = dedup_last(ids)
         ids_arr = np.array([ids[k] for k in keep], dtype=np.int64)
-        # Qdrant's cosine distance normalises on insert; doing the same keeps the back-ends'
-        # scores and get_video vectors identical.
-        vecs = np.ascontiguousarray(arr[keep])
-        faiss.normalize_L2(vecs)
+        with self._transaction(write=True) as db:
+            self._catch_up(db)  # what other writers committed meanwhile
+            arr = check_upsert(self, slices, vectors, encoder_spec)
+            # Qdrant's cosine distance normalises on insert; doing the same keeps the back-ends'
+            # scores and get_video vectors identical.
+            vecs = np.ascontiguousarray(arr[keep])
+            faiss.normalize_L2(vecs)
+            gen = self._gen + 1
+            if self.dim is None:
+                db.executemany(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                    [("encoder_spec", encoder_spec), ("dim", str(vecs.shape[1]))],
+                )
+            db.executemany(
+                "INSERT OR REPLACE INTO points VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (pid, slices[k].video_id, slices[k].index, json.dumps(list(slices[k].tags)),
+                     slices[k].model_dump_json(), vecs[row].tobytes(), gen)
+                    for row, (k, pid) in enumerate(zip(keep, ids_arr.tolist(), strict=True))
+                ),
+            )
+            db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(gen),))
+        faults.reached("faiss.committed")
         if self._index is None:
-            self.dim = arr.shape[1]
+            self.dim = int(vecs.shape[1])
             self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-        self.encoder_spec = encoder_spec
-        existing = np.array([i for i in ids_arr.tolist() if i in self._slices], dtype=np.int64)
-        self._approx_before_change(int(self._index.ntotal) + len(ids_arr) - len(existing))
+        self.encoder_spec, self._gen = encoder_spec, gen
+        existing = np.array([i for i in ids_arr.tolist() if i in self._keys], dtype=np.int64)
         if len(existing):
             self._index.remove_ids(faiss.IDSelectorBatch(existing))
         self._index.add_with_ids(vecs, ids_arr)
         self._approx_after_change(existing, vecs, ids_arr)
         for k, pid in zip(keep, ids_arr.tolist(), strict=True):
             self._untrack(pid)
-            self._track(pid, slices[k])
-        self.flush()
+            self._track(pid, slices[k].video_id, tuple(slices[k].tags))
+        self._checkpoint()
         return len(ids_arr) - len(existing)
 
     def _allowed(self, video_id: str | None, tags: Sequence[str]) -> set[int] | None:
@@ -620,7 +940,7 @@ class FaissStore:
             are re-run exactly.
 
         """
-        self._check_open()
+        self.refresh()
         allowed = None if self._index is None else self._allowed(video_id, tags)
         n = 0 if self._index is None else self._index.ntotal if allowed is None else len(allowed)
         if n == 0:
@@ -654,7 +974,7 @@ class FaissStore:
             StoreError: Bad query shape or dim, or ``top_k`` below 1.
 
         """
-        self._check_open()
+        self.refresh()
         q = check_queries(self, queries, top_k)
         if self._index is None or self._index.ntotal == 0:
             return [[] for _ in range(len(q))]
@@ -669,14 +989,28 @@ class FaissStore:
             scores, labels = self._search_approx(q, k, allowed)
         else:
             scores, labels = self._search_exact(q, k, allowed)
+        payloads = self._payloads(np.unique(labels[labels >= 0]).tolist())
+        # A point another writer deleted after our index was refreshed has no payload: skipped.
         return [
             [
-                SearchHit(slice=self._slices[int(lab)], score_raw=float(sc))
+                SearchHit(slice=payloads[int(lab)], score_raw=float(sc))
                 for sc, lab in zip(srow, lrow, strict=True)
-                if lab >= 0
+                if lab >= 0 and int(lab) in payloads
             ]
             for srow, lrow in zip(scores, labels, strict=True)
         ]
+
+    def _payloads(self, ids: Sequence[int]) -> dict[int, Slice]:
+        out: dict[int, Slice] = {}
+        try:
+            for marks, part in _sql_chunks(ids):
+                sql = f"SELECT id, payload FROM points WHERE id IN ({marks})"
+                for pid, payload in self._db.execute(sql, part):
+                    out[pid] = Slice.model_validate_json(payload)
+        except sqlite3.Error as e:
+            raise self._sql_error(e, "read") from e
+        return out
+
 
     def get_video(self, video_id: str) -> tuple[list[Slice], np.ndarray]:
         """All slices of a video sorted by slice index, and their (normalised) vectors.
@@ -689,26 +1023,32 @@ class FaissStore:
 
         """
         self._check_open()
-        pids = sorted(self._by_video.get(video_id, ()), key=lambda p: self._slices[p].index)
-        if not pids:
+        try:
+            rows = self._db.execute(
+                "SELECT id, vector, payload FROM points WHERE video_id = ? ORDER BY idx",
+                (video_id,),
+            ).fetchall()
+        except sqlite3.Error as e:
+            raise self._sql_error(e, "read") from e
+        if not rows:
             return [], np.zeros((0, self.dim or 0), dtype=np.float32)
-        vecs = self._index.reconstruct_batch(np.array(pids, dtype=np.int64))
-        return [self._slices[p] for p in pids], np.asarray(vecs, dtype=np.float32)
+        vecs, _ = self._rows_to_arrays([(r[0], r[1]) for r in rows])
+        return [Slice.model_validate_json(r[2]) for r in rows], vecs.copy()
 
     def count(self, video_id: str | None = None) -> int:
         """Count the points in the store, or in one video."""
-        self._check_open()
+        self.refresh()
         if video_id is None:
-            return len(self._slices)
+            return len(self._keys)
         return len(self._by_video.get(video_id, ()))
 
     def video_ids(self) -> list[str]:
         """Sorted ids of the videos that have at least one slice."""
-        self._check_open()
+        self.refresh()
         return sorted(v for v, pids in self._by_video.items() if pids)
 
     def delete_video(self, video_id: str) -> int:
-        """Remove every slice of a video and flush.
+        """Remove every slice of a video, in one transaction.
 
         Args:
             video_id: The video.
@@ -718,23 +1058,33 @@ class FaissStore:
 
         """
         self._check_open()
-        pids = np.array(sorted(self._by_video.get(video_id, ())), dtype=np.int64)
-        if not len(pids):
-            return 0
-        self._approx_before_change(int(self._index.ntotal) - len(pids))
+        with self._transaction(write=True) as db:
+            self._catch_up(db)
+            pids = np.array(sorted(self._by_video.get(video_id, ())), dtype=np.int64)
+            if not len(pids):
+                return 0
+            gen = self._gen + 1
+            db.execute("DELETE FROM points WHERE video_id = ?", (video_id,))
+            db.executemany(
+                "INSERT OR REPLACE INTO deleted VALUES (?, ?)", ((p, gen) for p in pids.tolist())
+            )
+            db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(gen),))
+        self._gen = gen
         removed = self._index.remove_ids(faiss.IDSelectorBatch(pids))
         self._approx_after_change(pids)
         for p in pids.tolist():
             self._untrack(p)
-        self.flush()
+        self._checkpoint()
         return int(removed)
 
     def close(self) -> None:
-        """Drop the in-memory indexes; everything is already on disk."""
+        """Close the database and drop the in-memory indexes; every commit is already on disk."""
+        if not self._closed:
+            self._db.close()
         self._closed = True
         self._index = None
         self._approx = None
-        self._slices.clear()
+        self._keys.clear()
         self._by_video.clear()
         self._by_tag.clear()
 
@@ -743,5 +1093,3 @@ class FaissStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -105,6 +106,7 @@ class QdrantStore:
         api_key: str | None = None,
         shards: int | None = None,
         replicas: int | None = None,
+        create: bool = True,
     ) -> QdrantStore:
         """Open ``:memory:``, a local storage path, or an ``http(s)://`` server URL.
 
@@ -114,14 +116,22 @@ class QdrantStore:
             api_key: The server's API key, if it wants one.
             shards: Shard count of a new collection on a server.
             replicas: Replication factor of a new collection on a server.
+            create: Create a local storage path that does not exist yet (``False``: refuse).
 
         Returns:
             The store.
 
         Raises:
-            StoreError: The location cannot be opened (locked path, unreachable server, ...).
+            StoreError: The location cannot be opened (locked path, unreachable server, missing
+                path with ``create=False``, ...).
 
         """
+        local = location != ":memory:" and not location.startswith(("http://", "https://"))
+        if local and not create and not os.path.isdir(location):
+            raise StoreError(
+                f"no Qdrant store at {location}: check the path (a read never creates a store), "
+                "or index videos into it first with `rhl index`"
+            )
         with _qdrant_errors(f"open {location!r}"):
             if location == ":memory:":
                 client = QdrantClient(location=":memory:")
