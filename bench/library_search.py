@@ -67,6 +67,7 @@ class Row:
     query: str
     path: str
     insert_s: float | None
+    add_s: float | None
     build_s: float | None
     reopen_s: float | None
     p50_ms: float
@@ -194,7 +195,16 @@ def bench_faiss(
     insert_s = time.perf_counter() - t0
     log(f"  faiss exact n={n}: {len(q)} queries (upsert {insert_s:.1f} s)")
     p50, p95, rec = timed_queries(lambda r: store.search(r, top_k=K), q, truth)
-    rows.append(Row(kind, "faiss exact", n, "all", "exact", insert_s, None, None, p50, p95, rec))
+    # One more video into the full store, then out again: the cost of an `rhl index` commit.
+    extra = make_slices(PER_VIDEO)
+    extra = [s.model_copy(update={"video_id": "extra"}) for s in extra]
+    t0 = time.perf_counter()
+    store.upsert(extra, xs[:PER_VIDEO], ENC)
+    add_s = time.perf_counter() - t0
+    store.delete_video("extra")
+    rows.append(
+        Row(kind, "faiss exact", n, "all", "exact", insert_s, add_s, None, None, p50, p95, rec)
+    )
     store.close()
     del store
     gc.collect()
@@ -209,14 +219,16 @@ def bench_faiss(
     path = faiss_path(store)
     log(f"  faiss auto n={n}: open {open_s:.1f} s, first search {time.perf_counter() - t0:.1f} s")
     p50, p95, rec = timed_queries(lambda r: store.search(r, top_k=K), q, truth)
-    rows.append(Row(kind, "faiss auto", n, "all", path, None, build_s, None, p50, p95, rec))
+    rows.append(Row(kind, "faiss auto", n, "all", path, None, None, build_s, None, p50, p95, rec))
     for label, kw, tr in (
         (f"tag 1/{TAG_EVERY}", {"tags": ["goal"]}, truth_tag),
         ("one video", {"video_id": video}, truth_video),
     ):
         p50, p95, rec = timed_queries(lambda r, kw=kw: store.search(r, top_k=K, **kw), q, tr)
         path = faiss_path(store, **kw)
-        rows.append(Row(kind, "faiss auto", n, label, path, None, None, None, p50, p95, rec))
+        rows.append(
+            Row(kind, "faiss auto", n, label, path, None, None, None, None, p50, p95, rec)
+        )
     store.close()
     del store
     gc.collect()
@@ -250,7 +262,10 @@ def bench_qdrant(
     log(f"  qdrant local n={n}: {len(q)} queries (upsert {insert_s:.1f} s)")
     p50, p95, rec = timed_queries(lambda r: store.search(r, top_k=K), q, truth)
     store.close()
-    rows = [Row(kind, "qdrant local", n, "all", "python scan", insert_s, None, None, p50, p95, rec)]
+    rows = [
+        Row(kind, "qdrant local", n, "all", "python scan", insert_s, None, None, None, p50, p95,
+            rec)
+    ]
     with tempfile.TemporaryDirectory(prefix="rhl-bench-") as tmp:
         fs = FaissStore(tmp)
         t0 = time.perf_counter()
@@ -258,7 +273,8 @@ def bench_qdrant(
         insert_s = time.perf_counter() - t0
         p50, p95, rec = timed_queries(lambda r: fs.search(r, top_k=K), q, truth)
         rows.append(
-            Row(kind, "faiss auto", n, "all", faiss_path(fs), insert_s, None, None, p50, p95, rec)
+            Row(kind, "faiss auto", n, "all", faiss_path(fs), insert_s, None, None, None, p50, p95,
+                rec)
         )
         fs.close()
     return rows
@@ -287,14 +303,16 @@ def fmt(v: float | None, spec: str) -> str:
 def print_table(rows: list[Row]) -> None:
     head = (
         f"{'dataset':<10} {'store':<13} {'n':>9} {'query':<10} {'path':<31} "
-        f"{'insert s':>8} {'build s':>7} {'reopen s':>8} {'p50 ms':>8} {'p95 ms':>8} {'R@10':>5}"
+        f"{'insert s':>8} {'add1k s':>7} {'build s':>7} {'reopen s':>8} {'p50 ms':>8} "
+        f"{'p95 ms':>8} {'R@10':>5}"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
         print(
             f"{r.dataset:<10} {r.store:<13} {r.n:>9} {r.query:<10} {r.path:<31} "
-            f"{fmt(r.insert_s, '.1f'):>8} {fmt(r.build_s, '.1f'):>7} {fmt(r.reopen_s, '.1f'):>8} "
+            f"{fmt(r.insert_s, '.1f'):>8} {fmt(r.add_s, '.2f'):>7} {fmt(r.build_s, '.1f'):>7} "
+            f"{fmt(r.reopen_s, '.1f'):>8} "
             f"{r.p50_ms:>8.2f} {r.p95_ms:>8.2f} {r.recall:>5.3f}"
         )
 
@@ -375,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
 recall@10 vs brute-force numpy top-10 on the same vectors (ties aside, exact paths give 1.000).
 All rows go through the store classes: upsert() of Slice payloads, search() returning SearchHits.
 insert s = one upsert() of all n slices (ids, payload JSON, index files written);
+add1k s = one more upsert() of a 1000-slice video into the full store (one `rhl index` commit);
 build s = first search after opening, which trains + fills + saves the IVF index;
 reopen s = open again + first search, with the saved IVF index loaded instead of rebuilt.
 faiss auto = FaissStore with approx_threshold={a.threshold}: exact up to it, IVF above it;
