@@ -318,7 +318,7 @@ def test_faiss_legacy_store_is_imported(tmp_path):
     index.add_with_ids(vecs, ids)
     faiss.write_index(index, str(d / "index.faiss"))
     (d / "payloads.json").write_text(
-        json.dumps({str(i): s.model_dump(mode="json") for i, s in zip(ids, slices)})
+        json.dumps({str(i): s.model_dump(mode="json") for i, s in zip(ids, slices, strict=True)})
     )
     (d / "meta.json").write_text(
         json.dumps({"encoder_spec": ENC, "dim": DIM, "collection": "slices", "version": 1})
