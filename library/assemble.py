@@ -225,6 +225,8 @@ def build_plan(
                 text=script.steps[a.event_index].text,
                 clip_id=clip.clip_id,
                 source_path=clip.source_path,
+                media_path=clip.media_path,
+                media_start_s=clip.media_start_s,
                 start_frame=start_frame,
                 end_frame=end_frame,
                 start_s=start,
@@ -433,11 +435,11 @@ def render_plan(
     """
     if not plan.steps:
         raise RenderError("the plan has no matched events: nothing to render")
-    infos = [probe_video(s.source_path) for s in plan.steps]
+    infos = [probe_video(s.media[0]) for s in plan.steps]
     for step, info in zip(plan.steps, infos, strict=True):
-        if step.start_s >= info.duration_s:
+        if step.media[1] >= info.duration_s:
             raise RenderError(
-                f"cut {step.position} starts at {step.start_s:.2f} s but {info.path!r} is only "
+                f"cut {step.position} starts at {step.media[1]:.2f} s but {info.path!r} is only "
                 f"{info.duration_s:.2f} s long: the file changed since it was added"
             )
     size = (plan.width_px, plan.height_px)
@@ -447,12 +449,13 @@ def render_plan(
             if reframe and abs(info.width_px / info.height_px - size[0] / size[1]) > 0.02 * (
                 size[0] / size[1]
             ):
-                path = _reframed_step(step, info, size, Path(tmp), reader)
+                path = _reframed_step(_in_media(step, info), info, size, Path(tmp), reader)
                 cuts.append(Cut(source_path=str(path), start_s=0.0, duration_s=step.duration_s,
                                 has_audio=info.has_audio))
             else:
-                cuts.append(Cut(source_path=step.source_path, start_s=step.start_s,
-                                duration_s=step.duration_s, has_audio=info.has_audio))
+                media, start_s = step.media
+                cuts.append(Cut(source_path=media, start_s=start_s, duration_s=step.duration_s,
+                                has_audio=info.has_audio))
         render_cuts(
             cuts, out_path, fps=plan.fps, size=size, audio=True, crossfade_s=plan.crossfade_s,
             transition=plan.transition, loudness_lufs=loudness_lufs,
@@ -460,6 +463,15 @@ def render_plan(
         )
     log.info("rendered %d cuts, %.1f s -> %s", len(plan.steps), plan.duration_s, out_path)
     return Path(out_path)
+
+
+def _in_media(step: PlanStep, info: VideoInfo) -> PlanStep:
+    """``step`` with its frames counted in the file it is cut from (the library's copy)."""
+    if step.media_path is None:
+        return step
+    shift = round(step.media_start_s * info.fps)
+    return step.model_copy(update={"start_frame": max(0, step.start_frame - shift),
+                                   "end_frame": max(1, step.end_frame - shift)})
 
 
 def _reframed_step(

@@ -3,7 +3,10 @@
 Layout of a library directory ``L``::
 
     L/library.json      the catalog (clips, encoder, store, collection), written atomically
-    L/library/          FAISS collection "library" (the default store)
+    L/library/          FAISS collection "library" (the default store; SQLite underneath)
+    L/media/            each clip's own media: a stream copy of its span (no re-encode), so the
+                        library outlives its sources; ``--link`` keeps only a reference instead
+    L/library.lock      held by the one writer at a time
 
 or, opened as ``qdrant:L``, the vectors in Qdrant's embedded local mode in ``L``; with
 ``store="http://host:6333"`` on a Qdrant server (the catalog still in ``L``; give libraries that
@@ -25,19 +28,27 @@ clip when an event asks for less than the whole clip. The store's video id is th
 removing a clip removes all its points. Clip ids are deterministic (the source file's content id
 plus the frame range), so adding the same clip twice changes nothing.
 
-Vectors are written before the catalog, and the catalog before vectors are removed; opening a
-library deletes vectors that no catalog entry owns (left by an interrupted add) from a store
-inside its directory, and only warns about them in a shared one. One writer at a time.
+Nothing is lost. Writers (add, remove) take ``L/library.lock`` and re-read the catalog under it,
+so two
+processes adding at once both land. A commit first records the clips it touches as ``pending``
+in the catalog, then writes media and vectors (or removes them), then the catalog without them
+pending: a kill at any step leaves the last catalog, whose pending clips' stray vectors and media
+the next writer removes. Readers (list, search, export, assemble) never write or delete: vectors
+no catalog entry owns are ignored, and clips whose media is gone are marked, not fatal.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+import shutil
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -55,12 +66,18 @@ from library.models import Catalog, ClipOrigin, LibraryClip, LibraryHit
 from library.scoring import normalise_scores
 from library.script import normalise_label, normalise_labels
 from retrieval_hl.config import Settings
-from rhl_common.atomic import write_atomic
-from rhl_common.errors import ConfigError, StoreError
+from rhl_common import faults
+from rhl_common.atomic import atomic_path, write_atomic
+from rhl_common.errors import ConfigError, StoreError, VideoOpenError
+from rhl_common.ffmpeg import run_ffmpeg
 
 log = logging.getLogger(__name__)
 
 CATALOG_NAME = "library.json"
+LOCK_NAME = "library.lock"
+MEDIA_DIR = "media"
+# A writer waits this long for another writer to finish its commit.
+LOCK_TIMEOUT_S = 600.0
 LIBRARY_COLLECTION = "library"
 CLIP_TAG = "rhl:clip"
 SLICE_TAG = "rhl:slice"
@@ -182,6 +199,64 @@ def _matches(clip: LibraryClip, category: str | None, tags: Sequence[str]) -> bo
     return (category is None or clip.category == category) and set(tags) <= set(clip.tags)
 
 
+def _keyframe_at_or_before(path: str, t_s: float) -> float:
+    """Time (from the first video frame) of the last keyframe at or before ``t_s``; 0 if unsure."""
+    import av
+
+    with av.open(path) as c:
+        v = c.streams.video[0]
+        start = v.start_time or 0
+        if t_s <= 0 or v.time_base is None:
+            return 0.0
+        c.seek(int(start + t_s / v.time_base), stream=v, backward=True, any_frame=False)
+        for pkt in c.demux(v):
+            if pkt.pts is None:
+                continue
+            k = float((pkt.pts - start) * v.time_base)
+            return k if pkt.is_keyframe and 0 <= k <= t_s + 1e-6 else 0.0
+    return 0.0
+
+
+def copy_clip_media(clip: LibraryClip, dest: Path) -> float:
+    """Copy ``clip``'s span of its source into ``dest`` without re-encoding; atomically.
+
+    A whole-file clip is copied as is. Otherwise the copy starts at the keyframe at or before
+    the clip's start (a stream copy can start nowhere else) and runs to its end.
+
+    Returns:
+        The source time at which the copy starts (``LibraryClip.media_start_s``).
+
+    Raises:
+        VideoOpenError: the source cannot be read or copied.
+
+    """
+    src = clip.source_path
+    if clip.origin == "clip" and clip.start_frame == 0:
+        try:
+            with atomic_path(dest) as tmp:
+                shutil.copyfile(src, tmp)
+        except OSError as e:
+            raise VideoOpenError(f"cannot copy {src!r} into the library: {e}") from e
+        return 0.0
+    try:
+        k = _keyframe_at_or_before(src, clip.start_s)
+        import av
+
+        with av.open(src) as c:  # ffmpeg's -ss counts from the container's start, not the video's
+            v = c.streams.video[0]
+            lead = float(((v.start_time or 0) * v.time_base) - (c.start_time or 0) / 1e6)
+    except (OSError, ValueError, IndexError) as e:
+        raise VideoOpenError(f"cannot read {src!r} to copy clip {clip.clip_id}: {e}") from e
+    with atomic_path(dest) as tmp:
+        run_ffmpeg(
+            ["-ss", f"{max(0.0, k + lead) + 1e-3:.6f}", "-i", src,
+             "-t", f"{clip.end_s - k + 0.05:.6f}", "-map", "0:v:0", "-map", "0:a:0?",
+             "-c", "copy", "-avoid_negative_ts", "make_zero", "-f", "mp4", str(tmp)],
+            what=f"copying clip {clip.clip_id} into the library",
+        )
+    return k
+
+
 def _canonical_store(uri: str) -> tuple[str, str]:
     """(backend, location) with local paths made absolute, to compare store URIs."""
     uri = uri.strip()
@@ -215,7 +290,8 @@ class Library:
         self.store_uri = store_uri
         self.collection = getattr(store, "collection", catalog.collection)
         self.settings = settings or Settings()
-        self._clips: dict[str, LibraryClip] = {c.clip_id: c for c in catalog.clips}
+        self._clips: dict[str, LibraryClip] = self._resolve(catalog)
+        self._pending: tuple[str, ...] = catalog.pending
         self._recorded_store = catalog.store
         self._encoder: Encoder | None = None
         spec = encoder if isinstance(encoder, str) or encoder is None else encoder.spec
@@ -246,6 +322,7 @@ class Library:
         collection: str | None = None,
         encoder: str | Encoder | None = None,
         settings: Settings | None = None,
+        create: bool = True,
     ) -> Library:
         """Open (or start) a library.
 
@@ -260,13 +337,15 @@ class Library:
             encoder: Encoder spec (or encoder) for a new library; an existing library keeps the
                 one its vectors came from, and a different one is refused.
             settings: Slicing settings (window, sample fps, reader) and the default encoder.
+            create: Start a new library if there is none at ``location``; read commands pass
+                ``False``, so a mistyped path is an error instead of a new, empty library.
 
         Returns:
             The library.
 
         Raises:
-            ConfigError: Unreadable catalog, a server URL as location, or a store or encoder
-                other than the library's.
+            ConfigError: Unreadable catalog, a server URL as location, no library there
+                (``create=False``), or a store or encoder other than the library's.
             StoreError: The store cannot be opened.
 
         """
@@ -284,6 +363,11 @@ class Library:
             path = loc[len("faiss:") :] if loc.startswith("faiss:") else loc
             root = Path(path).expanduser()
             implied = loc if loc.startswith("faiss:") else None
+        if not create and root is not None and not root.is_dir():
+            raise ConfigError(
+                f"no library at {root}: check the path (a read never creates a library), or "
+                "add clips to it first with `rhl library add`"
+            )
         catalog = cls._read_catalog(root)
         recorded = catalog.store
         if recorded is not None and recorded.endswith(":.") and root is not None:
@@ -301,7 +385,9 @@ class Library:
                 f"not {collection!r}"
             )
         coll = collection or catalog.collection
-        vs = open_store(uri, collection=coll, **(settings or Settings()).store_options())
+        vs = open_store(
+            uri, collection=coll, create=create, **(settings or Settings()).store_options()
+        )
         try:
             lib = cls(root, vs, catalog, uri, encoder, settings)
             lib._reconcile()
@@ -336,23 +422,29 @@ class Library:
         root = os.path.abspath(self.root)
         return backend != "url" and (where == root or where.startswith(root + os.sep))
 
-    def _reconcile(self) -> None:
-        """Drop vectors no catalog entry owns; warn about clips whose vectors are missing.
+    def _resolve(self, catalog: Catalog) -> dict[str, LibraryClip]:
+        """The catalog's clips by id, media paths made absolute (they are stored relative)."""
+        out = {}
+        for c in catalog.clips:
+            if c.media_path is not None and self.root is not None:
+                c = c.model_copy(update={"media_path": str(self.root / c.media_path)})
+            out[c.clip_id] = c
+        return out
 
-        Stray vectors are only deleted from a store inside the library directory: a shared
-        store (a server) may hold another library's collection of the same name.
+    def _reconcile(self) -> None:
+        """Warn about vectors no catalog entry owns and clips without vectors; change nothing.
+
+        Vectors of clips a killed writer left ``pending`` are removed by the next writer; any
+        others (a lost or older ``library.json``) are kept: deleting them could lose a library.
         """
         in_store = set(self.store.video_ids())
-        orphans = sorted(in_store - self._clips.keys())
-        if orphans and self._owns_store():
-            for orphan in orphans:
-                log.warning("removing vectors of %s: not in the catalog (interrupted add?)", orphan)
-                self.store.delete_video(orphan)
-        elif orphans:
+        orphans = sorted(in_store - self._clips.keys() - set(self._pending))
+        if orphans:
             log.warning(
-                "%s collection %r holds %d clip(s) this library's catalog does not list; they are "
-                "ignored (another library sharing the collection?)",
-                self.store_uri, self.collection, len(orphans),
+                "%s collection %r holds %d clip(s) the catalog of library %s does not list; "
+                "they are ignored (library.json lost or replaced? restore it from a backup; or "
+                "another library sharing the collection)",
+                self.store_uri, self.collection, len(orphans), self.name,
             )
         missing = self._clips.keys() - in_store
         if missing:
@@ -362,6 +454,65 @@ class Library:
                 len(missing), self.name, self.store_uri, ", ".join(sorted(missing)[:5]),
             )
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the library's writer lock, with the catalog re-read under it.
+
+        Another process's commit since this library was opened is seen; clips a killed writer
+        left pending lose their stray vectors and media here.
+        """
+        if self.root is None:
+            yield
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            deadline = time.monotonic() + LOCK_TIMEOUT_S
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise ConfigError(
+                            f"library {self.name} is busy: another process has been writing to "
+                            f"it for over {LOCK_TIMEOUT_S:g} s; try again when it has finished"
+                        ) from None
+                    time.sleep(0.05)
+            catalog = self._read_catalog(self.root)
+            self._clips, self._pending = self._resolve(catalog), catalog.pending
+            if catalog.encoder:
+                self.encoder_spec = catalog.encoder
+            if self._pending:
+                self._drop_pending()
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _drop_pending(self) -> None:
+        """Remove vectors and media of pending clips the catalog does not list (a killed writer)."""
+        stray = [c for c in self._pending if c not in self._clips]
+        for cid in stray:
+            log.warning("library %s: removing what an interrupted writer left of %s",
+                        self.name, cid)
+            self.store.delete_video(cid)
+            self._remove_media(cid)
+        self._save(pending=())
+
+    def _media_file(self, clip_id: str) -> Path:
+        assert self.root is not None
+        return self.root / MEDIA_DIR / f"{clip_id}.mp4"
+
+    def _remove_media(self, clip_id: str) -> None:
+        if self.root is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._media_file(clip_id).unlink()
+
+    def media_missing(self, clip: LibraryClip) -> bool:
+        """Whether neither the library's copy nor the source of ``clip`` can be found."""
+        paths = [clip.media_path] if clip.media_path else []
+        return not any(os.path.isfile(p) for p in [*paths, clip.source_path])
+
     def _store_record(self) -> str | None:
         if self.root is None:
             return None
@@ -370,17 +521,24 @@ class Library:
             return f"{backend}:."
         return self.store_uri if backend == "url" else f"{backend}:{where}"
 
-    def _save(self) -> None:
+    def _save(self, pending: Sequence[str] = ()) -> None:
         if self.root is None:
             return
+        clips = []
+        for c in self._clips.values():
+            if c.media_path is not None:
+                c = c.model_copy(update={"media_path": os.path.relpath(c.media_path, self.root)})
+            clips.append(c)
         catalog = Catalog(
             format_version=CATALOG_VERSION,
             encoder=self.encoder_spec,
             store=self._store_record(),
             collection=self.collection,
-            clips=tuple(self._clips.values()),
+            clips=tuple(clips),
+            pending=tuple(pending),
         )
         write_atomic(self.root / CATALOG_NAME, catalog.model_dump_json(indent=2))
+        self._pending = tuple(pending)
 
     # -- basics ------------------------------------------------------------------------------
 
@@ -439,10 +597,13 @@ class Library:
         mode: str = "auto",
         tags: Sequence[str] = (),
         category: str | None = None,
+        link: bool = False,
     ) -> list[LibraryClip]:
         """Add a file as one clip (``mode="clip"``) or as a video cut into shot clips (``"video"``).
 
         ``auto`` treats files up to ``CLIP_MAX_S`` seconds as clips and longer ones as videos.
+        Each clip's media is copied into the library unless ``link`` (then moving or deleting
+        the source breaks the clip).
 
         Returns:
             The clips that were new (none when the file was already in the library).
@@ -457,8 +618,8 @@ class Library:
         if mode == "auto":
             mode = "clip" if probe_video(path).duration_s <= CLIP_MAX_S else "video"
         if mode == "clip":
-            return self.add_clip_file(path, tags=tags, category=category)
-        return self.add_video(path, tags=tags, category=category)
+            return self.add_clip_file(path, tags=tags, category=category, link=link)
+        return self.add_video(path, tags=tags, category=category, link=link)
 
     def add_clip_file(
         self,
@@ -467,8 +628,9 @@ class Library:
         tags: Sequence[str] = (),
         category: str | None = None,
         summary: str = "",
+        link: bool = False,
     ) -> list[LibraryClip]:
-        """Add a whole file as one clip.
+        """Add a whole file as one clip (its media copied in unless ``link``).
 
         Returns:
             ``[clip]``, or ``[]`` when it was already in the library.
@@ -479,7 +641,7 @@ class Library:
         """
         info = probe_video(path)
         return self._add_ranges(
-            info, [(0, info.n_frames)], "clip", tags, category, lambda _: (summary, None)
+            info, [(0, info.n_frames)], "clip", tags, category, lambda _: (summary, None), link
         )
 
     def add_video(
@@ -489,8 +651,11 @@ class Library:
         tags: Sequence[str] = (),
         category: str | None = None,
         max_clip_s: float = VIDEO_CLIP_MAX_S,
+        link: bool = False,
     ) -> list[LibraryClip]:
         """Index a video into slices and add runs of slices inside one shot as clips.
+
+        Each clip's span is copied into the library unless ``link``.
 
         A video already added this way is not decoded again.
 
@@ -522,7 +687,7 @@ class Library:
             ]
             clip = self._new_clip(video.info, cid, slices, "video", tags_n, cat, "", None)
             entries.append((clip, slices, video.vectors[rows]))
-        return self._commit(entries)
+        return self._commit(entries, link)
 
     def add_from_run(
         self,
@@ -530,14 +695,16 @@ class Library:
         *,
         tags: Sequence[str] = (),
         category: str | None = None,
+        link: bool = False,
     ) -> list[LibraryClip]:
-        """Add the segments of a ``rhl highlight`` run as clips.
+        """Add the segments of a ``rhl highlight`` run as clips (spans copied in unless ``link``).
 
         Args:
             run: The run directory (holding ``highlights.json``) or the JSON file itself.
             tags: Tags for every clip.
             category: Category for every clip; default: the domain of each segment's
                 description, when it has one.
+            link: Keep references to the run's source video instead of copies of the spans.
 
         Returns:
             The new clips, one per segment not yet in the library.
@@ -575,10 +742,10 @@ class Library:
         if cat is None:
             domains = {m[2] for m in meta.values()}
             cat = domains.pop() if len(domains) == 1 else None
-        return self._add_ranges(info, ranges, "run", tags, cat, describe)
+        return self._add_ranges(info, ranges, "run", tags, cat, describe, link)
 
     def _add_ranges(
-        self, info, ranges, origin: ClipOrigin, tags, category, describe  # noqa: ANN001
+        self, info, ranges, origin: ClipOrigin, tags, category, describe, link  # noqa: ANN001
     ) -> list[LibraryClip]:
         tags_n, cat = normalise_labels(tags), normalise_label(category) if category else None
         todo = []
@@ -603,7 +770,7 @@ class Library:
             summary, score = describe((a, b))
             clip = self._new_clip(info, cid, slices, origin, tags_n, cat, summary, score)
             entries.append((clip, slices, vectors))
-        return self._commit(entries)
+        return self._commit(entries, link)
 
     @staticmethod
     def _new_clip(
@@ -638,37 +805,59 @@ class Library:
         )
 
     def _commit(
-        self, entries: Sequence[tuple[LibraryClip, Sequence[Slice], np.ndarray]]
+        self, entries: Sequence[tuple[LibraryClip, Sequence[Slice], np.ndarray]], link: bool
     ) -> list[LibraryClip]:
-        """Upsert the clips' points (clip vector + slices), then record them in the catalog."""
-        entries = [e for e in entries if e[0].clip_id not in self._clips]
-        if not entries:
-            return []
-        points: list[Slice] = []
-        vectors: list[np.ndarray] = []
-        for clip, slices, vecs in entries:
-            points.append(
-                Slice(
-                    video_id=clip.clip_id, index=0, start_frame=clip.start_frame,
-                    end_frame=clip.end_frame, start_s=clip.start_s, end_s=clip.end_s,
-                    tags=(CLIP_TAG, *clip.tags),
+        """Under the writer lock: mark the clips pending, copy their media (unless ``link``),
+        upsert their points (clip vector + slices), then record them in the catalog.
+        """
+        with self._writing():
+            entries = [e for e in entries if e[0].clip_id not in self._clips]
+            if not entries:
+                return []
+            ids = [e[0].clip_id for e in entries]
+            self._save(pending=ids)
+            faults.reached("library.pending-saved")
+            clips = [self._with_media(e[0], link) for e in entries]
+            faults.reached("library.media-copied")
+            points: list[Slice] = []
+            vectors: list[np.ndarray] = []
+            for clip, (_, slices, vecs) in zip(clips, entries, strict=True):
+                points.append(
+                    Slice(
+                        video_id=clip.clip_id, index=0, start_frame=clip.start_frame,
+                        end_frame=clip.end_frame, start_s=clip.start_s, end_s=clip.end_s,
+                        tags=(CLIP_TAG, *clip.tags),
+                    )
                 )
-            )
-            vectors.append(_unit_mean(vecs)[None, :])
-            points.extend(sl.model_copy(update={"tags": (SLICE_TAG, *clip.tags)}) for sl in slices)
-            vectors.append(np.asarray(vecs, dtype=np.float32))
-        self.store.upsert(points, np.concatenate(vectors), self.encoder.spec)
-        self.encoder_spec = self.encoder.spec
-        for clip, _, _ in entries:
-            self._clips[clip.clip_id] = clip
-        self._save()
-        log.info("library %s: added %d clip(s), %d in all", self.name, len(entries), len(self))
-        return [e[0] for e in entries]
+                vectors.append(_unit_mean(vecs)[None, :])
+                points.extend(
+                    sl.model_copy(update={"tags": (SLICE_TAG, *clip.tags)}) for sl in slices
+                )
+                vectors.append(np.asarray(vecs, dtype=np.float32))
+            self.store.upsert(points, np.concatenate(vectors), self.encoder.spec)
+            faults.reached("library.vectors-upserted")
+            self.encoder_spec = self.encoder.spec
+            for clip in clips:
+                self._clips[clip.clip_id] = clip
+            self._save(pending=())
+        log.info("library %s: added %d clip(s), %d in all", self.name, len(clips), len(self))
+        return clips
+
+    def _with_media(self, clip: LibraryClip, link: bool) -> LibraryClip:
+        """``clip`` with its media copied into the library (``link``: as it is, a reference)."""
+        if link or self.root is None:
+            if link:
+                log.info("%s: linked, not copied: moving or deleting %s breaks it",
+                         clip.clip_id, clip.source_path)
+            return clip
+        dest = self._media_file(clip.clip_id)
+        start = copy_clip_media(clip, dest)
+        return clip.model_copy(update={"media_path": str(dest), "media_start_s": start})
 
     # -- removing and exporting --------------------------------------------------------------
 
     def remove(self, clip_ids: Sequence[str]) -> int:
-        """Remove clips and all their vectors.
+        """Remove clips, their vectors and their media copies.
 
         Returns:
             How many clips were removed.
@@ -677,17 +866,22 @@ class Library:
             ConfigError: an id is not in the library (nothing is removed then).
 
         """
-        unknown = [c for c in clip_ids if c not in self._clips]
-        if unknown:
-            raise ConfigError(
-                f"no clip {unknown[0]!r} in library {self.name}; `rhl library list` shows the ids"
-            )
-        ids = list(dict.fromkeys(clip_ids))
-        for cid in ids:
-            del self._clips[cid]
-        self._save()
-        for cid in ids:
-            self.store.delete_video(cid)
+        with self._writing():
+            unknown = [c for c in clip_ids if c not in self._clips]
+            if unknown:
+                raise ConfigError(
+                    f"no clip {unknown[0]!r} in library {self.name}; `rhl library list` shows "
+                    "the ids"
+                )
+            ids = list(dict.fromkeys(clip_ids))
+            for cid in ids:
+                del self._clips[cid]
+            self._save(pending=ids)  # gone from the catalog; vectors and media follow
+            faults.reached("library.removal-saved")
+            for cid in ids:
+                self.store.delete_video(cid)
+                self._remove_media(cid)
+            self._save(pending=())
         log.info("library %s: removed %d clip(s), %d left", self.name, len(ids), len(self))
         return len(ids)
 

@@ -22,6 +22,12 @@ class LibraryClip(Frozen):
     ``origin`` says how it came in: a whole clip file (``clip``), a piece of a longer video cut at
     shot boundaries (``video``), or a segment of a ``rhl highlight`` run (``run``). ``score_norm``
     is the highlight run's normalised score for ``run`` clips, else ``None``.
+
+    ``media_path`` is the library's own copy of the clip's media (a stream copy of its span, so
+    the clip outlives its source), relative to the library directory in ``library.json`` and
+    absolute once the library is open; it starts at source time ``media_start_s`` (the keyframe
+    at or before ``start_s``). ``None``: the clip was added with ``--link`` and plays from
+    ``source_path`` only.
     """
 
     clip_id: str = Field(min_length=1)
@@ -42,6 +48,8 @@ class LibraryClip(Frozen):
     score_norm: float | None = None
     origin: ClipOrigin = "clip"
     created_utc: datetime
+    media_path: str | None = None
+    media_start_s: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _check_order(self) -> LibraryClip:
@@ -59,6 +67,9 @@ class Catalog(Frozen):
     """The file ``library.json``: which clips a library holds, its encoder and vector store.
 
     ``store`` is ``None`` when the vectors live in the library directory itself (FAISS).
+    ``pending`` lists clips a writer was adding or removing when it last wrote the catalog:
+    their vectors and media may exist without an entry in ``clips`` (the writer was killed) and
+    are removed by the next writer; readers ignore them.
     """
 
     format_version: int = 1
@@ -66,6 +77,7 @@ class Catalog(Frozen):
     store: str | None = None
     collection: str = "library"
     clips: tuple[LibraryClip, ...] = ()
+    pending: tuple[str, ...] = ()
 
 
 class LibraryHit(Frozen):
@@ -100,13 +112,19 @@ class Script(Frozen):
 
 
 class PlanStep(Frozen):
-    """One cut of the assembled edit: a source range placed at ``out_start_s`` in the output."""
+    """One cut of the assembled edit: a source range placed at ``out_start_s`` in the output.
+
+    Frames and times are the source's; the cut is taken from ``media_path`` (the library's copy,
+    which starts at source time ``media_start_s``) when there is one, else from ``source_path``.
+    """
 
     position: int = Field(ge=0)
     event_index: int = Field(ge=0)
     text: str
     clip_id: str
     source_path: str
+    media_path: str | None = None
+    media_start_s: float = Field(default=0.0, ge=0)
     start_frame: int = Field(ge=0)
     end_frame: int
     start_s: float = Field(ge=0)
@@ -121,6 +139,13 @@ class PlanStep(Frozen):
         if self.end_s <= self.start_s or self.out_end_s <= self.out_start_s:
             raise ValueError(f"empty plan step {self.position}: {self.start_s}-{self.end_s} s")
         return self
+
+    @property
+    def media(self) -> tuple[str, float]:
+        """The file to cut this step from and the time in it where ``start_s`` falls."""
+        if self.media_path is not None:
+            return self.media_path, self.start_s - self.media_start_s
+        return self.source_path, self.start_s
 
     @property
     def duration_s(self) -> float:

@@ -1,33 +1,67 @@
-"""Atomic file writes: a temp file in the same directory, fsync, then rename over the target."""
+"""Atomic file writes: a temp file in the same directory, fsync, then rename over the target.
+
+While a temp file is being written its writer holds a ``flock`` on it; a temp file nobody holds
+was left by a killed process, and the next write of the same target removes it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from rhl_common import faults
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Remove temp files of ``target`` whose writer is gone (no lock held on them)."""
+    for p in target.parent.glob(f".{glob.escape(target.name)}.*{glob.escape(target.suffix)}"):
+        try:
+            fd = os.open(p, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            p.unlink()
+        except OSError:
+            pass  # a live writer holds it, or it is gone already
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path next to ``target``; on clean exit it replaces ``target``, else vanishes.
 
-    For writers that want a path (ffmpeg, faiss). Readers never see a half-written file.
+    For writers that want a path (ffmpeg, faiss). Readers never see a half-written file, and
+    the temp file of a killed writer is removed by the next write of ``target``.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent)
-    os.close(fd)
+    _remove_stale_temps(target)
+    while True:
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=target.suffix, dir=target.parent
+        )
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink:  # not removed as stale between mkstemp and flock
+            break
+        os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
     try:
         yield Path(tmp)
+        faults.reached("atomic.before-rename")
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        os.close(fd)
 
 
 def write_atomic(target: str | os.PathLike[str], data: str | bytes) -> Path:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import shutil
+import signal
 import subprocess
+import sys
 from collections.abc import Sequence
 
 from rhl_common.errors import RenderError
@@ -26,11 +29,28 @@ def ffmpeg_binary() -> str:
     return exe
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGKILL it when its parent dies (even by SIGKILL)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def run_ffmpeg(args: Sequence[str], *, what: str) -> None:
-    """Run ffmpeg with ``args``; raise ``RenderError`` naming ``what`` on failure."""
+    """Run ffmpeg with ``args``; raise ``RenderError`` naming ``what`` on failure.
+
+    On Linux the ffmpeg process dies with ours, so a killed run leaves no encoder running.
+    """
     cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
     log.debug("ffmpeg: %s", cmd)
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+    )
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no message"]
         raise RenderError(f"ffmpeg failed while {what}: {tail[0]}")

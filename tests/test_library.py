@@ -241,11 +241,16 @@ def test_reopen_and_stray_vectors(tmp_path, clip_files):
     loc = tmp_path / "lib"
     with build(str(loc), clip_files, names=("red", "blue")) as lib:
         ids = ids_by_colour(lib)
-        lib._clips.pop(ids["red"])  # simulate a crash between writing vectors and catalog
-        lib._save()
-    with Library.open(loc) as lib:  # encoder and store come from the catalog
+        lib._clips.pop(ids["red"])  # a writer killed between its vectors and its catalog
+        lib._save(pending=[ids["red"]])
+    with Library.open(loc, create=False) as lib:  # encoder and store come from the catalog
         assert lib.encoder_spec == TINY and len(lib) == 1
-        assert lib.store.count(ids["red"]) == 0 and lib.store.count(ids["blue"]) > 0
+        # A reader deletes nothing and ignores what the catalog does not list.
+        assert lib.store.count(ids["red"]) > 0 and lib.store.count(ids["blue"]) > 0
+        assert [c.clip_id for c in lib.list()] == [ids["blue"]]
+    with Library.open(loc) as lib:
+        lib.remove([ids["blue"]])  # the next writer clears what the killed one left
+        assert lib.store.video_ids() == [] and not list((loc / "media").iterdir())
     with pytest.raises(ConfigError, match="holds vectors of encoder"):
         Library.open(loc, encoder="open_clip:ViT-B-32:random")
     with pytest.raises(ConfigError, match="keeps its vectors in"):
@@ -321,7 +326,7 @@ def test_faiss_and_qdrant_agree(tmp_path, clip_files, colour_vectors):
             hits = lib.search_vectors(q)
             plan = plan_assembly(script, lib, query_vectors=q)
             results.append((
-                [c.model_dump(exclude={"created_utc"}) for c in lib.list()],
+                [c.model_dump(exclude={"created_utc", "media_path"}) for c in lib.list()],
                 [[(h.clip.clip_id, round(h.score_norm, 3)) for h in row] for row in hits],
                 plan.model_dump(exclude={"library"}),
             ))
@@ -329,8 +334,8 @@ def test_faiss_and_qdrant_agree(tmp_path, clip_files, colour_vectors):
     assert results[0][1] == results[1][1]
     for a, b in zip(results[0][2]["steps"], results[1][2]["steps"], strict=True):
         assert a["score_raw"] == pytest.approx(b["score_raw"], abs=1e-5)
-        assert {k: v for k, v in a.items() if not k.startswith("score")} == {
-            k: v for k, v in b.items() if not k.startswith("score")
+        assert {k: v for k, v in a.items() if not k.startswith(("score", "media_path"))} == {
+            k: v for k, v in b.items() if not k.startswith(("score", "media_path"))
         }
     for a, b in zip(results[0][2]["missed"], results[1][2]["missed"], strict=True):
         assert a["best_score_norm"] == pytest.approx(b.pop("best_score_norm"), abs=1e-4)
@@ -407,11 +412,43 @@ def test_render_mixed_sources(tmp_path, clip_files, colour_vectors):
         assert (v.width, v.height) == (120, 160)
         assert a.rate == 48000 and a.channels == 2
     moved = plan.model_copy(update={"steps": (plan.steps[0].model_copy(
-        update={"source_path": str(tmp_path / "gone.mp4")}),)})
+        update={"source_path": str(tmp_path / "gone.mp4"), "media_path": None}),)})
     with pytest.raises(VideoOpenError, match="no such video"):
         render_plan(moved, tmp_path / "x.mp4")
     with pytest.raises(RenderError, match="nothing to render"):
         render_plan(plan.model_copy(update={"steps": ()}), tmp_path / "y.mp4")
+
+
+def test_library_outlives_its_sources(tmp_path, clip_files, colour_vectors):
+    """Clips keep their own media: delete the sources and the library still assembles."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for c in ("red", "blue"):
+        shutil.copy(clip_files[c], src / f"{c}.mp4")
+    cut = src / "cut.mp4"
+    shutil.copy(clip_files["cuts"], cut)
+    with Library.open(tmp_path / "lib", encoder=TINY) as lib:
+        lib.add_clip_file(src / "red.mp4", tags=["red"])
+        lib.add_clip_file(src / "blue.mp4", tags=["blue"], link=True)
+        shots = lib.add_video(cut)
+    assert len(shots) >= 2 and shots[1].media_start_s <= shots[1].start_s
+    shutil.rmtree(src)
+    with Library.open(tmp_path / "lib", create=False) as lib:
+        by_tag = {c.tags[0] if c.tags else c.clip_id: c for c in lib.list()}
+        assert not lib.media_missing(by_tag["red"]) and lib.media_missing(by_tag["blue"])
+        assert all(not lib.media_missing(c) for c in shots)
+        steps = (ScriptStep(text="red"), ScriptStep(text="second shot"))
+        q = np.stack([colour_vectors["red"], lib.clip_vectors([shots[1].clip_id])[0]])
+        plan = plan_assembly(Script(steps=steps), lib, query_vectors=q, min_z=-100)
+    assert [s.clip_id for s in plan.steps] == [by_tag["red"].clip_id, shots[1].clip_id]
+    out = render_plan(plan, tmp_path / "edit.mp4")
+    assert duration_s(out) == pytest.approx(plan.duration_s, abs=0.2)
+    listed = run("library", "list", "--library", tmp_path / "lib", "--json")
+    missing = {json.loads(x)["clip_id"]: json.loads(x)["media_missing"]
+               for x in listed.stdout.splitlines()}
+    assert missing[by_tag["blue"].clip_id] and not missing[by_tag["red"].clip_id]
+    res = run("library", "list", "--library", tmp_path / "lib")
+    assert res.stdout.count("MISSING MEDIA") == 1
 
 
 # -- templates -------------------------------------------------------------------------------

@@ -71,6 +71,8 @@ _CACHE_MIN_CHANGES = 2048
 # Temp files older than this are left by a killed process (a live one renames sooner).
 _STALE_TMP_S = 3600.0
 _SQL_VARS = 900  # rows per "IN (...)" query, under SQLite's variable limit
+# SQLite page cache: big inserts of random ids touch pages all over the table.
+_SQL_CACHE_KIB = 256 * 1024
 _CACHE_RE = re.compile(r"^(flat|ivf)-([0-9a-f]{8})-g(\d+)-t(\d+)-([0-9a-f]{16})\.faiss$")
 
 _SCHEMA = """
@@ -334,9 +336,11 @@ class FaissStore:
         except sqlite3.Error as e:
             raise self._sql_error(e, "open") from e
         try:
-            if fresh:
+            if fresh:  # 16 KiB pages hold several 2 KiB vectors; set before the first table
+                con.execute("PRAGMA page_size=16384")
                 con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")
+            con.execute(f"PRAGMA cache_size={-_SQL_CACHE_KIB}")
             if not con.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
             ).fetchone():
@@ -844,8 +848,11 @@ class FaissStore:
                 (
                     (pid, slices[k].video_id, slices[k].index, json.dumps(list(slices[k].tags)),
                      slices[k].model_dump_json(), vecs[row].tobytes(), gen)
-                    for row, (k, pid) in enumerate(zip(keep, ids_arr.tolist(), strict=True))
-                ),
+                    for row, k, pid in sorted(
+                        zip(range(len(keep)), keep, ids_arr.tolist(), strict=True),
+                        key=lambda t: t[2],
+                    )
+                ),  # in id order: appends to the b-tree instead of splitting pages all over
             )
             db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(gen),))
         faults.reached("faiss.committed")

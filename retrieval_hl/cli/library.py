@@ -35,7 +35,7 @@ def _library_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _open(ctx: click.Context, library_path: str | None, store: str | None,
-          collection: str | None, encoder: str | None):  # noqa: ANN202
+          collection: str | None, encoder: str | None, *, create: bool = False):  # noqa: ANN202
     from library.catalog import Library
     from retrieval_hl.config import load_settings
 
@@ -43,17 +43,18 @@ def _open(ctx: click.Context, library_path: str | None, store: str | None,
     settings = load_settings(config, encoder=encoder, library=library_path)
     log.debug("effective settings: %s", settings.model_dump_json())
     return Library.open(settings.library, store=store, collection=collection,
-                        encoder=encoder, settings=settings)
+                        encoder=encoder, settings=settings, create=create)
 
 
 def _split_tags(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(t for v in values for t in v.split(",") if t.strip())
 
 
-def _clip_row(clip) -> str:  # noqa: ANN001
+def _clip_row(clip, missing: bool = False) -> str:  # noqa: ANN001
     tags = ",".join(clip.tags) or "-"
     return (f"{clip.clip_id}\t{clip.duration_s:6.2f}s\t{clip.category or '-'}\t{tags}\t"
             f"{Path(clip.source_path).name} {clip.start_s:.2f}-{clip.end_s:.2f}s"
+            + ("\tMISSING MEDIA" if missing else "")
             + (f"\t{clip.summary}" if clip.summary else ""))
 
 
@@ -71,21 +72,24 @@ def library() -> None:
 @click.option("--mode", type=click.Choice(["auto", "clip", "video"]), default="auto",
               show_default=True,
               help="clip: a file is one clip; video: cut into shot clips; auto: by length.")
+@click.option("--link", is_flag=True,
+              help="Keep a reference to each source instead of copying the clip's media into "
+                   "the library; moving or deleting a source then breaks its clips.")
 @_library_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per new clip.")
 @click.pass_context
-def add(ctx, paths, runs, tags, category, mode, library_path, store, collection, encoder,
+def add(ctx, paths, runs, tags, category, mode, link, library_path, store, collection, encoder,
         as_json) -> None:  # noqa: ANN001
     """Add clip files or whole videos (PATHS) and highlight runs (--from-run) to the library."""
     if not paths and not runs:
         raise click.UsageError("give clip/video PATHS or --from-run DIR")
     tag_list = _split_tags(tags)
     added = []
-    with _open(ctx, library_path, store, collection, encoder) as lib:
+    with _open(ctx, library_path, store, collection, encoder, create=True) as lib:
         for p in paths:
-            added += lib.add_path(p, mode=mode, tags=tag_list, category=category)
+            added += lib.add_path(p, mode=mode, tags=tag_list, category=category, link=link)
         for r in runs:
-            added += lib.add_from_run(r, tags=tag_list, category=category)
+            added += lib.add_from_run(r, tags=tag_list, category=category, link=link)
         total = len(lib)
     for clip in added:
         click.echo(clip.model_dump_json() if as_json else _clip_row(clip))
@@ -101,11 +105,18 @@ def add(ctx, paths, runs, tags, category, mode, library_path, store, collection,
 @click.pass_context
 def list_clips(ctx, category, tags, library_path, store, collection, encoder,
                as_json) -> None:  # noqa: ANN001
-    """List the clips of the library."""
+    """List the clips of the library; clips whose media is gone are marked MISSING MEDIA."""
     with _open(ctx, library_path, store, collection, encoder) as lib:
-        clips = lib.list(category=category, tags=_split_tags(tags))
-    for clip in clips:
-        click.echo(clip.model_dump_json() if as_json else _clip_row(clip))
+        rows = [(c, lib.media_missing(c)) for c in lib.list(category=category,
+                                                             tags=_split_tags(tags))]
+    for clip, missing in rows:
+        if as_json:
+            click.echo(json.dumps({**clip.model_dump(mode="json"), "media_missing": missing}))
+        else:
+            click.echo(_clip_row(clip, missing))
+    if any(m for _, m in rows):
+        log.warning("%d clip(s) have no media left (source moved or deleted, added with --link)",
+                    sum(m for _, m in rows))
 
 
 @library.command("search")
