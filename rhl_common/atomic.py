@@ -73,3 +73,32 @@ def write_atomic(target: str | os.PathLike[str], data: str | bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
     return Path(target)
+
+
+def check_writable(
+    path: str | os.PathLike[str], *, directory: bool = False, what: str = "--out"
+) -> Path:
+    """Check, before any work, that ``path`` can be written: a file (or with ``directory`` a
+    directory) whose folder exists or can be made, and accepts a new file.
+
+    Raises:
+        ConfigError: ``path`` is of the wrong kind, or its folder cannot be made or written.
+
+    """
+    from rhl_common.errors import ConfigError
+
+    p = Path(path)
+    if directory and p.exists() and not p.is_dir():
+        raise ConfigError(f"{what} {str(p)!r} is a file; give a directory for the run's outputs")
+    if not directory and p.is_dir():
+        raise ConfigError(f"{what} {str(p)!r} is a directory; give a file name")
+    folder = p if directory else p.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"{what} {str(p)!r} cannot be written: {e.strerror or e} ({str(folder)!r})"
+        ) from None
+    return p

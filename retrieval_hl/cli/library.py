@@ -166,6 +166,10 @@ def rm(ctx, clip_ids, library_path, store, collection, encoder, as_json) -> None
 @click.pass_context
 def export(ctx, out_path, library_path, store, collection, encoder) -> None:  # noqa: ANN001
     """Export the catalog (clips, tags, sources, encoder) as JSON."""
+    if out_path is not None:
+        from rhl_common.atomic import check_writable
+
+        check_writable(out_path)
     with _open(ctx, library_path, store, collection, encoder) as lib:
         text = lib.export(out_path)
     if out_path is None:
@@ -216,12 +220,13 @@ def assemble(ctx, script, library_path, store, collection, encoder, out_path, pl
     from library.script import load_script
     from library.templates import load_script_template
     from retrieval_hl.config import parse_wh
-    from rhl_common.atomic import write_atomic
+    from rhl_common.atomic import check_writable, write_atomic
     from rhl_common.errors import RenderError
 
-    out = Path(out_path)
+    out = check_writable(out_path)
     plan_file = Path(plan_path) if plan_path else out.with_suffix(".plan.json")
     srt_file = out.with_suffix(".srt")
+    check_writable(plan_file, what="--plan")
     if script.endswith(".json"):
         plan = load_plan(script)
         plan_file = Path(script)

@@ -30,7 +30,9 @@ def _progress(ctx: click.Context, total: int | None, desc: str) -> Iterator[Call
 
 
 class _Group(Group):
-    """Maps the library's errors to one line on stderr and exit code 1."""
+    """Maps the library's errors, and the system's (disk full, permission), to one line on
+    stderr and exit code 1.
+    """
 
     def invoke(self, ctx: click.Context):  # noqa: ANN201
         try:
@@ -38,6 +40,22 @@ class _Group(Group):
         except RHLError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
+        except OSError as exc:
+            where = f": {exc.filename!r}" if exc.filename else ""
+            click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(1)
+
+
+class _LogFile(logging.FileHandler):
+    """A log file whose write errors (disk full) are one warning on stderr, not a traceback."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if not self.failed:
+            self.failed = True
+            click.echo(f"warning: cannot write the log file {self.baseFilename}; "
+                       "logging there stops", err=True)
 
 
 @click.group(cls=_Group)
@@ -177,9 +195,14 @@ def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semant
                   size=size, transition=transition,
                   music=music,
                   timelines=("otio", *timelines) if timelines else None)
+    from indexer.stores import check_store_uri
+    from rhl_common.atomic import check_writable
+
     ratio_wh = parse_wh(ratio) if ratio is not None else None
-    info = probe_video(video)
+    check_store_uri(s.store)  # even when this run ends up using signals only
     out = Path(out_dir) if out_dir else Path("highlights") / Path(video).stem
+    check_writable(out, directory=True)
+    info = probe_video(video)
     extra, images = _category_queries(category, library_dir, s) if category else ([], [])
     with _progress(ctx, int(info.duration_s * s.sample_fps) + 1, info.video_id) as bar:
         hl = highlight_video(video, prompt=prompt, settings=s, ratio_wh=ratio_wh, progress=bar,
@@ -203,7 +226,7 @@ def _category_queries(category: str, library_dir: str | None, settings):  # noqa
     from library.templates import category_queries
     from retrieval_hl.models import Description
 
-    lib = Library.open(library_dir) if library_dir else None
+    lib = Library.open(library_dir, create=False) if library_dir else None
     if lib is not None and lib.encoder_spec != settings.encoder:
         log.warning("library %s uses encoder %s, not %s: its clips are not used as queries",
                     library_dir, lib.encoder_spec, settings.encoder)
@@ -227,7 +250,7 @@ def _category_queries(category: str, library_dir: str | None, settings):  # noqa
 @click.option("--out", "out_path", default="predictions.jsonl", show_default=True)
 @click.option("--resume", is_flag=True, help="Keep finished videos of an earlier run.")
 @click.option("--time-limit", "time_limit_s", type=float, default=600.0, show_default=True,
-              help="Seconds per video; a video over it gets an empty prediction.")
+              help="Seconds per video (> 0); a video over it gets an empty prediction.")
 @click.option("--log", "log_path", default=None, help="Log file (default OUT.log).")
 @_store_opt
 @_encoder_opt
@@ -239,11 +262,13 @@ def _category_queries(category: str, library_dir: str | None, settings):  # noqa
 def batch(ctx, index_path, videos_dir, out_path, resume, time_limit_s, log_path, store, encoder,
           semantic, as_json) -> None:  # noqa: ANN001
     """Competition batch: one predictions line per INDEX entry, in index order."""
-    from retrieval_hl.competition.batch import make_predictor, run_batch
+    from retrieval_hl.competition.batch import check_batch_args, make_predictor, run_batch
 
+    log_path = log_path or f"{out_path}.log"
+    check_batch_args(index_path, out_path, log_path, time_limit_s)
     s = _settings(ctx, store=store, encoder=encoder, semantic=semantic, budget="none",
                   render=False, allow_empty=True)
-    handler = logging.FileHandler(log_path or f"{out_path}.log", encoding="utf-8")
+    handler = _LogFile(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
     for name in PACKAGES:
@@ -284,7 +309,7 @@ def search(ctx, text, video_id, tags, top_k, store, encoder, as_json) -> None:  
     from indexer.stores import open_store
 
     s = _settings(ctx, store=store, encoder=encoder)
-    db = open_store(s.store, **s.store_options())
+    db = open_store(s.store, create=False, **s.store_options())  # a read: creates nothing
     if db.count() == 0:
         click.echo("the store is empty: run `rhl index VIDEO` first", err=True)
         return

@@ -9,7 +9,9 @@ leaves a valid file, and ``resume`` skips the ids it already holds.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing as mp
+import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -20,7 +22,7 @@ from pathlib import Path
 from indexer.models import VideoInfo
 from retrieval_hl.competition.format import IndexEntry, VideoPrediction, load_index
 from retrieval_hl.config import Settings
-from rhl_common.atomic import write_atomic
+from rhl_common.atomic import check_writable, write_atomic
 from rhl_common.errors import ConfigError, EncoderError, RHLError
 
 log = logging.getLogger(__name__)
@@ -52,15 +54,61 @@ def find_video(entry: IndexEntry, videos_dir: Path) -> Path | None:
     return None
 
 
-def _read_done(out_path: Path) -> dict[str, str]:
-    """Finished lines of an earlier run, by video id; a torn or foreign line is ignored."""
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_batch_args(
+    index_path: str | Path,
+    out_path: str | Path,
+    log_path: str | Path | None = None,
+    time_limit_s: float = 600.0,
+) -> None:
+    """Refuse, before any work, outputs that would overwrite an input, and bad limits.
+
+    Raises:
+        ConfigError: ``out_path`` or ``log_path`` is the index (or each other), cannot be
+            written, or ``time_limit_s`` is not a positive finite number of seconds.
+
+    """
+    if not (isinstance(time_limit_s, int | float) and math.isfinite(time_limit_s)
+            and time_limit_s > 0):
+        raise ConfigError(
+            f"--time-limit must be a positive number of seconds, got {time_limit_s!r}"
+        )
+    index, out = Path(index_path), Path(out_path)
+    named = [("--out", out)] + ([("--log", Path(log_path))] if log_path is not None else [])
+    for option, p in named:
+        if p.resolve() == index.resolve() or _same_file(p, index):
+            raise ConfigError(f"{option} {str(p)!r} is the index file; give another file name")
+        check_writable(p, what=option)
+    if log_path is not None and (out.resolve() == Path(log_path).resolve()
+                                 or _same_file(out, Path(log_path))):
+        raise ConfigError(f"--log {str(log_path)!r} is the --out file; give another file name")
+
+
+def _read_done(out_path: Path, entries: Sequence[IndexEntry]) -> dict[str, str]:
+    """Finished lines of an earlier run, by video id, that still match the index entries.
+
+    A torn or foreign line is ignored; a line whose ratio differs from its entry's is redone.
+    """
     done: dict[str, str] = {}
     if not out_path.is_file():
         return done
+    wanted = {e.video_id: e.ratio_wh for e in entries}
     for line in out_path.read_text(encoding="utf-8").splitlines():
         try:
             pred = VideoPrediction.from_json_line(line)
         except RHLError:
+            continue
+        if pred.video_id not in wanted:
+            continue
+        if tuple(pred.ratio_wh) != tuple(wanted[pred.video_id]):
+            log.info("%s: the earlier line is for ratio %s, the index now asks %s; redone",
+                     pred.video_id, pred.ratio_wh, wanted[pred.video_id])
             continue
         done[pred.video_id] = line
     return done
@@ -117,16 +165,17 @@ def run_batch(
     """Predict every entry of ``index_path`` and write ``out_path`` (JSONL, index order).
 
     Raises:
-        ConfigError: the index is unreadable or ``videos_dir`` is not a directory.
+        ConfigError: the index is unreadable, ``videos_dir`` is not a directory, ``out_path``
+            is the index or cannot be written, or ``time_limit_s`` is not positive and finite.
 
     """
+    check_batch_args(index_path, out_path, None, time_limit_s)
     entries: Sequence[IndexEntry] = load_index(index_path)
     videos = Path(videos_dir)
     if not videos.is_dir():
         raise ConfigError(f"videos directory not found: {str(videos)!r}")
     out = Path(out_path)
-    done = _read_done(out) if resume else {}
-    done = {k: v for k, v in done.items() if k in {e.video_id for e in entries}}
+    done = _read_done(out, entries) if resume else {}
     skipped = len(done)
     failed: list[tuple[str, str]] = []
 

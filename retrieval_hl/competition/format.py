@@ -148,7 +148,7 @@ class VideoPrediction(Frozen):
 
         """
         try:
-            obj = json.loads(line)
+            obj = _json_loads(line, "prediction line")
         except json.JSONDecodeError as exc:
             raise ConfigError(f"not valid JSON ({exc})") from None
         raw = _parse_video_line(obj)
@@ -486,7 +486,7 @@ def _read_records(path: str | os.PathLike[str], what: str) -> list[tuple[str, An
         return []
     if text.lstrip().startswith("["):
         try:
-            items = json.loads(text)
+            items = _json_loads(text, f"{what} file {name!r}")
         except json.JSONDecodeError as exc:
             raise ConfigError(
                 f"{what} file {name!r} line {exc.lineno}: not valid JSON ({exc.msg})"
@@ -497,13 +497,29 @@ def _read_records(path: str | os.PathLike[str], what: str) -> list[tuple[str, An
         if not line.strip():
             continue
         try:
-            out.append((f"line {i}", json.loads(line)))
+            out.append((f"line {i}", _json_loads(line, f"{what} file {name!r} line {i}")))
         except json.JSONDecodeError as exc:
             raise ConfigError(
                 f"{what} file {name!r} line {i}: not valid JSON ({exc.msg}); "
                 "expected a JSON array or one JSON object per line"
             ) from None
     return out
+
+
+def _json_int(text: str) -> int | float:
+    """A JSON integer; one beyond float precision becomes +-inf, which every check rejects."""
+    digits = text.lstrip("-")
+    if len(digits) > 15:
+        return -math.inf if text.startswith("-") else math.inf
+    return int(text)
+
+
+def _json_loads(text: str, where: str) -> Any:
+    """``json.loads`` that turns huge integers into infinities and deep nesting into an error."""
+    try:
+        return json.loads(text, parse_int=_json_int)
+    except RecursionError:
+        raise ConfigError(f"{where}: JSON nested too deeply to be a kit file") from None
 
 
 def _type_name(value: Any) -> str:

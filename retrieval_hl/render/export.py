@@ -202,7 +202,8 @@ def export_highlight(
     same transitions as ``highlight.mp4``; ``size`` is that publishing size (without crop boxes:
     the frame ``highlight.mp4`` is fitted into). ``music`` (a file, or a folder to pick one
     from) goes under both mp4s, ducked under their own sound. Returns the written paths by kind
-    (``json``, ``srt``, ``mp4``, ``predictions``, ``reframed``).
+    (``json``, ``srt``, ``mp4``, ``predictions``, ``reframed``). Those of this function's files
+    an earlier run left and this one does not write are removed.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -248,6 +249,12 @@ def export_highlight(
                                           **joins)
     elif render:
         log.warning("no highlight found in %s: nothing to render", highlight.video.path)
+    # A reused run directory must not keep an earlier run's outputs beside this run's.
+    own = [out / n for n in (SRT_NAME, PREDICTIONS_NAME, MP4_NAME)]
+    for stale in [*own, *out.glob("highlight_*x*.mp4")]:
+        if stale not in written.values() and stale.is_file():
+            log.info("removing %s, left by an earlier run in %s", stale.name, out)
+            stale.unlink()
     return written
 
 
