@@ -945,7 +945,10 @@ class Library:
         if not clips or len(q) == 0:
             return clips, raw
         col = {c.clip_id: k for k, c in enumerate(clips)}
-        for i, hits in enumerate(self.store.search(q, top_k=len(clips), tags=(CLIP_TAG,))):
+        # Clips the catalog does not list (a killed writer's) must not crowd out listed ones.
+        stray = len(set(self.store.video_ids()) - col.keys())
+        hits_per_query = self.store.search(q, top_k=len(clips) + stray, tags=(CLIP_TAG,))
+        for i, hits in enumerate(hits_per_query):
             for h in hits:
                 k = col.get(h.slice.video_id)
                 if k is not None:

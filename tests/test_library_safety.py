@@ -1,0 +1,97 @@
+"""Nothing lost in a library: concurrent ``rhl library add`` processes, kills inside a commit,
+readers that never delete (not even with ``library.json`` gone).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from library.catalog import CATALOG_NAME, Library
+from tests.conftest import REPO, TINY, make_video
+
+ADD = """
+import os, signal, sys
+from rhl_common import faults
+def _hook(point):
+    if point == os.environ.get("KILL_AT"):
+        os.kill(os.getpid(), signal.SIGKILL)
+faults.hook = _hook
+from retrieval_hl.cli.main import main
+sys.argv = ["rhl", "-q", "library", "add", *sys.argv[1:]]
+main()
+"""
+
+
+def add_process(lib: Path, clip: Path, kill_at: str = "") -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(ADD), str(clip), "--library", str(lib),
+         "--encoder", TINY],
+        env={**os.environ, "PYTHONPATH": str(REPO), "KILL_AT": kill_at},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> list[Path]:
+    d = tmp_path_factory.mktemp("clips")
+    return [make_video(d / f"c{i}.mp4", seconds=2.0 + i, size="64x48", fps=5,
+                       source=("testsrc2", "smptebars", "rgbtestsrc")[i]) for i in range(3)]
+
+
+def test_two_adds_at_once_both_land(tmp_path, clips):
+    lib = tmp_path / "lib"
+    procs = [add_process(lib, c) for c in clips[:2]]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    with Library.open(lib, create=False) as opened:
+        listed = opened.list()
+        assert sorted(Path(c.source_path).name for c in listed) == ["c0.mp4", "c1.mp4"]
+        assert all(opened.store.count(c.clip_id) > 0 for c in listed)
+
+
+@pytest.mark.parametrize(
+    "point", ["library.media-copied", "library.vectors-upserted"]
+)
+def test_kill_inside_an_add_leaves_a_usable_library(tmp_path, clips, point):
+    lib = tmp_path / "lib"
+    with Library.open(lib, encoder=TINY) as opened:
+        (first,) = opened.add_clip_file(clips[0])
+    proc = add_process(lib, clips[1], kill_at=point)
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    with Library.open(lib, create=False) as opened:  # a reader: sees the last catalog
+        assert [c.clip_id for c in opened.list()] == [first.clip_id]
+        assert opened.search("anything", top_k=5)[0].clip.clip_id == first.clip_id
+    with Library.open(lib) as opened:  # the next writer clears what the killed one left
+        (third,) = opened.add_clip_file(clips[2])
+        assert opened.store.video_ids() == sorted([first.clip_id, third.clip_id])
+        assert sorted(p.name for p in (lib / "media").iterdir()) == sorted(
+            [f"{first.clip_id}.mp4", f"{third.clip_id}.mp4"]
+        )
+        assert not opened._pending
+
+
+def test_reader_with_the_catalog_gone_deletes_nothing(tmp_path, clips, caplog):
+    lib = tmp_path / "lib"
+    with Library.open(lib, encoder=TINY) as opened:
+        (clip,) = opened.add_clip_file(clips[0])
+        reader = Library.open(lib, create=False)
+        (other,) = opened.add_clip_file(clips[1])
+    # A reader opened before the add sees its vectors but lists only what its catalog says.
+    assert reader.store.count(other.clip_id) > 0 and len(reader.list()) == 1
+    reader.close()
+    (lib / CATALOG_NAME).rename(tmp_path / "backup.json")
+    with Library.open(lib, create=False) as opened:
+        assert opened.list() == []
+        assert opened.store.count(clip.clip_id) > 0 and opened.store.count(other.clip_id) > 0
+    assert "library.json lost or replaced? restore it from a backup" in caplog.text
+    (tmp_path / "backup.json").rename(lib / CATALOG_NAME)
+    with Library.open(lib, create=False) as opened:
+        assert len(opened.list()) == 2
