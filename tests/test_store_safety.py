@@ -56,8 +56,8 @@ def child(body: str, *args: str, kill_at: str | None = None, wait: bool = True):
     env = {**os.environ, "PYTHONPATH": str(REPO), "KILL_AT": kill_at or ""}
     cmd = [sys.executable, "-c", PRELUDE + textwrap.dedent(body), *args]
     if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        return subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -225,3 +225,43 @@ def test_soak_random_kills(tmp_path):
     assert committed - deleting <= present, committed - deleting - present
     assert committed
     assert seed >= 6 and kills >= 1
+
+
+def test_two_rhl_index_processes_both_land(tmp_path):
+    from tests.conftest import TINY, make_video
+
+    store = tmp_path / "store"
+    videos = [make_video(tmp_path / f"v{i}.mp4", seconds=2.0, size="64x48", fps=5,
+                         source=("testsrc2", "smptebars")[i]) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "retrieval_hl", "-q", "index", str(v), "--store", str(store),
+             "--encoder", TINY],
+            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )
+        for v in videos
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    with open_store(str(store), create=False) as s:
+        assert len(s.video_ids()) == 2
+
+
+def test_qdrant_local_refuses_a_second_process_cleanly(tmp_path):
+    holder = child(
+        """
+        from indexer.stores import open_store
+        s = open_store("qdrant:" + sys.argv[1])
+        print("ready", flush=True)
+        sys.stdin.readline()
+        """,
+        str(tmp_path / "qd"), wait=False,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreError, match="Qdrant open .* failed"):
+            open_store(f"qdrant:{tmp_path / 'qd'}")
+    finally:
+        holder.kill()
+        holder.communicate()
