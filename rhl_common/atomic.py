@@ -7,6 +7,7 @@ was left by a killed process, and the next write of the same target removes it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import glob
 import os
@@ -78,8 +79,8 @@ def write_atomic(target: str | os.PathLike[str], data: str | bytes) -> Path:
 def check_writable(
     path: str | os.PathLike[str], *, directory: bool = False, what: str = "--out"
 ) -> Path:
-    """Check, before any work, that ``path`` can be written: a file (or with ``directory`` a
-    directory) whose folder exists or can be made, and accepts a new file.
+    """Check, before any work and without creating anything, that ``path`` can be written: a
+    file (or with ``directory`` a directory) whose nearest existing folder accepts a new file.
 
     Raises:
         ConfigError: ``path`` is of the wrong kind, or its folder cannot be made or written.
@@ -93,8 +94,11 @@ def check_writable(
     if not directory and p.is_dir():
         raise ConfigError(f"{what} {str(p)!r} is a directory; give a file name")
     folder = p if directory else p.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:

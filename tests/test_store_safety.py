@@ -224,6 +224,8 @@ def test_soak_random_kills(tmp_path):
     # Every commit a process reported is there, unless a process set out to delete it.
     assert committed - deleting <= present, committed - deleting - present
     assert committed
+    print(f"soak: {seed} processes, {kills} killed at random times, {len(committed)} commits "
+          f"reported, {len(present)} videos present, {len(committed - deleting - present)} lost")
     assert seed >= 6 and kills >= 1
 
 

@@ -20,6 +20,7 @@ import numbers
 import os
 import re
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -255,6 +256,7 @@ class FaissStore:
         self._approx: Any = None
         self._approx_trained_n = 0
         self._closed = False
+        self._lock = threading.RLock()  # one transaction at a time on the shared connection
         self._db = self._connect(create)
         try:
             self._load()
@@ -358,6 +360,10 @@ class FaissStore:
     def _transaction(self, write: bool) -> Iterator[sqlite3.Connection]:
         """One transaction: ``write`` takes the write lock at once (``BEGIN IMMEDIATE``)."""
         what = "write" if write else "read"
+        with self._lock:
+            yield from self._transaction_locked(write, what)
+
+    def _transaction_locked(self, write: bool, what: str) -> Iterator[sqlite3.Connection]:
         try:
             self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         except sqlite3.Error as e:
