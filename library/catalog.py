@@ -230,6 +230,8 @@ def copy_clip_media(clip: LibraryClip, dest: Path) -> float:
         VideoOpenError: the source cannot be read or copied.
 
     """
+    from retrieval_hl.render.renderer import ffmpeg_file
+
     src = clip.source_path
     if clip.origin == "clip" and clip.start_frame == 0:
         try:
@@ -249,9 +251,9 @@ def copy_clip_media(clip: LibraryClip, dest: Path) -> float:
         raise VideoOpenError(f"cannot read {src!r} to copy clip {clip.clip_id}: {e}") from e
     with atomic_path(dest) as tmp:
         run_ffmpeg(
-            ["-ss", f"{max(0.0, k + lead) + 1e-3:.6f}", "-i", src,
+            ["-ss", f"{max(0.0, k + lead) + 1e-3:.6f}", "-i", ffmpeg_file(src),
              "-t", f"{clip.end_s - k + 0.05:.6f}", "-map", "0:v:0", "-map", "0:a:0?",
-             "-c", "copy", "-avoid_negative_ts", "make_zero", "-f", "mp4", str(tmp)],
+             "-c", "copy", "-avoid_negative_ts", "make_zero", "-f", "mp4", ffmpeg_file(tmp)],
             what=f"copying clip {clip.clip_id} into the library",
         )
     return k

@@ -37,6 +37,10 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+# ``preexec_fn`` for every ffmpeg child: it dies with our process (Linux; elsewhere nothing).
+DIE_WITH_PARENT = _die_with_parent if sys.platform.startswith("linux") else None
+
+
 def run_ffmpeg(args: Sequence[str], *, what: str) -> None:
     """Run ffmpeg with ``args``; raise ``RenderError`` naming ``what`` on failure.
 
@@ -49,7 +53,7 @@ def run_ffmpeg(args: Sequence[str], *, what: str) -> None:
         capture_output=True,
         text=True,
         check=False,
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
+        preexec_fn=DIE_WITH_PARENT,  # noqa: PLW1509
     )
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no message"]

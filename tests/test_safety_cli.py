@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from retrieval_hl.cli.main import cli
 from retrieval_hl.competition.batch import run_batch
-from retrieval_hl.competition.core import VideoPrediction
+from retrieval_hl.competition.format import VideoPrediction
 from rhl_common import faults
 from rhl_common.atomic import atomic_path, write_atomic
 from tests.conftest import REPO, make_video

@@ -30,7 +30,7 @@ from pydantic import Field
 
 from rhl_common.atomic import atomic_path
 from rhl_common.errors import ConfigError, RenderError
-from rhl_common.ffmpeg import ffmpeg_binary, run_ffmpeg
+from rhl_common.ffmpeg import DIE_WITH_PARENT, ffmpeg_binary, run_ffmpeg
 from rhl_common.models import Frozen
 
 log = logging.getLogger(__name__)
@@ -302,7 +302,9 @@ def render_cropped(
         ).get_args()
         cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
         log.debug("ffmpeg: %s", cmd)
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=DIE_WITH_PARENT  # noqa: PLW1509
+        )
         try:
             for rgb in frames:
                 proc.stdin.write(np.ascontiguousarray(rgb).tobytes())
