@@ -201,6 +201,7 @@ def bench_faiss(
     t0 = time.perf_counter()
     store.upsert(extra, xs[:PER_VIDEO], ENC)
     add_s = time.perf_counter() - t0
+    log(f"  faiss exact n={n}: one more 1000-slice video upserted in {add_s:.2f} s")
     store.delete_video("extra")
     rows.append(
         Row(kind, "faiss exact", n, "all", "exact", insert_s, add_s, None, None, p50, p95, rec)
