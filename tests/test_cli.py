@@ -189,9 +189,11 @@ def test_quiet_and_verbose_after_the_subcommand(videos, tmp_path):
     quiet = CliRunner().invoke(cli, [*base, "--json", "-q"], catch_exceptions=False)
     assert quiet.exit_code == 0 and "INFO" not in quiet.stderr and "DEBUG" not in quiet.stderr
     assert json.loads(quiet.stdout)["slices"] >= 1
+    # A read of a library that does not exist is one error line, and creates nothing.
     res = CliRunner().invoke(cli, ["library", "list", "-q", "--library", str(tmp_path / "lib"),
                                    "--json"], catch_exceptions=False)
-    assert res.exit_code == 0 and res.stdout == "" and "INFO" not in res.stderr
+    assert res.exit_code == 1 and res.stdout == "" and "INFO" not in res.stderr
+    assert res.stderr.startswith("error: no library at") and not (tmp_path / "lib").exists()
 
 
 def test_library_rm_json(videos, tmp_path):
