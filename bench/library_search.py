@@ -175,8 +175,12 @@ def bench_faiss(
     workdir: Path,
     threshold: int,
     log: Callable[[str], None],
+    commit_only: bool = False,
 ) -> list[Row]:
-    """Exact FAISS, then the same index reopened with the size threshold (the default setup)."""
+    """Exact FAISS, then the same index reopened with the size threshold (the default setup).
+
+    ``commit_only``: the exact row only (insert, one more video, exact queries).
+    """
     rows: list[Row] = []
     d = workdir / f"faiss-{kind}-{n}"
     xs = x[:n]
@@ -209,6 +213,9 @@ def bench_faiss(
     store.close()
     del store
     gc.collect()
+    if commit_only:
+        shutil.rmtree(d, ignore_errors=True)
+        return rows
 
     log(f"  faiss auto n={n}: open + first search")
     t0 = time.perf_counter()
@@ -343,6 +350,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workdir", type=Path, help="where index directories go (default: a temp dir)")
     ap.add_argument("--threads", type=int, help="FAISS OpenMP threads (default: all CPUs)")
     ap.add_argument("--quick", action="store_true", help="small sizes, 30 queries: a smoke run")
+    ap.add_argument("--commit-only", action="store_true",
+                    help="FAISS exact rows only: the cost of writing (insert, add1k), no IVF")
     a = ap.parse_args(argv)
     sizes = parse_sizes(a.sizes or ("20000,100000" if a.quick else "100000,1000000"))
     qsizes = parse_sizes(
@@ -378,7 +387,8 @@ def main(argv: list[str] | None = None) -> None:
             for n in qsizes:
                 rows += bench_qdrant(kind, x, q, slices, n, log)
             for n in sizes:
-                rows += bench_faiss(kind, x, q, slices, n, workdir, a.threshold, log)
+                rows += bench_faiss(kind, x, q, slices, n, workdir, a.threshold, log,
+                                    a.commit_only)
             del x
             gc.collect()
     finally:
