@@ -199,7 +199,7 @@ def test_soak_random_kills(tmp_path):
     deadline = time.monotonic() + 8.0
     committed: set[str] = set()
     deleting: set[str] = set()
-    seed = kills = 0
+    seed = kills = died = 0
     while time.monotonic() < deadline:
         procs = []
         for _ in range(3):
@@ -213,6 +213,7 @@ def test_soak_random_kills(tmp_path):
         for p in procs:
             out, err = p.communicate(timeout=120)
             assert "Traceback" not in err, err
+            died += p.returncode == -signal.SIGKILL
             committed |= {ln.split()[1] for ln in out.splitlines() if ln.startswith("committed")}
             deleting |= {ln.split()[1] for ln in out.splitlines() if ln.startswith("deleting")}
     with open_store(root, create=False) as s:
@@ -224,8 +225,9 @@ def test_soak_random_kills(tmp_path):
     # Every commit a process reported is there, unless a process set out to delete it.
     assert committed - deleting <= present, committed - deleting - present
     assert committed
-    print(f"soak: {seed} processes, {kills} killed at random times, {len(committed)} commits "
-          f"reported, {len(present)} videos present, {len(committed - deleting - present)} lost")
+    print(f"soak: {seed} processes, {died} killed ({kills} at random times, the rest at commit "
+          f"points), {len(committed)} commits reported, {len(present)} videos present, "
+          f"{len(committed - deleting - present)} lost")
     assert seed >= 6 and kills >= 1
 
 
