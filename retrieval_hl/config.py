@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from indexer.encoders import DEFAULT_ENCODER
 from indexer.stores.base import DEFAULT_APPROX_THRESHOLD
+from retrieval_hl.select.events import MAX_LEN_S, MIN_LEN_S
 from rhl_common.errors import ConfigError
 from rhl_common.paths import cache_dir
 
@@ -74,10 +75,10 @@ class Settings(BaseSettings):
     snap_to_shots: bool = True
     threshold_z: float = 1.0
     max_gap_s: float = Field(2.0, ge=0)
-    min_len_s: float = Field(2.0, ge=0)
+    min_len_s: float = Field(MIN_LEN_S, gt=0)
     min_clip_s: float = Field(3.0, ge=0)  # the main job widens shorter clips to this
-    max_len_s: float = Field(20.0, gt=0)
-    budget: str = "0.2"
+    max_len_s: float = Field(MAX_LEN_S, gt=0)
+    budget: str = "auto"
     order: Literal["chronological", "score"] = "chronological"
     max_descriptions: int = Field(5, ge=1, le=50)
     domains: tuple[str, ...] = ()
@@ -160,9 +161,15 @@ class Settings(BaseSettings):
         return init_settings, env_settings, _ConventionalEnv(settings_cls)
 
 
+AUTO_BUDGET_FRAC = 0.2
+AUTO_BUDGET_MIN_S = 10.0
+AUTO_BUDGET_MAX_S = 180.0
+
+
 def parse_budget(text: str, duration_s: float) -> float | None:
     """Seconds of highlights allowed: ``60s``/``60`` seconds, ``2m``, ``0.2`` a fraction of the
-    video, ``none`` no budget.
+    video, ``none`` no budget, ``auto`` (the default) a fifth of the video but at least 10 s and
+    at most 3 min: about 10 s of a 30 s clip, 2 min of a 10-min match, 3 min of a 1-h video.
 
     Raises:
         ConfigError: anything else.
@@ -171,11 +178,13 @@ def parse_budget(text: str, duration_s: float) -> float | None:
     t = str(text).strip().lower()
     if t in ("none", "off", "0s", ""):
         return None
+    if t == "auto":
+        return min(max(AUTO_BUDGET_FRAC * duration_s, AUTO_BUDGET_MIN_S), AUTO_BUDGET_MAX_S)
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min)?", t)
     if not m:
         raise ConfigError(
             f"bad budget {text!r}; use seconds like 60s, minutes like 2m, "
-            "a fraction of the video like 0.2, or none"
+            "a fraction of the video like 0.2, auto, or none"
         )
     value, unit = float(m.group(1)), m.group(2)
     if unit in ("m", "min"):

@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SIGNALS_DESCRIPTION = Description(text="highlight", priority=1, source="signals")
 
 
 def index_video(
@@ -266,22 +265,39 @@ def nearest_slices(src: Sequence[Slice], dst: Sequence[Slice]) -> np.ndarray:
 
 
 def _label_segments(
-    segments: Sequence[Segment], hits: Sequence[Hit], n_desc: int
-) -> list[Segment]:
-    """Give each query-free segment the description that matches its slices best."""
-    if not n_desc:
-        return list(segments)
+    segments: Sequence[Segment],
+    slices: Sequence[Slice],
+    sig: SliceSignals,
+    descriptions: Sequence[Description],
+    hits: Sequence[Hit],
+    threshold_z: float,
+) -> tuple[list[Segment], list[Description]]:
+    """Label each query-free segment with what the signals saw there (``describe_evidence``),
+    led by the query description that matches its slices clearly (mean z at least
+    ``threshold_z``), if any. Returns the segments pointing at their labels, and the
+    descriptions with the labels appended (one per distinct text).
+    """
+    from retrieval_hl.select.labels import describe_evidence
+
+    n_desc = len(descriptions)
     z: dict[int, np.ndarray] = {}
     for h in hits:
         z.setdefault(h.slice_index, np.zeros(n_desc))[h.description_index] = h.score_norm
-    out = []
+    pos = {sl.index: k for k, sl in enumerate(slices)}
+    out, labels = [], list(descriptions)
     for seg in segments:
+        text = describe_evidence(sig, [pos[i] for i in seg.slice_indices if i in pos])
         rows = [z[i] for i in seg.slice_indices if i in z]
         if rows:
-            best = int(np.argmax(np.mean(rows, axis=0)))
-            seg = seg.model_copy(update={"description_index": best})
+            fit = np.mean(rows, axis=0)
+            if fit.max() >= threshold_z:
+                text = f"{descriptions[int(np.argmax(fit))].text}: {text}"
+        have = [k for k, d in enumerate(labels) if k >= n_desc and d.text == text]
+        if not have:
+            labels.append(Description(text=text, priority=1, source="signals"))
+        seg = seg.model_copy(update={"description_index": have[0] if have else len(labels) - 1})
         out.append(seg)
-    return out
+    return out, labels
 
 
 # --- the VLM methods (issue 12): vlm = the VLM's own ranges; hybrid = its words as queries and
@@ -404,7 +420,7 @@ def highlight_video(
         ConfigError: method ``vlm``/``hybrid`` without ``vlm_url``, or a bad VLM URL.
         VLMResponseError: with ``vlm_strict``, the VLM failed, answered junk or found nothing.
     """
-    from retrieval_hl.select.events import fuse_signals, is_still, keep_level, select_highlights
+    from retrieval_hl.select.events import fuse_signals, keep_level, select_highlights
     from retrieval_hl.signals.meter import SAMPLE_FPS, SignalMeter, measure_signals_and_cuts
 
     s = settings or Settings()
@@ -477,9 +493,9 @@ def highlight_video(
     else:
         if extra_descriptions or image_queries:
             log.warning("category/extra queries need semantic matching, which is off: ignored")
-        descriptions, query_vectors, hits = [SIGNALS_DESCRIPTION], None, []
+        descriptions, query_vectors, hits = [], None, []
     if not descriptions:  # e.g. a vocabulary with nothing to rank: label by the signals
-        descriptions, query_vectors, hits = [SIGNALS_DESCRIPTION], None, []
+        descriptions, query_vectors, hits = [], None, []
     track: ScoreTrack | None = None  # what the selection saw, for the pictures
     if vlm_only:
         pass  # segments from the VLM's ranges, above
@@ -512,13 +528,15 @@ def highlight_video(
         score = fuse_signals(sig, semantic=semantic)
         track = _score_track(fine, sig, score, keep_level(score), semantic=semantic)
         segments = select_highlights(
-            slices, score, info, min_len_s=s.min_len_s, max_len_s=s.max_len_s,
-            max_gap_s=s.max_gap_s, budget_s=budget_s,
-            allow_empty=s.allow_empty and is_still(sig, fine, s.min_len_s),
+            slices, score, info, cuts=cuts, min_len_s=s.min_len_s, max_len_s=s.max_len_s,
+            max_gap_s=s.max_gap_s, budget_s=budget_s, allow_empty=s.allow_empty,
         )
         if not s.allow_empty:  # the main job: every clip long enough to watch
             segments = extend_to_min_len(segments, s.min_clip_s, info.fps, info.n_frames)
-        segments = order_segments(_label_segments(segments, hits, len(descriptions)), s.order)
+        segments, descriptions = _label_segments(
+            segments, slices, sig, descriptions, hits, s.threshold_z
+        )
+        segments = order_segments(segments, s.order)
     segments = limit_count(segments, s.max_clips)
     _log_result(info, segments)
     crops = ()

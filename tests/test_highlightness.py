@@ -10,12 +10,12 @@ import pytest
 from indexer.models import Slice, VideoInfo
 from indexer.slicing import make_slices
 from retrieval_hl.select.events import (
-    ACTIVE_MOTION,
+    MIN_FUSED_SCALE,
     MIN_SCALE,
+    STAND_OUT,
     Weights,
+    baseline,
     fuse_signals,
-    is_still,
-    peak_contrast,
     robust_z,
     select_highlights,
     sustained_score,
@@ -187,9 +187,30 @@ def test_planted_peak_is_selected_with_its_extent():
     assert spans(segs) == [(12.0, 17.0)]
     assert segs[0].slice_indices == (12, 13, 14, 15, 16)
     assert segs[0].description_index == 0 and segs[0].priority == 1
+    assert segs[0].score_norm >= STAND_OUT
 
 
-def test_flat_input_has_no_highlight():
+def test_two_separated_events_are_both_kept_whole():
+    info = video_info()
+    slices = one_second_slices(info)
+    sig = noisy_signals(len(slices))
+    plant(sig, 5, 9, strength=1.0)
+    plant(sig, 25, 31, strength=0.6)  # weaker than the first, far above the ordinary level
+    segs = select_highlights(slices, fuse_signals(SliceSignals(**sig)), info)
+    assert spans(segs) == [(5.0, 9.0), (25.0, 31.0)]
+
+
+def test_one_long_event_is_kept_from_onset_to_settle():
+    info = video_info(60.0)
+    slices = one_second_slices(info)
+    sig = noisy_signals(len(slices), seed=4)
+    plant(sig, 20, 32)
+    sig["motion"][23:26] += 10.0  # its climax: the rest of the event still counts
+    segs = select_highlights(slices, fuse_signals(SliceSignals(**sig)), info)
+    assert spans(segs) == [(20.0, 32.0)]
+
+
+def test_ordinary_motion_only_has_nothing_that_stands_out():
     info = video_info()
     slices = one_second_slices(info)
     assert select_highlights(slices, np.zeros(len(slices)), info) == []
@@ -198,15 +219,28 @@ def test_flat_input_has_no_highlight():
         assert select_highlights(slices, score, info) == []
 
 
-def test_peak_contrast_measures_the_sustained_peak_against_the_bulk():
-    info = video_info(20.0)
+def test_weak_bump_inside_ordinary_variation_is_left_out():
+    info = video_info()
     slices = one_second_slices(info)
-    score = np.zeros(20)
-    score[[3, 11, 12, 13]] = [6.0, 2.0, 2.0, 2.0]
-    lift, contrast = peak_contrast(score, sustained_score(score, slices, 3.0))
-    assert lift == pytest.approx(2.0)
-    assert contrast == pytest.approx(2.0 / 0.25)  # MAD is 0: the spread is its floor
-    assert peak_contrast(score) == (pytest.approx(6.0), pytest.approx(24.0))
+    sig = noisy_signals(len(slices))
+    plant(sig, 5, 10, strength=1.0)
+    sig["motion"][25:28] += 0.6  # one spread of motion: ordinary
+    segs = select_highlights(slices, fuse_signals(SliceSignals(**sig)), info)
+    assert spans(segs) == [(5.0, 10.0)]
+
+
+def test_main_job_keeps_the_best_stretch_when_nothing_stands_out():
+    info = video_info()
+    slices = one_second_slices(info)
+    score = np.zeros(len(slices))
+    score[5] = 3.0  # one noisy slice
+    score[20:24] = 1.8  # a lasting moment, lower at its top
+    assert select_highlights(slices, score, info, min_len_s=3.0, min_contrast=50) == []
+    segs = select_highlights(slices, score, info, min_len_s=3.0, min_contrast=50,
+                             allow_empty=False)
+    assert spans(segs) == [(20.0, 24.0)]
+    flat = select_highlights(slices, np.zeros(len(slices)), info, allow_empty=False)
+    assert len(flat) == 1 and flat[0].duration_s == pytest.approx(2.0)
 
 
 def test_sustained_score_averages_over_min_len():
@@ -220,79 +254,65 @@ def test_sustained_score_averages_over_min_len():
     np.testing.assert_allclose(sustained_score(score, slices, 1.0), score)
 
 
-def test_flat_input_can_be_forced_to_name_its_best_peak():
-    info = video_info()
-    slices = one_second_slices(info)
-    score = fuse_signals(SliceSignals(**noisy_signals(len(slices), 3)))
-    segs = select_highlights(slices, score, info, allow_empty=False)
-    assert len(segs) == 1
-    assert int(np.argmax(score)) in segs[0].slice_indices
-    assert segs[0].duration_s <= 5.0
+def test_baseline_is_the_median_and_robust_spread():
+    assert baseline(np.zeros(20)) == (0.0, MIN_FUSED_SCALE)
+    x = np.r_[np.zeros(10), np.ones(10), 50.0]
+    med, spread = baseline(x)
+    assert med == 1.0 and spread == pytest.approx(1.4826)
 
 
-def test_forced_stretch_is_the_best_sustained_window_not_a_lone_spike():
-    info = video_info()
-    slices = one_second_slices(info)
-    score = np.zeros(len(slices))
-    score[5] = 3.0  # one noisy slice
-    score[20:24] = 1.8  # a lasting moment, lower at its top
-    segs = select_highlights(slices, score, info, min_len_s=3.0, allow_empty=False)
-    assert spans(segs) == [(20.0, 24.0)]
-    score[:] = 0.0
-    score[30] = 0.8  # a faint single-slice peak: the stretch around it is widened to 3 s
-    segs = select_highlights(slices, score, info, min_len_s=3.0, allow_empty=False)
-    assert len(segs) == 1 and segs[0].duration_s == pytest.approx(3.0)
-    assert 30 in segs[0].slice_indices
-    assert select_highlights(slices, score, info, min_len_s=3.0, allow_empty=True) == []
-
-
-def test_still_means_no_sustained_motion_anywhere():
+def test_short_isolated_spike_is_not_an_event_but_a_short_strong_one_is_widened():
     info = video_info()
     slices = one_second_slices(info)
     sig = noisy_signals(len(slices))
-    sig["motion"] = np.full(len(slices), 0.2)
-    sig["motion"][10] = 2 * ACTIVE_MOTION  # a blip shorter than min_len_s
-    assert is_still(SliceSignals(**sig), slices, 3.0)
-    assert not is_still(SliceSignals(**sig), slices, 1.0)
-    sig["motion"][10:13] = ACTIVE_MOTION + 0.1
-    assert not is_still(SliceSignals(**sig), slices, 3.0)
-    sig["motion"][:] = np.nan  # unmeasured
-    assert is_still(SliceSignals(**sig), slices, 3.0)
+    sig["motion"][30] += 3.0  # one slice, a few spreads: averaged away over min_len_s
+    assert select_highlights(slices, fuse_signals(SliceSignals(**sig)), info) == []
+    plant(sig, 10, 11)  # one strong slice: an event, widened to min_len_s around it
+    segs = select_highlights(slices, fuse_signals(SliceSignals(**sig)), info, min_len_s=2.0)
+    assert len(segs) == 1 and segs[0].duration_s == pytest.approx(2.0)
+    assert segs[0].start_s <= 10.0 and segs[0].end_s >= 11.0
 
 
-def test_short_isolated_spikes_are_not_selected():
+def test_event_boundaries_snap_to_shot_cuts():
     info = video_info()
     slices = one_second_slices(info)
     sig = noisy_signals(len(slices))
-    plant(sig, 30, 32)  # 2 s, shorter than min_len_s
-    assert select_highlights(slices, fuse_signals(SliceSignals(**sig)), info, min_len_s=3.0) == []
-    plant(sig, 8, 13)  # a real 5 s highlight next to the spike
-    segs = select_highlights(slices, fuse_signals(SliceSignals(**sig)), info, min_len_s=3.0)
-    assert spans(segs) == [(8.0, 13.0)]
-
-
-def test_budget_keeps_the_best_segment():
-    info = video_info()
-    slices = one_second_slices(info)
-    sig = noisy_signals(len(slices))
-    plant(sig, 5, 10, strength=1.0)
-    plant(sig, 25, 30, strength=0.8)
+    plant(sig, 12, 17)
     score = fuse_signals(SliceSignals(**sig))
-    assert spans(select_highlights(slices, score, info)) == [(5.0, 10.0), (25.0, 30.0)]
-    segs = select_highlights(slices, score, info, budget_s=6.0)
-    assert spans(segs) == [(5.0, 10.0)]
-    assert sum(s.duration_s for s in segs) <= 6.0
-    assert spans(select_highlights(slices, score, info, max_segments=1)) == [(5.0, 10.0)]
+    segs = select_highlights(slices, score, info, cuts=[124, 167, 300])  # 12.4 s and 16.7 s
+    assert [(s.start_frame, s.end_frame) for s in segs] == [(124, 167)]
+    far = select_highlights(slices, score, info, cuts=[100, 190])  # 2 s away: left alone
+    assert spans(far) == [(12.0, 17.0)]
 
 
-def test_weak_secondary_bumps_are_left_out():
-    info = video_info()
+def test_budget_is_spent_on_the_strongest_events_first():
+    info = video_info(60.0)
     slices = one_second_slices(info)
     sig = noisy_signals(len(slices))
-    plant(sig, 5, 10, strength=1.0)
-    plant(sig, 25, 30, strength=0.25)
-    segs = select_highlights(slices, fuse_signals(SliceSignals(**sig)), info)
-    assert spans(segs) == [(5.0, 10.0)]
+    plant(sig, 5, 10, strength=0.6)
+    plant(sig, 25, 30, strength=1.0)
+    plant(sig, 45, 50, strength=0.8)
+    score = fuse_signals(SliceSignals(**sig))
+    assert spans(select_highlights(slices, score, info)) == [(5.0, 10.0), (25.0, 30.0),
+                                                             (45.0, 50.0)]
+    segs = select_highlights(slices, score, info, budget_s=12.0)
+    # the two strongest whole, then 2 s (min_len_s) of the third around its peak
+    assert spans(segs)[1:] == [(25.0, 30.0), (45.0, 50.0)]
+    assert 5.0 <= segs[0].start_s and segs[0].end_s <= 10.0 and segs[0].duration_s == 2.0
+    assert sum(s.duration_s for s in segs) == pytest.approx(12.0)
+    assert spans(select_highlights(slices, score, info, budget_s=6.0)) == [(25.0, 30.0)]
+
+
+def test_main_job_fills_its_budget_with_the_next_best_moments():
+    info = video_info(60.0)
+    slices = one_second_slices(info)
+    sig = noisy_signals(len(slices), seed=2)
+    plant(sig, 25, 30)
+    score = fuse_signals(SliceSignals(**sig))
+    assert spans(select_highlights(slices, score, info, budget_s=20.0)) == [(25.0, 30.0)]
+    segs = select_highlights(slices, score, info, budget_s=20.0, allow_empty=False)
+    assert any(a <= 25.0 and b >= 30.0 for a, b in spans(segs)) and len(segs) >= 2
+    assert 18.0 <= sum(s.duration_s for s in segs) <= 20.0
 
 
 def test_long_highlight_is_cut_to_max_len():
@@ -310,8 +330,8 @@ def test_select_rejects_bad_input():
     slices = one_second_slices(info)
     with pytest.raises(ValueError, match="one value per slice"):
         select_highlights(slices, np.zeros(3), info)
-    with pytest.raises(ValueError, match="extent_frac"):
-        select_highlights(slices, np.zeros(len(slices)), info, seed_frac=0.3, extent_frac=0.5)
+    with pytest.raises(ValueError, match="min_len_s"):
+        select_highlights(slices, np.zeros(len(slices)), info, min_len_s=5.0, max_len_s=2.0)
     assert select_highlights([], np.zeros(0), info) == []
 
 

@@ -1,4 +1,4 @@
-"""Highlightness without a query: fuse per-slice signals into one score, then decide extents. Pure.
+"""Highlights without a query: fuse per-slice signals into one score, then find the events. Pure.
 
 Fusion
     Each signal is put on a common scale *within the video* with a robust z-score
@@ -14,60 +14,64 @@ Fusion
     (per-slice z-scores from text queries) can join the mean with its own weight. The result is in
     "signal z" units: 0 is a typical slice of this video.
 
-No-highlight rule
-    The baseline is the fused score's median ``m`` and robust spread ``s`` (1.4826 MAD, at
-    least ``MIN_FUSED_SCALE``); the peak ``p`` is the best *sustained* score: the fused score
-    averaged over a centred window of ``min_len_s`` (``sustained_score``), so a highlight has to
-    last as long as the shortest segment we would keep and one noisy slice cannot pass. A
-    moment stands out when ``p - m >= min_peak_z`` (it is far above typical in signal-z units)
-    and ``(p - m) / s >= min_contrast`` (it is further above the rest than the largest of a few
-    dozen draws of noise would be). A video where nothing stands out is one of two kinds:
+The video's ordinary level
+    The fused score's median ``m`` and robust spread ``s`` (1.4826 MAD, at least
+    ``MIN_FUSED_SCALE``) describe what this video ordinarily does: people walking, traffic, a
+    conveyor all vary, and their variation is ``s``. A slice's *contrast* is ``(score - m) / s``.
 
-    - *still*: nothing moves for ``min_len_s`` anywhere (``is_still``: the sustained residual
-      motion never reaches ``ACTIVE_MOTION`` grey levels, a few times the noise floor; a calm
-      scene of someone sitting, a static shot with a voice over). It has no highlight, and with
-      ``allow_empty`` (the competition batch) ``select_highlights`` returns ``[]``;
-    - *busy everywhere*: a sports clip all action, a juggler from start to end. Its relative
-      scores cannot single out a moment with confidence, but there is one to show: its best
-      sustained stretch is kept (one segment, at least ``min_len_s``, grown by the extent rule).
+Events (whole, from onset to settle)
+    An event is a run of slices whose contrast stays above the settle level: ``SETTLE`` robust
+    spreads, or ``SETTLE_FRAC`` of the event's own peak contrast if that is higher (the score
+    is back among the ordinary slices, or has fallen far from the event's top), with dips of at
+    most ``max_gap_s`` bridged. Its onset and settle are where the run starts and ends; a
+    boundary within one slice of a shot cut moves to the cut (an edit is where an event begins
+    or ends to the frame). An event shorter than ``min_len_s`` is widened around its middle,
+    one longer than ``max_len_s`` keeps its best-scoring stretch.
 
-Extents
-    Hysteresis around the peaks, relative to the video's own distribution of the (raw) fused
-    score, median ``m'`` and peak ``p'``: a run of adjacent slices scoring at least
-    ``m' + extent_frac * (p' - m')`` (by default half the peak's height over the median) is kept
-    when one of its slices reaches ``m' + seed_frac * (p' - m')`` and its sustained score passes
-    the rule above on its own (so weak secondary bumps are left out). The kept slices become
-    ``Hit``s of one synthetic description "highlight" and go through the same ``claim_slices`` /
-    ``merge_adjacent`` / ``suppress_overlaps`` / ``apply_budget`` as query results: runs closer
-    than ``max_gap_s`` join, runs shorter than ``min_len_s`` are dropped (never padded), runs
-    longer than ``max_len_s`` keep their best stretch. Few compact segments around clear peaks
-    are the aim: a scorer that divides by predicted frames rewards tight extents.
+Standing out ("nothing here" calibrated)
+    An event's strength is its sustained contrast: the best mean contrast over a window of
+    ``min_len_s``, so one noisy slice cannot carry it. It *stands out* when that is at least
+    ``STAND_OUT`` robust spreads (a normal variable passes 3 sigmas once in ~740 draws: ordinary
+    variation, sustained over two seconds, almost never does) and its lift over the median is at
+    least ``min_peak_z`` signal-z units. No absolute level is involved: continuous walking,
+    traffic or swaying trees set their own spread and stay inside it.
+
+Choice and budget
+    Every event that stands out is kept, strongest first, until ``budget_s`` is spent (an event
+    that does not fit whole keeps its best stretch of the time left, if that is at least
+    ``min_len_s``). With ``allow_empty`` (the competition batch) that is all: a video where
+    nothing stands out gets ``[]``. Without it (the main job, which always returns something to
+    watch) the remaining budget goes to the next-best candidate events, strongest first, and a
+    video with no candidate at all keeps its best sustained stretch.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import Field
 
 from indexer.models import Slice, VideoInfo
-from retrieval_hl.models import Description, Hit, Segment
-from retrieval_hl.select.dedup import apply_budget, order_segments, suppress_overlaps
-from retrieval_hl.select.merge import claim_slices, merge_adjacent
+from retrieval_hl.models import Segment
 from retrieval_hl.signals.meter import SliceSignals
 from rhl_common.models import Frozen
 
 log = logging.getLogger(__name__)
 
 MAD_TO_SIGMA = 1.4826
-MIN_FUSED_SCALE = 0.25
+# Least robust spread of the fused score: the weighted mean of two or three independent
+# unit-spread z-scores varies by about 0.6; a fused score that seems to vary by less than half of
+# that is flat, or its MAD is a poor estimate (a few dozen slices), not a sign of a calm video.
+MIN_FUSED_SCALE = 0.5
 
 # Noise floor of each signal in its own unit (sharpness after log1p): the smallest spread that
 # counts as real variation. Below it a video is "flat" in that signal.
 MIN_SCALE: dict[str, float] = {
     "motion": 0.5,  # grey levels of residual frame difference
+    "camera_motion": 0.5,  # grey levels of frame difference the camera's motion explains
     "audio_loudness": 2.0,  # dB
     "audio_onset": 0.05,  # mean log-magnitude flux
     "shot_density": 0.05,  # cuts per second
@@ -78,23 +82,29 @@ MIN_SCALE: dict[str, float] = {
     "semantic": 0.25,  # query z-score
 }
 
-# Residual motion (grey levels) a video must sustain for min_len_s to count as active: five
-# times the motion noise floor. Measured on real footage (1 s slices): a static title card 0.3,
-# someone sitting at a table 0.8-1.7, a lifter standing before the lift 1.9-2.4; a juggler seen
-# whole 3-5, a long-jump run-up 9-25.
-ACTIVE_MOTION = 5 * MIN_SCALE["motion"]
-
-HIGHLIGHT = Description(text="highlight", priority=1, source="signals")
+# Segment length bounds of the query-free events (the Settings defaults are these).
+MIN_LEN_S = 2.0
+MAX_LEN_S = 20.0
+# Contrast (robust spreads of this video's fused score) an event must sustain to stand out, and
+# the level at which it has settled back among the ordinary slices (see the module docstring).
+STAND_OUT = 3.0
+SETTLE = 1.0
+SETTLE_FRAC = 0.25
 
 
 class Weights(Frozen):
     """Weights of the fused highlightness score. Defaults: motion and audio lead.
+
+    Camera motion weighs as much as the subject's own motion: in a video whose camera mostly
+    holds still, the camera starting to pan or follow is the operator turning to something
+    (where the camera always moves, its robust z stays near 0).
 
     The positive weights enter a weighted mean (their scale is relative); the penalties are
     subtracted in signal-z units per z past ``quality_gate_z``.
     """
 
     motion: float = Field(1.0, ge=0)
+    camera_motion: float = Field(1.0, ge=0)
     audio_loudness: float = Field(0.8, ge=0)
     audio_onset: float = Field(0.5, ge=0)
     shot_density: float = Field(0.3, ge=0)
@@ -161,6 +171,7 @@ def fuse_signals(
     n = len(sig)
     terms: list[tuple[float, np.ndarray, str]] = [
         (w.motion, sig.motion, "motion"),
+        (w.camera_motion, sig.camera_motion, "camera_motion"),
         (w.audio_loudness, sig.audio_loudness, "audio_loudness"),
         (w.audio_onset, sig.audio_onset, "audio_onset"),
         (w.shot_density, sig.shot_density, "shot_density"),
@@ -193,20 +204,15 @@ def fuse_signals(
     return score - penalty
 
 
-def peak_contrast(score: np.ndarray, peaks: np.ndarray | None = None) -> tuple[float, float]:
-    """How far the best slice stands out: ``(peak - median, (peak - median) / robust spread)``.
-
-    The median and the spread (1.4826 MAD, at least ``MIN_FUSED_SCALE``) are those of
-    ``score``; the peak is the maximum of ``peaks`` (e.g. ``sustained_score(score, ...)``), or
-    of ``score`` itself. An empty score gives ``(0, 0)``.
+def baseline(score: np.ndarray) -> tuple[float, float]:
+    """The video's ordinary level: the median of ``score`` and its robust spread (1.4826 MAD, at
+    least ``MIN_FUSED_SCALE``). An empty score gives ``(0, MIN_FUSED_SCALE)``.
     """
     score = np.asarray(score, dtype=np.float64)
     if score.size == 0:
-        return 0.0, 0.0
+        return 0.0, MIN_FUSED_SCALE
     med = float(np.median(score))
-    scale = max(MAD_TO_SIGMA * float(np.median(np.abs(score - med))), MIN_FUSED_SCALE)
-    lift = float(np.max(score if peaks is None else peaks)) - med
-    return lift, lift / scale
+    return med, max(MAD_TO_SIGMA * float(np.median(np.abs(score - med))), MIN_FUSED_SCALE)
 
 
 def window_slices(slices: Sequence[Slice], min_len_s: float) -> int:
@@ -217,25 +223,10 @@ def window_slices(slices: Sequence[Slice], min_len_s: float) -> int:
     return int(np.clip(round(min_len_s / max(slice_s, 1e-6)), 1, len(slices)))
 
 
-def is_still(sig: SliceSignals, slices: Sequence[Slice], min_len_s: float) -> bool:
-    """True when nothing in the video moves for ``min_len_s``: the residual motion, averaged over
-    any window of that length, stays below ``ACTIVE_MOTION``. Unmeasured motion counts as still.
-
-    Args:
-        sig: The measured signals, one value per slice of ``slices``.
-        slices: The slices, in time order.
-        min_len_s: Shortest segment length in seconds.
-    """
-    motion = np.nan_to_num(np.asarray(sig.motion, dtype=np.float64), nan=0.0)
-    if motion.size == 0:
-        return True
-    return bool(sustained_score(motion, slices, min_len_s).max() < ACTIVE_MOTION)
-
-
 def sustained_score(score: np.ndarray, slices: Sequence[Slice], min_len_s: float) -> np.ndarray:
     """``score`` averaged over a centred window as long as the shortest allowed segment.
 
-    Judging peaks on this, a highlight has to last: one noisy slice is averaged with its
+    Judging events on this, a highlight has to last: one noisy slice is averaged with its
     neighbours, a real moment of ``min_len_s`` or more keeps its height.
 
     Args:
@@ -244,28 +235,104 @@ def sustained_score(score: np.ndarray, slices: Sequence[Slice], min_len_s: float
         min_len_s: Shortest segment length in seconds.
 
     Returns:
-        The moving average, same length (the window shrinks at the ends).
+        The moving average, same length (at the ends the window shifts inside the video, so a
+        lone slice at an end is averaged like any other).
     """
     score = np.asarray(score, dtype=np.float64)
     if len(score) == 0:
         return score.copy()
     k = window_slices(slices, min_len_s)
     csum = np.concatenate([[0.0], np.cumsum(score)])
-    i = np.arange(len(score))
-    lo = np.clip(i - (k - 1) // 2, 0, None)
-    hi = np.clip(i + k // 2 + 1, None, len(score))
-    return (csum[hi] - csum[lo]) / (hi - lo)
+    lo = np.clip(np.arange(len(score)) - (k - 1) // 2, 0, len(score) - k)
+    return (csum[lo + k] - csum[lo]) / k
 
 
-def keep_level(score: np.ndarray, extent_frac: float = 0.5) -> float:
-    """The fused score a slice needs to join a kept run: the median plus ``extent_frac`` of the
-    peak's height over it (the extent rule of the module docstring). ``nan`` for no slices.
+def keep_level(score: np.ndarray, min_contrast: float = STAND_OUT) -> float:
+    """The fused score an event must sustain to stand out: the median plus ``min_contrast``
+    robust spreads (see ``baseline``). ``nan`` for no slices.
     """
     score = np.asarray(score, dtype=np.float64)
     if score.size == 0:
         return float("nan")
-    med = float(np.median(score))
-    return med + extent_frac * (float(score.max()) - med)
+    med, spread = baseline(score)
+    return med + min_contrast * spread
+
+
+@dataclass(frozen=True)
+class _Event:
+    """An event on the time-ordered slices: positions ``[lo, hi)``, frames, strength."""
+
+    lo: int
+    hi: int
+    start_frame: int
+    end_frame: int
+    peak: int  # position of its best sustained slice
+    contrast: float  # sustained contrast at the peak, robust spreads
+    lift: float  # the same in signal-z units over the median
+
+
+def _find_events(
+    contrast: np.ndarray, sustained: np.ndarray, bounds: np.ndarray, cuts: np.ndarray,
+    snap_frames: int,
+) -> list[_Event]:
+    """Every candidate event, strongest first (see the module docstring).
+
+    ``bounds`` is (n, 2) start/end frames of the time-ordered slices; ``cuts`` sorted frames.
+    """
+    n = len(contrast)
+    free = np.ones(n, dtype=bool)
+    events: list[_Event] = []
+    for p in np.argsort(-contrast, kind="stable"):
+        if not free[p] or contrast[p] < SETTLE:
+            continue
+        lo, hi = p, p + 1  # the run above the ordinary level around p, all consumed
+        while lo > 0 and free[lo - 1] and contrast[lo - 1] >= SETTLE:
+            lo -= 1
+        while hi < n and free[hi] and contrast[hi] >= SETTLE:
+            hi += 1
+        free[lo:hi] = False
+        top = np.flatnonzero(contrast[lo:hi] >= max(SETTLE, SETTLE_FRAC * contrast[p])) + lo
+        a, b = int(top[0]), int(top[-1]) + 1
+        peak = a + int(np.argmax(sustained[a:b]))
+        start = _snap(bounds[a, 0], cuts, snap_frames)
+        end = _snap(bounds[b - 1, 1], cuts, snap_frames)
+        start, end = _within_shots(start, end, int(p), contrast, bounds, cuts)
+        events.append(_Event(a, b, start, end, peak, float(sustained[peak]), 0.0))
+    return events
+
+
+def _within_shots(
+    start: int, end: int, p: int, contrast: np.ndarray, bounds: np.ndarray, cuts: np.ndarray
+) -> tuple[int, int]:
+    """``[start, end)`` cut back to the shots around slice ``p`` that carry the event: going out
+    from ``p``'s shot, a shot whose part of the event averages under half of ``p``'s contrast
+    ends it (the cut is where the event ends, the rest is what the video ordinarily shows).
+    """
+    inside = cuts[(cuts > start) & (cuts < end)]
+    if len(inside) == 0:
+        return start, end
+    edges = np.r_[start, inside, end]
+    mids = (bounds[:, 0] + bounds[:, 1]) / 2
+    k = int(np.clip(np.searchsorted(edges, mids[p], "right") - 1, 0, len(edges) - 2))
+
+    def carries(i: int) -> bool:
+        sel = (mids >= edges[i]) & (mids < edges[i + 1])
+        return bool(sel.any()) and float(contrast[sel].mean()) >= contrast[p] / 2
+
+    lo, hi = k, k + 1
+    while lo > 0 and carries(lo - 1):
+        lo -= 1
+    while hi < len(edges) - 1 and carries(hi):
+        hi += 1
+    return int(edges[lo]), int(edges[hi])
+
+
+def _snap(frame: int, cuts: np.ndarray, within: int) -> int:
+    """``frame`` moved to the nearest shot cut at most ``within`` frames away, if any."""
+    if len(cuts) == 0:
+        return int(frame)
+    k = int(np.argmin(np.abs(cuts - frame)))
+    return int(cuts[k]) if abs(int(cuts[k]) - frame) <= within else int(frame)
 
 
 def select_highlights(
@@ -273,162 +340,174 @@ def select_highlights(
     score: np.ndarray,
     info: VideoInfo,
     *,
-    min_len_s: float = 3.0,
-    max_len_s: float = 20.0,
+    cuts: Sequence[int] = (),
+    min_len_s: float = MIN_LEN_S,
+    max_len_s: float = MAX_LEN_S,
     max_gap_s: float = 2.0,
     budget_s: float | None = None,
     min_peak_z: float = 1.0,
-    min_contrast: float = 3.0,
-    seed_frac: float = 0.6,
-    extent_frac: float = 0.5,
-    max_segments: int | None = None,
+    min_contrast: float = STAND_OUT,
     allow_empty: bool = True,
 ) -> list[Segment]:
-    """Decide which stretches of the video are highlights, possibly none.
+    """Find the video's events and keep those that stand out, strongest first, within the budget.
 
-    The no-highlight rule and the extent rule are in the module docstring. Segments carry
-    ``description_index=0`` (the synthetic description ``HIGHLIGHT``), priority 1, and the mean
-    fused score of their kept slices as both ``score_raw`` and ``score_norm``.
+    The rules are in the module docstring. Segments carry ``description_index=0`` and priority 1
+    (the caller labels them), the event's sustained lift over the median (signal-z units) as
+    ``score_raw`` and its sustained contrast (robust spreads) as ``score_norm``.
 
     Args:
         slices: The video's slices; ``score[i]`` belongs to ``slices[i]``.
         score: Fused highlightness per slice (``fuse_signals``).
-        info: The video (frame rate for the budget).
-        min_len_s: Shortest segment kept; shorter runs are dropped, not padded.
-        max_len_s: Longest segment; a longer run keeps its best-scoring stretch.
-        max_gap_s: Runs separated by at most this many seconds are joined.
-        budget_s: Total seconds allowed (best segments first); ``None`` for no budget.
-        min_peak_z: Least lift of the peak over the median, in signal-z units.
-        min_contrast: Least lift of the peak over the median, in units of the score's own spread.
-        seed_frac: A slice seeds a segment at this fraction of the peak's lift (0-1].
-        extent_frac: A segment grows over neighbours at this fraction of the peak's lift.
-        max_segments: Keep at most this many segments, best first; ``None`` for no limit.
-        allow_empty: What a video where nothing stands out gets: ``[]`` with ``True``; with
-            ``False`` its best sustained stretch, one segment of at least ``min_len_s`` (less
-            only in a shorter video) grown by the extent rule. The competition batch passes
-            ``is_still(...)``: empty only when nothing moves, as the module docstring says.
+        info: The video (frame rate and length).
+        cuts: Frames where a new shot starts; event boundaries snap to them.
+        min_len_s: Shortest segment; a shorter event is widened around its middle.
+        max_len_s: Longest segment; a longer event keeps its best-scoring stretch.
+        max_gap_s: Kept events at most this far apart are joined into one segment.
+        budget_s: Total seconds allowed (strongest events first); ``None`` for no budget.
+        min_peak_z: Least sustained lift over the median, in signal-z units, to stand out.
+        min_contrast: Least sustained contrast, in robust spreads, to stand out.
+        allow_empty: ``True``: only events that stand out (``[]`` when none does). ``False``:
+            the rest of the budget goes to the next-best events, and a video without any
+            keeps its best sustained stretch; never empty while the video has a slice.
 
     Returns:
-        Segments in chronological order; ``[]`` when the video has no clear highlight.
+        Segments in chronological order.
 
     Raises:
-        ValueError: ``score`` does not have one value per slice, or a fraction is out of range.
+        ValueError: ``score`` does not have one value per slice, or a length is not positive.
     """
     score = np.asarray(score, dtype=np.float64)
     if score.shape != (len(slices),):
         raise ValueError(f"score must have one value per slice ({len(slices)}), got {score.shape}")
-    if not 0 < extent_frac <= seed_frac <= 1:
-        raise ValueError(f"need 0 < extent_frac <= seed_frac <= 1, got {extent_frac}, {seed_frac}")
+    if not 0 < min_len_s <= max_len_s:
+        raise ValueError(f"need 0 < min_len_s <= max_len_s, got {min_len_s}, {max_len_s}")
     if len(slices) == 0:
         return []
-    score = np.nan_to_num(score, nan=float(np.nanmedian(score)) if np.isfinite(score).any() else 0)
     order = np.argsort([s.start_frame for s in slices], kind="stable")
-    sustained = np.empty_like(score)
-    sustained[order] = sustained_score(score[order], slices, min_len_s)
-    med = float(np.median(score))
-    lift_raw = float(score.max()) - med
-    lift, contrast = peak_contrast(score, sustained)
-    forced = lift < min_peak_z or contrast < min_contrast
-    if forced:
-        log.info(
-            "%s: nothing stands out (peak lift %.2f z, contrast %.2f; need %.2f and %.2f)%s",
-            info.video_id,
-            lift,
-            contrast,
-            min_peak_z,
-            min_contrast,
-            ": no highlight" if allow_empty else "; keeping the best stretch",
-        )
-        if allow_empty or lift_raw <= 0:
-            return []
-        keep = np.zeros(len(slices), dtype=bool)
-        keep[order] = _best_stretch(score[order], sustained[order],
-                                    window_slices(slices, min_len_s),
-                                    keep_level(score, extent_frac))
-    else:
-        keep = _runs_over_peaks(score, sustained, order, keep_level(score, extent_frac),
-                                seed_at=med + seed_frac * lift_raw,
-                                run_at=med + max(min_peak_z, min_contrast * lift / contrast))
-
-    hits = [
-        Hit(
-            slice_index=s.index,
-            description_index=0,
-            score_raw=float(score[i]),
-            score_norm=float(score[i]),
-        )
-        for i, s in enumerate(slices)
+    ordered = [slices[i] for i in order]
+    sc = score[order]
+    sc = np.nan_to_num(sc, nan=float(np.nanmedian(sc)) if np.isfinite(sc).any() else 0.0)
+    med, spread = baseline(sc)
+    contrast = (sc - med) / spread
+    sustained = sustained_score(contrast, ordered, min_len_s)
+    bounds = np.array([(s.start_frame, s.end_frame) for s in ordered], dtype=np.int64)
+    slice_frames = int(np.median(bounds[:, 1] - bounds[:, 0]))
+    cut_arr = np.unique(np.asarray(cuts, dtype=np.int64))
+    events = [
+        _Event(e.lo, e.hi, e.start_frame, e.end_frame, e.peak, e.contrast, e.contrast * spread)
+        for e in _find_events(contrast, sustained, bounds, cut_arr, slice_frames)
     ]
-    kept_hits = [h for h, kept in zip(hits, keep, strict=True) if kept]
-    claims = claim_slices(kept_hits, [HIGHLIGHT], threshold_z=float("-inf"))
-    min_len = 0.0 if forced else min_len_s  # a forced stretch is as long as the video allows
-    segments = merge_adjacent(
-        slices,
-        hits,
-        claims,
-        [HIGHLIGHT],
-        max_gap_s=max_gap_s,
-        min_len_s=min_len,
-        max_len_s=max_len_s,
-    )
-    segments = suppress_overlaps(segments, min_len)
-    if forced:
-        segments = order_segments(segments, "score")[:1]
-    if max_segments is not None:
-        segments = order_segments(segments, "score")[:max_segments]
-    segments = apply_budget(segments, budget_s, info.fps)
-    segments = order_segments(segments, "chronological")
+    events.sort(key=lambda e: -e.contrast)
+    standing = [e for e in events if e.contrast >= min_contrast and e.lift >= min_peak_z]
+    rest = [e for e in events if e not in standing]
+    if not allow_empty:  # then the best stretches of min_len_s, by sustained contrast
+        k = window_slices(ordered, min_len_s)
+        for p in np.argsort(-sustained, kind="stable"):
+            a = int(np.clip(p - (k - 1) // 2, 0, max(len(ordered) - k, 0)))
+            b = min(a + k, len(ordered))
+            rest.append(_Event(a, b, int(bounds[a, 0]), int(bounds[b - 1, 1]), int(p),
+                               float(sustained[p]), float(sustained[p]) * spread))
+    pool = standing
+    if not allow_empty:
+        pool = standing + rest if budget_s is not None else standing or rest[:1]
+    fps, n_frames = info.fps, bounds[-1, 1]
+    min_len_f = int(round(min_len_s * fps))
+    max_len_f = int(round(max_len_s * fps))
+    budget_f = None if budget_s is None else int(round(budget_s * fps))
+    gap_f = int(round(max_gap_s * fps))
+    kept: list[tuple[int, int, _Event]] = []
+    for e in pool:
+        left = None if budget_f is None else budget_f - _total(_join(kept, gap_f))
+        if left is not None and left < min(min_len_f, n_frames):
+            break
+        a, b = _bounded(e, bounds, contrast, min_len_f, max_len_f, n_frames, kept)
+        if b <= a:
+            continue
+        if left is not None:  # what it adds, with the gaps it closes, must fit
+            over = _total(_join([*kept, (a, b, e)], gap_f)) - _total(_join(kept, gap_f)) - left
+            if over > 0:
+                if b - a - over < min(min_len_f, n_frames):
+                    continue
+                a, b = _trim(a, b, e, bounds, b - a - over)
+        kept.append((a, b, e))
+    joined = _join(kept, gap_f)
+    segments = [_segment(info, a, b, evs, ordered) for a, b, evs in joined]
+    total = sum(s.duration_s for s in segments)
     log.info(
-        "%s: %d highlight segment(s), %.1f s (peak lift %.2f z, contrast %.2f)",
-        info.video_id,
-        len(segments),
-        sum(s.duration_s for s in segments),
-        lift,
-        contrast,
+        "%s: %d event(s), %d stand out (best contrast %.1f, need %.1f); kept %d segment(s), "
+        "%.1f s", info.video_id, len(events), len(standing),
+        events[0].contrast if events else 0.0, min_contrast, len(segments), total,
     )
+    if not standing and segments:
+        log.warning("%s: nothing stands out; kept the best %.1f s", info.video_id, total)
     return segments
 
 
-def _runs_over_peaks(
-    score: np.ndarray,
-    sustained: np.ndarray,
-    order: np.ndarray,
-    grow_at: float,
-    *,
-    seed_at: float,
-    run_at: float,
-) -> np.ndarray:
-    """Slices in runs (in time ``order``) scoring at least ``grow_at``, kept when a slice of the
-    run reaches ``seed_at`` and its sustained score reaches ``run_at``.
+def _join(kept: Sequence[tuple[int, int, _Event]], gap_f: int) -> list[list]:
+    """Kept spans in time order, those at most ``gap_f`` frames apart joined:
+    ``[start, end, events]`` each.
     """
-    above = score[order] >= grow_at
-    keep = np.zeros(len(score), dtype=bool)
-    k = 0
-    while k < len(order):
-        if not above[k]:
-            k += 1
-            continue
-        j = k
-        while j < len(order) and above[j]:
-            j += 1
-        run = order[k:j]
-        if score[run].max() >= seed_at and sustained[run].max() >= run_at:
-            keep[run] = True
-        k = j
-    return keep
+    joined: list[list] = []
+    for a, b, e in sorted(kept, key=lambda t: t[0]):
+        if joined and a - joined[-1][1] <= gap_f:
+            joined[-1][1] = max(joined[-1][1], b)
+            joined[-1][2].append(e)
+        else:
+            joined.append([a, b, [e]])
+    return joined
 
 
-def _best_stretch(score: np.ndarray, sustained: np.ndarray, k: int, grow_at: float) -> np.ndarray:
-    """The best window of ``k`` slices (at the sustained peak, both in time order), grown over
-    neighbours scoring at least ``grow_at``: a mask in time order.
+def _total(joined: Sequence[list]) -> int:
+    return sum(b - a for a, b, _ in joined)
+
+
+def _bounded(
+    e: _Event, bounds: np.ndarray, contrast: np.ndarray, min_len_f: int, max_len_f: int,
+    n_frames: int, kept: Sequence[tuple[int, int, _Event]],
+) -> tuple[int, int]:
+    """The event's frames, widened to ``min_len_f`` (not into kept neighbours) or cut to its best
+    ``max_len_f`` stretch.
     """
-    centre = int(np.argmax(sustained))
-    lo = int(np.clip(centre - (k - 1) // 2, 0, max(len(score) - k, 0)))
-    hi = min(lo + k, len(score))
-    while lo > 0 and score[lo - 1] >= grow_at:
-        lo -= 1
-    while hi < len(score) and score[hi] >= grow_at:
-        hi += 1
-    keep = np.zeros(len(score), dtype=bool)
-    keep[lo:hi] = True
-    return keep
+    a, b = e.start_frame, e.end_frame
+    if b - a > max_len_f:
+        k = int(np.searchsorted(bounds[e.lo:e.hi, 1], bounds[e.lo, 0] + max_len_f, "right"))
+        k = max(k, 1)
+        sums = np.convolve(contrast[e.lo:e.hi], np.ones(k), "valid")
+        i = e.lo + int(np.argmax(sums))
+        a, b = int(bounds[i, 0]), min(int(bounds[i, 0]) + max_len_f, e.end_frame)
+    lo = max([kb for ka, kb, _ in kept if kb <= a] + [0])
+    hi = min([ka for ka, kb, _ in kept if ka >= b] + [n_frames])
+    if any(ka < b and kb > a for ka, kb, _ in kept):
+        return a, a  # overlaps a kept event: already shown
+    need = min_len_f - (b - a)
+    if need > 0:
+        a = max(lo, a - need // 2)
+        b = min(hi, a + min_len_f)
+        a = max(lo, b - min_len_f)
+    return a, b
+
+
+def _trim(a: int, b: int, e: _Event, bounds: np.ndarray, length: int) -> tuple[int, int]:
+    """``length`` frames of ``[a, b)`` centred on the event's peak slice."""
+    mid = (int(bounds[e.peak, 0]) + int(bounds[e.peak, 1])) // 2
+    start = int(np.clip(mid - length // 2, a, b - length))
+    return start, start + length
+
+
+def _segment(
+    info: VideoInfo, a: int, b: int, events: Sequence[_Event], ordered: Sequence[Slice]
+) -> Segment:
+    best = max(events, key=lambda e: e.contrast)
+    inside = tuple(s.index for s in ordered if s.start_frame < b and s.end_frame > a)
+    return Segment(
+        video_id=info.video_id,
+        start_frame=a,
+        end_frame=b,
+        start_s=a / info.fps,
+        end_s=b / info.fps,
+        description_index=0,
+        priority=1,
+        score_raw=best.lift,
+        score_norm=best.contrast,
+        slice_indices=inside,
+    )

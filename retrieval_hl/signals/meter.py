@@ -20,6 +20,13 @@ Signals, each with its unit:
 - ``shot_density`` (cuts per second): cuts within ``density_window_s`` centred on the slice.
 - ``faces`` (fraction 0-1): sampled frames with a face; 0 without a face detector.
 - ``people`` (fraction 0-1): sampled frames with a person; 0 without an object detector.
+- ``animals``, ``vehicles`` (fraction 0-1): the same for an animal or a vehicle (evidence for
+  labels; not fused).
+- ``subject_size`` (fraction 0-1): the largest person, animal or vehicle box, as the larger of
+  its height and width over the frame's, averaged over the sampled frames (0 where none): how
+  close the subject is (evidence for labels; not fused).
+- ``camera_motion`` (grey levels): how much of the raw frame-to-frame difference the camera's own
+  motion explains (raw minus residual difference): a pan, a follow or a shake.
 - ``sharpness`` (grey levels squared): median variance of the Laplacian, ~240 px grey proxy.
 - ``exposure`` (penalty 0-1, higher is worse): the larger of the clipped-pixel fraction and the
   distance of the mean luma from the comfortable middle range.
@@ -58,6 +65,7 @@ DENSITY_WINDOW_S = 6.0
 CLIP_LOW, CLIP_HIGH = 5, 250
 MIN_FACE_FRAC = 1 / 20
 MIN_PERSON_FRAC = 1 / 6
+EVIDENCE = ("animals", "vehicles", "subject_size", "camera_motion")  # may be left out
 
 
 @dataclass(frozen=True)
@@ -65,7 +73,8 @@ class SliceSignals:
     """One value per slice for every signal; ``motion[i]`` belongs to the i-th slice measured.
 
     Units are in the module docstring. ``exposure`` is a penalty: higher means worse exposed.
-    NaN means "not measured" and counts as the video's typical value when fused.
+    NaN means "not measured" and counts as the video's typical value when fused. The evidence
+    signals (``EVIDENCE``) may be left out: they are then zeros.
     """
 
     motion: np.ndarray
@@ -76,6 +85,10 @@ class SliceSignals:
     people: np.ndarray
     sharpness: np.ndarray
     exposure: np.ndarray
+    animals: np.ndarray | None = None
+    vehicles: np.ndarray | None = None
+    subject_size: np.ndarray | None = None
+    camera_motion: np.ndarray | None = None
 
     names: ClassVar[tuple[str, ...]] = (
         "motion",
@@ -86,12 +99,16 @@ class SliceSignals:
         "people",
         "sharpness",
         "exposure",
+        *EVIDENCE,
     )
 
     def __post_init__(self) -> None:
         n = None
         for f in fields(self):
-            arr = np.array(getattr(self, f.name), dtype=np.float64)  # a copy: frozen for real
+            value = getattr(self, f.name)
+            if value is None:  # an evidence signal left out
+                value = np.zeros(len(self.motion))
+            arr = np.array(value, dtype=np.float64)  # a copy: frozen for real
             if arr.ndim != 1:
                 raise ValueError(f"signal {f.name!r} must be 1-D, got shape {arr.shape}")
             if n is not None and len(arr) != n:
@@ -200,7 +217,9 @@ def sharpness_of(grey: np.ndarray) -> float:
 
 
 class PresenceDetector:
-    """Frame -> (has a face, has a person), from ``retrieval_hl.vision.detectors``."""
+    """Frame -> presence of faces, people, animals, vehicles and the subject's size, from
+    ``retrieval_hl.vision.detectors``.
+    """
 
     def __init__(self) -> None:
         from retrieval_hl.vision.detectors import open_face_detector, open_object_detector
@@ -213,17 +232,24 @@ class PresenceDetector:
         """At least one detector could be loaded."""
         return self.faces is not None or self.objects is not None
 
-    def __call__(self, rgb: np.ndarray) -> tuple[float, float]:
-        """1.0 / 0.0 for "a big enough face" and "a big enough person"; NaN where off."""
+    def __call__(self, rgb: np.ndarray) -> tuple[float, ...]:
+        """1.0 / 0.0 for a big enough face, person, animal and vehicle, then the largest such
+        subject's size (fraction of the frame, 0 if none); NaN where a detector is off.
+        """
         h, w = rgb.shape[:2]
-        face = person = np.nan
+        face = person = animal = vehicle = size = np.nan
         if self.faces is not None:
             b = self.faces.detect(rgb).boxes
             face = float(np.any(np.minimum(b[:, 2], b[:, 3]) >= MIN_FACE_FRAC * min(h, w)))
         if self.objects is not None:
-            b = self.objects.detect(rgb).of("person").boxes
-            person = float(np.any(b[:, 3] >= MIN_PERSON_FRAC * h))
-        return face, person
+            found = self.objects.detect(rgb)
+            big = np.maximum(found.boxes[:, 3] / h, found.boxes[:, 2] / w)
+            person, animal, vehicle = (
+                float(np.any(big[found.kinds == kind] >= MIN_PERSON_FRAC))
+                for kind in ("person", "animal", "vehicle")
+            )
+            size = float(big.max()) if len(big) else 0.0
+        return face, person, animal, vehicle, size
 
 
 # --------------------------------------------------------------------------- per-slice reduction
@@ -463,6 +489,8 @@ class SignalMeter:
         self._expo: list[float] = []
         self._face: list[float] = []
         self._person: list[float] = []
+        self._presence_rows: list[tuple[float, ...]] = []
+        self._camera: list[float] = []
         self._prev_small: np.ndarray | None = None
         self._t0 = time.perf_counter()
 
@@ -483,15 +511,16 @@ class SignalMeter:
             small = cv2.GaussianBlur(small_grey(grey)[0], (3, 3), 0)
             prev = self._prev_small
             self._motion.append(np.nan if prev is None else residual_motion(prev, small))
+            self._camera.append(np.nan if prev is None else max(
+                0.0, float(cv2.absdiff(prev, small).mean()) - self._motion[-1]))
             self._prev_small = small
             self._sharp.append(sharpness_of(grey))
             self._expo.append(exposure_penalty(grey))
             k = len(self._idx)
-            face, person = (
-                self._presence(rgb) if k % self._detect_every == 0 else (np.nan, np.nan)
-            )
-            self._face.append(face)
-            self._person.append(person)
+            row = self._presence(rgb) if k % self._detect_every == 0 else (np.nan,) * 5
+            self._face.append(row[0])
+            self._person.append(row[1])
+            self._presence_rows.append(row[2:])
             self._idx.append(int(i))
 
     @property
@@ -539,6 +568,14 @@ class SignalMeter:
             for values in (self._face, self._person)
         )
         loud, onset = measure_audio(info, slices)
+        evidence = [
+            _reduce(bounds, idx, np.asarray(values), np.mean, fill_nearest=True)
+            if np.isfinite(values).any()
+            else np.zeros(len(slices))
+            for values in np.asarray(self._presence_rows, dtype=np.float64).reshape(-1, 3).T
+        ]
+        camera = np.asarray(self._camera)
+        camera[1:][_straddles_cut(idx[:-1], idx[1:], cut_arr)] = np.nan
         sig = SliceSignals(
             motion=motion_s,
             audio_loudness=loud,
@@ -548,6 +585,10 @@ class SignalMeter:
             people=people_s,
             sharpness=_reduce(bounds, idx, np.asarray(self._sharp), np.median, fill_nearest=True),
             exposure=_reduce(bounds, idx, np.asarray(self._expo), np.mean, fill_nearest=True),
+            animals=evidence[0],
+            vehicles=evidence[1],
+            subject_size=evidence[2],
+            camera_motion=np.nan_to_num(_slice_motion(bounds, idx, camera), nan=0.0),
         )
         log.info(
             "%s: signals for %d slices from %d frames (%d cuts, audio %s) in %.1f s",
