@@ -33,7 +33,6 @@ from retrieval_hl.models import Description, Highlight, Hit, ScoreTrack, Segment
 from retrieval_hl.render.export import export_highlight
 from retrieval_hl.select.dedup import (
     apply_budget,
-    extend_to_min_len,
     order_segments,
     suppress_overlaps,
 )
@@ -530,9 +529,9 @@ def highlight_video(
         segments = select_highlights(
             slices, score, info, cuts=cuts, min_len_s=s.min_len_s, max_len_s=s.max_len_s,
             max_gap_s=s.max_gap_s, budget_s=budget_s, allow_empty=s.allow_empty,
+            # the main job: every clip long enough to watch
+            min_clip_s=None if s.allow_empty else max(s.min_len_s, s.min_clip_s),
         )
-        if not s.allow_empty:  # the main job: every clip long enough to watch
-            segments = extend_to_min_len(segments, s.min_clip_s, info.fps, info.n_frames)
         segments, descriptions = _label_segments(
             segments, slices, sig, descriptions, hits, s.threshold_z
         )

@@ -408,3 +408,73 @@ def test_end_to_end_static_silent_video_has_no_highlight(event_videos):
     assert np.all(sig.audio_loudness == 0.0) and np.all(sig.audio_onset == 0.0)
     assert sig.motion.max() < MIN_SCALE["motion"]
     assert select_highlights(slices, fuse_signals(sig), info) == []
+
+
+# ----------------------------------------------------------------------------- planted cases
+
+PLANT_BG = (
+    "color=c=0x202020:s=160x120:r=10:d=30[bg];color=c=0x909090:s=16x16:r=10:d=30[walker];"
+    "color=c=white:s=30x30:r=10:d=30[box];"
+    # ordinary motion the whole time: a small figure pacing to and fro
+    "[bg][walker]overlay=x='70+50*sin(t*0.8)':y=10[o];"
+)
+
+
+def planted_video(path: Path, spans_s: list[tuple[float, float]]) -> Path:
+    """30 s, 10 fps: a figure paces the whole time under a low hiss; during ``spans_s`` a big box
+    races about and the hiss roars."""
+    on = "+".join(f"between(t,{a},{b})" for a, b in spans_s) or "0"
+    ffmpeg(
+        "-f", "lavfi", "-i",
+        f"{PLANT_BG}[o][box]overlay=x='mod(t*90,130)':y='45+30*sin(t*6)':enable='{on}'",
+        "-f", "lavfi", "-i",
+        f"anoisesrc=d=30:c=pink:a=0.5:r=44100,volume=volume='if({on},1,0.03)':eval=frame",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", "10", "-c:a", "aac", "-shortest",
+        str(path),
+    )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("planted")
+    return {
+        "two": planted_video(d / "two.mp4", [(5, 8), (20, 23)]),
+        "long": planted_video(d / "long.mp4", [(6, 16)]),
+        "ordinary": planted_video(d / "ordinary.mp4", []),
+    }
+
+
+def run_main_job(path: Path, **settings):
+    from retrieval_hl.config import Settings
+    from retrieval_hl.pipeline import highlight_video
+
+    return highlight_video(path, settings=Settings(semantic="off", **settings))
+
+
+BATCH = {"allow_empty": True, "budget": "none"}  # what `rhl batch` uses
+
+
+def test_planted_two_separated_events_give_two_whole_segments(planted):
+    hl = run_main_job(planted["two"], **BATCH)
+    assert spans(hl.segments) == [(5.0, 8.0), (20.0, 23.0)]
+    for seg in hl.segments:
+        label = hl.descriptions[seg.description_index].text
+        assert label != "highlight" and "fast" in label and "louder" in label
+
+
+def test_planted_long_event_is_one_segment_from_onset_to_settle(planted):
+    assert spans(run_main_job(planted["long"], **BATCH).segments) == [(6.0, 16.0)]
+
+
+def test_planted_ordinary_motion_is_empty_in_batch_but_watchable_in_the_main_job(planted, caplog):
+    assert run_main_job(planted["ordinary"], **BATCH).segments == ()
+    hl = run_main_job(planted["ordinary"])  # default budget "auto": 10 s of a 30 s video
+    assert hl.segments and 3.0 <= hl.duration_s <= 11.0
+    assert "nothing stands out; kept the best" in caplog.text
+
+
+def test_planted_budget_is_spent_on_whole_events(planted):
+    assert spans(run_main_job(planted["two"], budget="7s").segments) == [(5.0, 8.0), (20.0, 23.0)]
+    one = spans(run_main_job(planted["two"], budget="4s").segments)
+    assert one in ([(5.0, 8.0)], [(20.0, 23.0)])

@@ -348,6 +348,7 @@ def select_highlights(
     min_peak_z: float = 1.0,
     min_contrast: float = STAND_OUT,
     allow_empty: bool = True,
+    min_clip_s: float | None = None,
 ) -> list[Segment]:
     """Find the video's events and keep those that stand out, strongest first, within the budget.
 
@@ -360,7 +361,8 @@ def select_highlights(
         score: Fused highlightness per slice (``fuse_signals``).
         info: The video (frame rate and length).
         cuts: Frames where a new shot starts; event boundaries snap to them.
-        min_len_s: Shortest segment; a shorter event is widened around its middle.
+        min_len_s: The window an event is judged over; and the shortest segment, unless
+            ``min_clip_s`` says otherwise.
         max_len_s: Longest segment; a longer event keeps its best-scoring stretch.
         max_gap_s: Kept events at most this far apart are joined into one segment.
         budget_s: Total seconds allowed (strongest events first); ``None`` for no budget.
@@ -369,6 +371,9 @@ def select_highlights(
         allow_empty: ``True``: only events that stand out (``[]`` when none does). ``False``:
             the rest of the budget goes to the next-best events, and a video without any
             keeps its best sustained stretch; never empty while the video has a slice.
+        min_clip_s: Shortest segment kept (a shorter one is widened around its middle, not into
+            a neighbour); ``None``: ``min_len_s``. The main job asks for clips long enough to
+            watch.
 
     Returns:
         Segments in chronological order.
@@ -411,7 +416,7 @@ def select_highlights(
     if not allow_empty:
         pool = standing + rest if budget_s is not None else standing or rest[:1]
     fps, n_frames = info.fps, bounds[-1, 1]
-    min_len_f = int(round(min_len_s * fps))
+    min_len_f = int(round((min_len_s if min_clip_s is None else min_clip_s) * fps))
     max_len_f = int(round(max_len_s * fps))
     budget_f = None if budget_s is None else int(round(budget_s * fps))
     gap_f = int(round(max_gap_s * fps))
