@@ -168,8 +168,9 @@ AUTO_BUDGET_MAX_S = 180.0
 
 def parse_budget(text: str, duration_s: float) -> float | None:
     """Seconds of highlights allowed: ``60s``/``60`` seconds, ``2m``, ``0.2`` a fraction of the
-    video, ``none`` no budget, ``auto`` (the default) a fifth of the video but at least 10 s and
-    at most 3 min: about 10 s of a 30 s clip, 2 min of a 10-min match, 3 min of a 1-h video.
+    video, ``none`` no budget, ``auto`` (the default) a fifth of the video but at least 10 s, at
+    most 3 min and at most half the video: 5 s of a 10 s clip, 10 s of a 30 s clip, 2 min of a
+    10-min match, 3 min of a 1-h video.
 
     Raises:
         ConfigError: anything else.
@@ -179,7 +180,8 @@ def parse_budget(text: str, duration_s: float) -> float | None:
     if t in ("none", "off", "0s", ""):
         return None
     if t == "auto":
-        return min(max(AUTO_BUDGET_FRAC * duration_s, AUTO_BUDGET_MIN_S), AUTO_BUDGET_MAX_S)
+        return min(max(AUTO_BUDGET_FRAC * duration_s, AUTO_BUDGET_MIN_S), AUTO_BUDGET_MAX_S,
+                   duration_s / 2)
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min)?", t)
     if not m:
         raise ConfigError(

@@ -163,6 +163,14 @@ def test_parse_budget(text, expected):
     assert parse_budget(text, 100.0) == expected
 
 
+@pytest.mark.parametrize(
+    ("duration_s", "expected"),
+    [(10.0, 5.0), (30.0, 10.0), (600.0, 120.0), (3600.0, 180.0)],
+)
+def test_auto_budget_suits_a_short_clip_and_a_long_video(duration_s, expected):
+    assert parse_budget("auto", duration_s) == pytest.approx(expected)
+
+
 def test_parse_budget_bad():
     with pytest.raises(ConfigError, match="bad budget"):
         parse_budget("lots", 100)

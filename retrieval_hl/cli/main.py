@@ -134,8 +134,8 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
 @click.option("--prompt", default=None, help="What to keep, in your words (English or Chinese).")
 @click.option("--ratio", default=None, help="Reframe for publishing: 9:16, 16:9, 1:1 ...")
 @click.option("--budget", default=None,
-              help="Total length: 60s, 2m, a fraction of the video like 0.2, or none.  "
-                   "[default: 0.2]")
+              help="Total length: auto (a fifth of the video, 10 s to 3 min), 60s, 2m, a "
+                   "fraction of the video like 0.2, or none.  [default: auto]")
 @click.option("--out", "out_dir", default=None, help="Run directory (default ./highlights/<name>).")
 @_store_opt
 @_encoder_opt

@@ -423,7 +423,8 @@ def select_highlights(
     kept: list[tuple[int, int, _Event]] = []
     for e in pool:
         left = None if budget_f is None else budget_f - _total(_join(kept, gap_f))
-        if left is not None and left < min(min_len_f, n_frames):
+        shortest = min(min_len_f, n_frames) if kept else 1  # the best one is cut to any budget
+        if left is not None and left < shortest:
             break
         a, b = _bounded(e, bounds, contrast, min_len_f, max_len_f, n_frames, kept)
         if b <= a:
@@ -431,7 +432,7 @@ def select_highlights(
         if left is not None:  # what it adds, with the gaps it closes, must fit
             over = _total(_join([*kept, (a, b, e)], gap_f)) - _total(_join(kept, gap_f)) - left
             if over > 0:
-                if b - a - over < min(min_len_f, n_frames):
+                if b - a - over < shortest:
                     continue
                 a, b = _trim(a, b, e, bounds, b - a - over)
         kept.append((a, b, e))
