@@ -461,6 +461,9 @@ def test_planted_two_separated_events_give_two_whole_segments(planted):
     for seg in hl.segments:
         label = hl.descriptions[seg.description_index].text
         assert label != "highlight" and "fast" in label and "louder" in label
+    from retrieval_hl.render.export import srt_text
+
+    assert srt_text(hl).count("fast") == 2 and "highlight" not in srt_text(hl)
 
 
 def test_planted_long_event_is_one_segment_from_onset_to_settle(planted):
@@ -478,3 +481,28 @@ def test_planted_budget_is_spent_on_whole_events(planted):
     assert spans(run_main_job(planted["two"], budget="7s").segments) == [(5.0, 8.0), (20.0, 23.0)]
     one = spans(run_main_job(planted["two"], budget="4s").segments)
     assert one in ([(5.0, 8.0)], [(20.0, 23.0)])
+
+
+def test_labels_say_what_was_seen():
+    from retrieval_hl.select.labels import describe_evidence
+
+    base = {k: np.zeros(20) for k in SliceSignals.names}
+    base["motion"] = np.full(20, 1.0)
+    base["audio_loudness"] = np.full(20, -40.0)
+    sig = dict(base)
+    sig["motion"] = np.r_[np.full(5, 1.0), np.full(3, 12.0), np.full(12, 1.0)]
+    sig["people"] = np.r_[np.zeros(5), np.ones(3), np.zeros(12)]
+    sig["subject_size"] = np.r_[np.zeros(5), np.full(3, 0.7), np.zeros(12)]
+    sig["audio_loudness"] = np.r_[np.full(5, -40.0), np.full(3, -28.0), np.full(12, -40.0)]
+    assert describe_evidence(SliceSignals(**sig), [5, 6, 7]) == (
+        "a person moving fast, close to the camera; the sound gets louder"
+    )
+    far = dict(base)
+    far["vehicles"] = np.ones(20)
+    far["subject_size"] = np.full(20, 0.1)
+    far["camera_motion"] = np.r_[np.zeros(10), np.full(3, 6.0), np.zeros(7)]
+    assert describe_evidence(SliceSignals(**far), [10, 11, 12]) == (
+        "a vehicle, far off; the camera moves"
+    )
+    assert describe_evidence(SliceSignals(**base), [3, 4]) == "an ordinary moment"
+    assert describe_evidence(SliceSignals(**base), []) == "an ordinary moment"
