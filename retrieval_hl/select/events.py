@@ -20,29 +20,33 @@ The video's ordinary level
     conveyor all vary, and their variation is ``s``. A slice's *contrast* is ``(score - m) / s``.
 
 Events (whole, from onset to settle)
-    An event is a run of slices whose contrast stays above the settle level: ``SETTLE`` robust
-    spreads, or ``SETTLE_FRAC`` of the event's own peak contrast if that is higher (the score
-    is back among the ordinary slices, or has fallen far from the event's top), with dips of at
-    most ``max_gap_s`` bridged. Its onset and settle are where the run starts and ends; a
-    boundary within one slice of a shot cut moves to the cut (an edit is where an event begins
-    or ends to the frame). An event shorter than ``min_len_s`` is widened around its middle,
-    one longer than ``max_len_s`` keeps its best-scoring stretch.
+    Taking the highest slices first, an event is the run of slices around one whose contrast
+    stays at least ``SETTLE`` robust spreads (the score has not settled back among the ordinary
+    slices), trimmed at both ends to the slices at ``SETTLE_FRAC`` of its peak contrast or more;
+    the whole run is used up, so its shoulders do not become events of their own. A boundary
+    within one slice of a shot cut moves to the cut (an edit is where an event begins or ends to
+    the frame), and a shot inside the event whose part of it averages under half the peak's
+    contrast ends it at that cut (past it, the video shows its ordinary self). An event shorter
+    than the shortest clip is widened around its middle, one longer than ``max_len_s`` keeps its
+    best-scoring stretch; kept events at most ``max_gap_s`` apart are joined.
 
 Standing out ("nothing here" calibrated)
     An event's strength is its sustained contrast: the best mean contrast over a window of
     ``min_len_s``, so one noisy slice cannot carry it. It *stands out* when that is at least
     ``STAND_OUT`` robust spreads (a normal variable passes 3 sigmas once in ~740 draws: ordinary
-    variation, sustained over two seconds, almost never does) and its lift over the median is at
-    least ``min_peak_z`` signal-z units. No absolute level is involved: continuous walking,
-    traffic or swaying trees set their own spread and stay inside it.
+    variation, sustained over two seconds, almost never does). As the spread is at least
+    ``MIN_FUSED_SCALE``, that is also a lift of at least 1.5 signal-z units. No absolute level is
+    involved: continuous walking, traffic or swaying trees set their own spread and stay inside
+    it.
 
 Choice and budget
     Every event that stands out is kept, strongest first, until ``budget_s`` is spent (an event
-    that does not fit whole keeps its best stretch of the time left, if that is at least
-    ``min_len_s``). With ``allow_empty`` (the competition batch) that is all: a video where
-    nothing stands out gets ``[]``. Without it (the main job, which always returns something to
-    watch) the remaining budget goes to the next-best candidate events, strongest first, and a
-    video with no candidate at all keeps its best sustained stretch.
+    that does not fit whole keeps the stretch around its peak that does, if that is at least a
+    clip long; the first one is cut to any budget). With ``allow_empty`` (the competition batch)
+    that is all: a video where nothing stands out gets ``[]``. Without it (the main job, which
+    always returns something to watch) the rest of the budget goes to the next-best events and
+    then to the best stretches of ``min_len_s`` by sustained contrast; with no budget, a video
+    where nothing stands out keeps its single best candidate.
 """
 
 from __future__ import annotations
@@ -345,7 +349,6 @@ def select_highlights(
     max_len_s: float = MAX_LEN_S,
     max_gap_s: float = 2.0,
     budget_s: float | None = None,
-    min_peak_z: float = 1.0,
     min_contrast: float = STAND_OUT,
     allow_empty: bool = True,
     min_clip_s: float | None = None,
@@ -366,7 +369,6 @@ def select_highlights(
         max_len_s: Longest segment; a longer event keeps its best-scoring stretch.
         max_gap_s: Kept events at most this far apart are joined into one segment.
         budget_s: Total seconds allowed (strongest events first); ``None`` for no budget.
-        min_peak_z: Least sustained lift over the median, in signal-z units, to stand out.
         min_contrast: Least sustained contrast, in robust spreads, to stand out.
         allow_empty: ``True``: only events that stand out (``[]`` when none does). ``False``:
             the rest of the budget goes to the next-best events, and a video without any
@@ -403,7 +405,7 @@ def select_highlights(
         for e in _find_events(contrast, sustained, bounds, cut_arr, slice_frames)
     ]
     events.sort(key=lambda e: -e.contrast)
-    standing = [e for e in events if e.contrast >= min_contrast and e.lift >= min_peak_z]
+    standing = [e for e in events if e.contrast >= min_contrast]
     rest = [e for e in events if e not in standing]
     if not allow_empty:  # then the best stretches of min_len_s, by sustained contrast
         k = window_slices(ordered, min_len_s)
