@@ -44,9 +44,11 @@ Choice and budget
     that does not fit whole keeps the stretch around its peak that does, if that is at least a
     clip long; the first one is cut to any budget). With ``allow_empty`` (the competition batch)
     that is all: a video where nothing stands out gets ``[]``. Without it (the main job, which
-    always returns something to watch) the rest of the budget goes to the next-best events and
-    then to the best stretches of ``min_len_s`` by sustained contrast; with no budget, a video
-    where nothing stands out keeps its single best candidate.
+    always returns something to watch) the rest of the budget goes to the next-best events
+    (stretches above the ordinary level that do not stand out), never to stretches at the
+    ordinary level: a budget longer than the video's events is not filled with filler. With no
+    budget, a video where nothing stands out keeps its single best event, and one with no event
+    at all its best sustained stretch.
 """
 
 from __future__ import annotations
@@ -372,7 +374,7 @@ def select_highlights(
         min_contrast: Least sustained contrast, in robust spreads, to stand out.
         allow_empty: ``True``: only events that stand out (``[]`` when none does). ``False``:
             the rest of the budget goes to the next-best events, and a video without any
-            keeps its best sustained stretch; never empty while the video has a slice.
+            event keeps its best sustained stretch; never empty while the video has a slice.
         min_clip_s: Shortest segment kept (a shorter one is widened around its middle, not into
             a neighbour); ``None``: ``min_len_s``. The main job asks for clips long enough to
             watch.
@@ -407,13 +409,13 @@ def select_highlights(
     events.sort(key=lambda e: -e.contrast)
     standing = [e for e in events if e.contrast >= min_contrast]
     rest = [e for e in events if e not in standing]
-    if not allow_empty:  # then the best stretches of min_len_s, by sustained contrast
+    if not allow_empty and not events:  # nothing above the ordinary level: the best stretch
         k = window_slices(ordered, min_len_s)
-        for p in np.argsort(-sustained, kind="stable"):
-            a = int(np.clip(p - (k - 1) // 2, 0, max(len(ordered) - k, 0)))
-            b = min(a + k, len(ordered))
-            rest.append(_Event(a, b, int(bounds[a, 0]), int(bounds[b - 1, 1]), int(p),
-                               float(sustained[p]), float(sustained[p]) * spread))
+        p = int(np.argmax(sustained))
+        a = int(np.clip(p - (k - 1) // 2, 0, max(len(ordered) - k, 0)))
+        b = min(a + k, len(ordered))
+        rest = [_Event(a, b, int(bounds[a, 0]), int(bounds[b - 1, 1]), p,
+                       float(sustained[p]), float(sustained[p]) * spread)]
     pool = standing
     if not allow_empty:
         pool = standing + rest if budget_s is not None else standing or rest[:1]
