@@ -33,14 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval_hl.competition.core import (
-    VideoPrediction,
-    evaluate_files,
-    fixed_crop_size,
-    load_ground_truth,
-    load_predictions,
-)
+from retrieval_hl.competition.format import VideoPrediction, load_ground_truth, load_predictions
+from retrieval_hl.competition.metric import evaluate_files
 from retrieval_hl.models import CropBox
+from retrieval_hl.reframe.window import fixed_window_size
 from rhl_common.ffmpeg import ffmpeg_binary
 
 OUT = Path(__file__).parent / "out" / "real_filler"
@@ -161,7 +157,7 @@ def build_item(item: Item, data: Path, vids: Path) -> tuple[dict, str]:
         ffmpeg(*args, "-filter_complex", ";".join(graph), *maps, "-c:v", "libx264",
                "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-r", str(FPS),
                str(out))
-    cw, ch = fixed_crop_size(W, H, ratio)
+    cw, ch = fixed_window_size(W, H, ratio)
     rows = []
     for (seq, a, _n), x0 in zip(placed, x0s, strict=True):
         if item.portrait:
@@ -206,7 +202,7 @@ def centre_crops(gt_path: Path, vids: Path, oracle_extent: bool) -> Path:
     for vid, rows in load_ground_truth(gt_path).items():
         info = probe_video(vids / f"{vid}.mp4", vid)
         ratio = rows.ratio_wh
-        cw, ch = fixed_crop_size(info.width_px, info.height_px, ratio)
+        cw, ch = fixed_window_size(info.width_px, info.height_px, ratio)
         x, y = (info.width_px - cw) // 2, (info.height_px - ch) // 2
         frames = [r.frame for r in rows.rows] if oracle_extent else range(info.n_frames)
         boxes = [CropBox(frame=f, x_px=x, y_px=y, w_px=cw, h_px=ch) for f in frames]
@@ -228,7 +224,7 @@ def runs(frames: list[int]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=str(Path(__file__).parents[2] / "shared" / "data"))
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--only", default=None, help="Comma-separated item ids (a quick subset).")
     args = ap.parse_args()
     items = ITEMS
