@@ -150,14 +150,14 @@ def test_silent_video_with_crossfade(tmp_path):
 
 
 def test_semantic_and_signals_without_prompt(long_video, tmp_path):
-    """No prompt: vocabulary descriptions fused with signals; segments carry vocab labels."""
+    """No prompt: vocabulary descriptions fused with signals; segments carry evidence labels."""
     out = tmp_path / "run"
     run("highlight", str(long_video), "--encoder", TINY, "--store", str(tmp_path / "s"),
         "--out", str(out), "--semantic", "on", "--no-render")
     hl = load_highlight(out / "highlights.json")
-    assert hl.encoder == TINY and {d.source for d in hl.descriptions} == {"vocab"}
+    assert hl.encoder == TINY and {d.source for d in hl.descriptions} == {"vocab", "signals"}
     assert len(hl.segments) >= 1  # the main job keeps its best moment even when nothing stands out
-    assert all(0 <= s.description_index < len(hl.descriptions) for s in hl.segments)
+    assert {hl.descriptions[s.description_index].source for s in hl.segments} == {"signals"}
 
 
 def test_category_script_adds_template_queries(long_video, tmp_path):

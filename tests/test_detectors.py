@@ -148,8 +148,8 @@ def test_real_detectors_find_nothing_in_a_flat_frame():
     assert len(objects.detect(flat).scores) == 0
     if faces is not None:
         assert len(faces.detect(flat).scores) == 0
-    face, person = PresenceDetector()(flat)
-    assert person == 0.0
+    face, person, animal, vehicle, size = PresenceDetector()(flat)
+    assert person == animal == vehicle == size == 0.0
     assert face == 0.0 if faces is not None else np.isnan(face)
 
 
