@@ -28,7 +28,8 @@ Events (whole, from onset to settle)
     the frame), and a shot inside the event whose part of it averages under half the peak's
     contrast ends it at that cut (past it, the video shows its ordinary self). An event shorter
     than the shortest clip is widened around its middle, one longer than ``max_len_s`` keeps its
-    best-scoring stretch; kept events at most ``max_gap_s`` apart are joined.
+    best-scoring stretch; kept events at most ``max_gap_s`` apart are joined, up to
+    ``max_len_s``.
 
 Standing out ("nothing here" calibrated)
     An event's strength is its sustained contrast: the best mean contrast over a window of
@@ -369,7 +370,8 @@ def select_highlights(
         min_len_s: The window an event is judged over; and the shortest segment, unless
             ``min_clip_s`` says otherwise.
         max_len_s: Longest segment; a longer event keeps its best-scoring stretch.
-        max_gap_s: Kept events at most this far apart are joined into one segment.
+        max_gap_s: Kept events at most this far apart are joined into one segment (of at most
+            ``max_len_s``).
         budget_s: Total seconds allowed (strongest events first); ``None`` for no budget.
         min_contrast: Least sustained contrast, in robust spreads, to stand out.
         allow_empty: ``True``: only events that stand out (``[]`` when none does). ``False``:
@@ -426,7 +428,7 @@ def select_highlights(
     gap_f = int(round(max_gap_s * fps))
     kept: list[tuple[int, int, _Event]] = []
     for e in pool:
-        left = None if budget_f is None else budget_f - _total(_join(kept, gap_f))
+        left = None if budget_f is None else budget_f - _total(_join(kept, gap_f, max_len_f))
         shortest = min(min_len_f, n_frames) if kept else 1  # the best one is cut to any budget
         if left is not None and left < shortest:
             break
@@ -434,13 +436,14 @@ def select_highlights(
         if b <= a:
             continue
         if left is not None:  # what it adds, with the gaps it closes, must fit
-            over = _total(_join([*kept, (a, b, e)], gap_f)) - _total(_join(kept, gap_f)) - left
+            now = _total(_join(kept, gap_f, max_len_f))
+            over = _total(_join([*kept, (a, b, e)], gap_f, max_len_f)) - now - left
             if over > 0:
                 if b - a - over < shortest:
                     continue
                 a, b = _trim(a, b, e, bounds, b - a - over)
         kept.append((a, b, e))
-    joined = _join(kept, gap_f)
+    joined = _join(kept, gap_f, max_len_f)
     segments = [_segment(info, a, b, evs, ordered) for a, b, evs in joined]
     total = sum(s.duration_s for s in segments)
     log.info(
@@ -453,13 +456,14 @@ def select_highlights(
     return segments
 
 
-def _join(kept: Sequence[tuple[int, int, _Event]], gap_f: int) -> list[list]:
-    """Kept spans in time order, those at most ``gap_f`` frames apart joined:
-    ``[start, end, events]`` each.
+def _join(kept: Sequence[tuple[int, int, _Event]], gap_f: int, max_f: int) -> list[list]:
+    """Kept spans in time order, those at most ``gap_f`` frames apart joined while the result
+    stays within ``max_f`` frames: ``[start, end, events]`` each.
     """
     joined: list[list] = []
     for a, b, e in sorted(kept, key=lambda t: t[0]):
-        if joined and a - joined[-1][1] <= gap_f:
+        near = joined and a - joined[-1][1] <= gap_f
+        if near and max(b, joined[-1][1]) - joined[-1][0] <= max_f:
             joined[-1][1] = max(joined[-1][1], b)
             joined[-1][2].append(e)
         else:
