@@ -206,7 +206,7 @@ def test_library_rm_json(videos, tmp_path):
 
 def test_help_names_defaults():
     text = run("highlight", "--help").stdout
-    for needle in ("[default: 0.2]", "[default: chronological]", "best first"):
+    for needle in ("[default: auto]", "[default: chronological]", "best first"):
         assert needle in text
     assert "[default: 2.0]" in run("index", "--help").stdout
     assert "[default: 10" in run("search", "--help").stdout

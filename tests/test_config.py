@@ -39,7 +39,7 @@ def test_defaults_and_cache_paths(monkeypatch, tmp_path):
     s = Settings()
     assert s.store == str(tmp_path / "retrieval-hl" / "store")
     assert s.library == str(tmp_path / "retrieval-hl" / "library")
-    assert (s.budget, s.min_len_s, s.faiss_approx_threshold) == ("0.2", 2.0, 50_000)
+    assert (s.budget, s.min_len_s, s.faiss_approx_threshold) == ("auto", 2.0, 50_000)
     monkeypatch.setenv("RHL_LIBRARY", "/srv/lib")
     assert load_settings().library == "/srv/lib"
 
