@@ -33,6 +33,7 @@ from retrieval_hl.models import Description, Highlight, Hit, ScoreTrack, Segment
 from retrieval_hl.render.export import export_highlight
 from retrieval_hl.select.dedup import (
     apply_budget,
+    extend_to_min_len,
     order_segments,
     suppress_overlaps,
 )

@@ -176,6 +176,15 @@ def test_parse_budget_bad():
         parse_budget("lots", 100)
 
 
+def test_extend_to_min_len_stays_inside_video_and_off_neighbours():
+    from retrieval_hl.select.dedup import extend_to_min_len
+
+    out = extend_to_min_len([seg(0.5, 1.5), seg(4.0, 5.0), seg(5.5, 9.0)], 3.0, fps=10,
+                            n_frames=100)
+    assert [(s.start_frame, s.end_frame) for s in out] == [(0, 30), (30, 55), (55, 90)]
+    assert extend_to_min_len([seg(9.0, 9.8)], 3.0, fps=10, n_frames=100)[0].end_frame == 100
+
+
 def test_slice_rejects_empty():
     with pytest.raises(ValueError):
         Slice(video_id="v", index=0, start_frame=5, end_frame=5, start_s=0.5, end_s=0.5)

@@ -80,3 +80,27 @@ def order_segments(segments: Sequence[Segment], order: Order = "chronological") 
     if order == "score":
         return sorted(segments, key=rank_key)
     return sorted(segments, key=lambda s: s.start_frame)
+
+
+def extend_to_min_len(
+    segments: Sequence[Segment], min_len_s: float, fps: float, n_frames: int
+) -> list[Segment]:
+    """Widen segments shorter than ``min_len_s`` evenly around their middle, within the video
+    and without running into a neighbour. For watchable output; scoring by frames wants none.
+    """
+    ordered = sorted(segments, key=lambda s: s.start_frame)
+    out: list[Segment] = []
+    for k, seg in enumerate(ordered):
+        need = int(round(min_len_s * fps)) - (seg.end_frame - seg.start_frame)
+        if need <= 0:
+            out.append(seg)
+            continue
+        lo = out[-1].end_frame if out else 0
+        hi = ordered[k + 1].start_frame if k + 1 < len(ordered) else n_frames
+        start = max(lo, seg.start_frame - need // 2)
+        end = min(hi, start + (seg.end_frame - seg.start_frame) + need)
+        start = max(lo, end - (seg.end_frame - seg.start_frame) - need)
+        out.append(seg.model_copy(update={
+            "start_frame": start, "end_frame": end, "start_s": start / fps, "end_s": end / fps,
+        }))
+    return out
