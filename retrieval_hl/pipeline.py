@@ -495,7 +495,7 @@ def highlight_video(
             log.warning("category/extra queries need semantic matching, which is off: ignored")
         descriptions, query_vectors, hits = [], None, []
     if not descriptions:  # e.g. a vocabulary with nothing to rank: label by the signals
-        descriptions, query_vectors, hits = [], None, []
+        query_vectors, hits = None, []
     track: ScoreTrack | None = None  # what the selection saw, for the pictures
     if vlm_only:
         pass  # segments from the VLM's ranges, above
