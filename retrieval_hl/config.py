@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     # then the right answer; a video busy everywhere still gets its best stretch).
     allow_empty: bool = False
     signal_weight: float = Field(0.5, ge=0, le=5)
+    # What is said: auto transcribes when the model wheels are installed and the video has
+    # audio (silence costs almost nothing behind the VAD); on fails without them.
+    speech: Literal["auto", "on", "off"] = "auto"
+    language: str | None = None  # whisper language code ("en", "zh"...); None detects it
+    captions: Literal["srt", "burn"] = "srt"  # burn: also draw the spoken words into the mp4s
 
     @field_validator("vlm_overlap_s")
     @classmethod

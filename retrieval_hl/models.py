@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from indexer.models import Slice, VideoInfo
+from indexer.speech.models import Transcript
 from rhl_common.models import Frozen
 
 DescriptionSource = Literal["vlm", "vocab", "user", "template", "signals"]
@@ -27,13 +28,15 @@ class Hit(Frozen):
     """One slice scored against one description.
 
     ``score_raw`` is the cosine similarity; ``score_norm`` the per-query z-score of that cosine
-    within the searched set of slices, which is what every threshold uses.
+    within the searched set of slices, which is what every threshold uses. ``channel`` says what
+    matched: the pictures (CLIP) or what is said (the transcript, MiniLM).
     """
 
     slice_index: int = Field(ge=0)
     description_index: int = Field(ge=0)
     score_raw: float
     score_norm: float
+    channel: Literal["visual", "speech"] = "visual"
 
 
 class Segment(Frozen):
@@ -117,6 +120,7 @@ class Highlight(Frozen):
     settings: dict = Field(default_factory=dict)
     order: Literal["chronological", "score"] = "chronological"
     track: ScoreTrack | None = None
+    transcript: Transcript | None = None
 
     @property
     def duration_s(self) -> float:

@@ -70,8 +70,11 @@ def index_video(
     reindex: bool = False,
     progress: Callable[[int], None] | None = None,
     sinks: Sequence[FrameSink] = (),
+    speech: bool = True,
 ) -> IndexedVideo:
     """Probe, decode, embed and store one video; reuse the stored slices if it is already indexed.
+    With ``speech`` (and ``settings.speech`` not off) what is said is stored too, on the same
+    slices, in the store's speech collection.
 
     Raises:
         VideoOpenError: the file is missing or not a decodable video.
@@ -89,6 +92,8 @@ def index_video(
         )
     if not reindex and (have := load_video(db, info)) is not None:
         log.info("%s already indexed (%d slices); reusing them", info.video_id, len(have.slices))
+        if speech:
+            _index_speech(have, s, db if store is None else None)
         return have
     video = embed_video(
         info,
@@ -103,7 +108,17 @@ def index_video(
     )
     added = store_video(db, video)
     log.info("%s: %d new points in %s (%d in all)", info.video_id, added, db.name, db.count())
+    if speech:
+        _index_speech(video, s, db if store is None else None)
     return video
+
+
+def _index_speech(video: IndexedVideo, s: Settings, own_store: VectorStore | None) -> None:
+    from retrieval_hl.speech.channel import open_speech_channel
+
+    if own_store is not None:
+        own_store.close()  # a Qdrant folder admits one client: free it for the speech collection
+    open_speech_channel(video.info, video.slices, s)
 
 
 def default_describer(settings: Settings, prompt: str | None) -> Describer:
@@ -392,6 +407,7 @@ def highlight_video(
     progress: Callable[[int], None] | None = None,
     extra_descriptions: Sequence[Description] = (),
     image_queries: Sequence[tuple[Description, np.ndarray]] = (),
+    speech_progress: Callable[[float], None] | None = None,
 ) -> Highlight:
     """The main job for one file: highlights by signals (motion, audio, shots, faces, quality),
     fused with meaning when a semantic encoder is available, then a crop box per kept frame
@@ -414,14 +430,23 @@ def highlight_video(
     the encoder's space, e.g. a library clip) join the describer's queries, as a category's
     highlight script does.
 
+    What is said (``settings.speech``, on by default where the models are installed) is a
+    second retrieval channel, fused per slice with the visual one (``retrieval_hl.speech.hybrid``);
+    it answers a ``prompt`` alone when no encoder loads. Where someone speaks, no segment starts
+    or ends mid-word. ``speech_progress`` gets seconds of audio transcribed.
+
     Raises:
         VideoOpenError: the file is missing or not a decodable video.
-        EncoderError: ``prompt`` (or ``semantic="on"``) needs an encoder whose weights are missing.
+        EncoderError: ``prompt`` (or ``semantic="on"``) needs an encoder whose weights are missing
+            and, for a prompt, nobody speaks in the video (or speech is off).
         ConfigError: method ``vlm``/``hybrid`` without ``vlm_url``, or a bad VLM URL.
         VLMResponseError: with ``vlm_strict``, the VLM failed, answered junk or found nothing.
+        SpeechError: ``speech="on"`` and the whisper model is unavailable.
     """
     from retrieval_hl.select.events import fuse_signals, keep_level, select_highlights
     from retrieval_hl.signals.meter import SAMPLE_FPS, SignalMeter, measure_signals_and_cuts
+    from retrieval_hl.speech.channel import open_speech_channel, prompt_descriptions
+    from retrieval_hl.speech.hybrid import fuse_hits
 
     s = settings or Settings()
     request = parse_request(prompt) if prompt else None
@@ -434,7 +459,8 @@ def highlight_video(
     if s.method == "vlm":
         enc = None
     else:
-        required = s.method == "hybrid" or (bool(query) and asker is None)
+        # A query can be answered by what is said: the encoder is required only without speech.
+        required = s.method == "hybrid" or (bool(query) and asker is None and s.speech == "off")
         instead = "the VLM's time ranges" if asker is not None else "query-free highlights only"
         enc = encoder or load_encoder_or_none(s, required=required, instead=instead)
     method = s.method if s.method != "auto" else (
@@ -450,7 +476,7 @@ def highlight_video(
     if enc is not None:
         # The signal meter rides along the indexing pass: one decode for both.
         video = index_video(path, settings=s, encoder=enc, video_id=info.video_id,
-                            progress=progress, sinks=(meter,))
+                            progress=progress, sinks=(meter,), speech=False)
         info = video.info
         if meter.n_fed or video.cuts:
             cuts = video.cuts
@@ -477,6 +503,15 @@ def highlight_video(
         descriptions = list(answer.descriptions)
         segments = _vlm_segments(descriptions, answer.support, s, info, budget_s)
         hits, query_vectors, slices = [], None, fine
+    grid = video.slices if video is not None else tuple(make_slices(info, s.window_s, cuts or ()))
+    speech = open_speech_channel(info, grid, s, progress=speech_progress)
+    if query and enc is None and speech is None and answer is None:
+        raise EncoderError(
+            "--prompt needs CLIP weights or speech in the video, and neither is available here "
+            f"(encoder {s.encoder!r}, speech {s.speech!r}); see the warnings above"
+        )
+    if vlm_only:
+        pass
     elif video is not None and enc is not None:
         if answer is not None:  # hybrid: the VLM's words are the queries, its times the priors
             descriptions = list(answer.descriptions) + list(answer.untimed)
@@ -490,6 +525,13 @@ def highlight_video(
         )
         if answer is not None:
             hits = steer_hits(hits, video.slices, descriptions, VLM_INSIDE_Z, VLM_OUTSIDE_Z)
+        if speech is not None:
+            hits = fuse_hits(hits, speech.hits(descriptions))
+    elif speech is not None and query:
+        descriptions = [*prompt_descriptions(query), *extra_descriptions]
+        query_vectors, hits = None, speech.hits(descriptions)
+        log.info("%d descriptions, matched by what is said: %s", len(descriptions),
+                 "; ".join(f"[{d.priority}] {d.text}" for d in descriptions))
     else:
         if extra_descriptions or image_queries:
             log.warning("category/extra queries need semantic matching, which is off: ignored")
@@ -499,17 +541,20 @@ def highlight_video(
     track: ScoreTrack | None = None  # what the selection saw, for the pictures
     if vlm_only:
         pass  # segments from the VLM's ranges, above
-    elif (query or answer is not None) and video is not None:
+    elif (query or answer is not None) and (video is not None or speech is not None):
+        slices = grid
         fused = np.clip(fuse_signals(sig), -2.0, 3.0) * s.signal_weight
-        lift = fused[nearest_slices(fine, video.slices)]
-        pos = {sl.index: k for k, sl in enumerate(video.slices)}
-        match = _match_matrix(video.slices, hits, len(descriptions))
-        hits = [h.model_copy(update={"score_norm": h.score_norm + lift[pos[h.slice_index]]})
+        lift = fused[nearest_slices(fine, slices)]
+        pos = {sl.index: k for k, sl in enumerate(slices)}
+        match = _match_matrix(slices, hits, len(descriptions))
+        # Signals lift livelier slices; a speech hit that does not match at all (z capped at
+        # 0, see retrieval_hl.speech.hybrid) stays out: motion alone is not something said.
+        hits = [h if h.channel == "speech" and h.score_norm <= 0 else
+                h.model_copy(update={"score_norm": h.score_norm + lift[pos[h.slice_index]]})
                 for h in hits]
-        slices = video.slices
         segments = _segments_from_hits(slices, hits, descriptions, s, info,
                                        fill_from_hints=method == "hybrid")
-        to_fine = nearest_slices(video.slices, fine)
+        to_fine = nearest_slices(slices, fine)
         track = _score_track(fine, sig, (match + lift[:, None]).max(axis=1)[to_fine],
                              s.threshold_z, "request match (z, lifted by signals)",
                              semantic=match[to_fine])
@@ -537,6 +582,8 @@ def highlight_video(
             segments, slices, sig, descriptions, hits, s.threshold_z
         )
         segments = order_segments(segments, s.order)
+    if speech is not None:  # no clip starts or ends mid-word
+        segments = speech.snap(segments, info, hits)
     segments = limit_count(segments, s.max_clips)
     _log_result(info, segments)
     crops = ()
@@ -553,6 +600,7 @@ def highlight_video(
         settings=s.model_dump(mode="json"),
         order=s.order,
         track=track,
+        transcript=speech.transcript if speech is not None else None,
     )
 
 
@@ -641,7 +689,7 @@ def export_highlights(
     written = export_highlight(
         highlight, out_dir, render=s.render, crossfade_s=s.crossfade_s, transition=s.transition,
         loudness_lufs=s.loudness_lufs, size=parse_wh(s.size, "size") if s.size else None,
-        max_upscale=s.max_upscale, music=s.music,
+        max_upscale=s.max_upscale, music=s.music, captions=s.captions,
     )
     if highlight.segments:
         timeline = build_timeline(f"{highlight.video.video_id} highlights",

@@ -27,3 +27,7 @@ class ConfigError(RHLError):
 
 class RenderError(RHLError):
     """ffmpeg failed to render an output."""
+
+
+class SpeechError(RHLError):
+    """Speech recognition or its model is unavailable, or audio cannot be decoded."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import shutil
 import subprocess
+import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from indexer.models import VideoInfo
@@ -137,3 +141,76 @@ def tiny_encoder():
     from indexer.encoders import create_encoder
 
     return create_encoder(TINY)
+
+
+def speak(text: str, voice: str = "en-us", speed_wpm: int = 160) -> tuple[np.ndarray, int]:
+    """``text`` spoken by Debian's espeak-ng: int16 mono samples and their rate; the test is
+    skipped, with the reason, when espeak-ng is absent.
+    """
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        pytest.skip("espeak-ng not installed (apt-get install espeak-ng)")
+    out = subprocess.run([exe, "-v", voice, "-s", str(speed_wpm), "--stdout", text],
+                         check=True, capture_output=True).stdout
+    with wave.open(io.BytesIO(out)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16), w.getframerate()
+
+
+def make_narration_video(
+    path: Path,
+    sentences: list[str],
+    *,
+    gap_s: float = 1.0,
+    lead_s: float = 1.0,
+    base: Path | None = None,
+    voice: str = "en-us",
+    size: str = "160x120",
+    fps: int = 10,
+) -> list[tuple[float, float]]:
+    """A video with ``sentences`` spoken one after another (``gap_s`` of silence between them)
+    over ``base`` (looped, its own audio dropped) or a lavfi test pattern.
+
+    Returns:
+        Each sentence's audible span (start_s, end_s): where its samples rise above silence.
+    """
+    pieces, spans, rate, t = [], [], 0, lead_s
+    for text in sentences:
+        samples, rate = speak(text, voice)
+        loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > 300)
+        a, b = (loud[0], loud[-1] + 1) if loud.size else (0, len(samples))
+        samples = samples[a:b]
+        pieces.append(samples)
+        spans.append((t, t + len(samples) / rate))
+        t += len(samples) / rate + gap_s
+    track = np.zeros(int(round((t - gap_s + lead_s) * rate)), dtype=np.int16)
+    for samples, (start, _) in zip(pieces, spans, strict=True):
+        k = int(round(start * rate))
+        track[k : k + len(samples)] = samples
+    wav = path.with_suffix(".narration.wav")
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(track.tobytes())
+    duration = f"{len(track) / rate:.3f}"
+    if base is None:
+        video_in = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={duration}"]
+    else:
+        video_in = ["-stream_loop", "-1", "-i", str(base)]
+    ffmpeg(*video_in, "-i", str(wav), "-map", "0:v", "-map", "1:a", "-t", duration,
+           "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac",
+           str(path))
+    wav.unlink()
+    return spans
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _speech_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Transcripts and the joined whisper model go to a temp folder, not the user's cache."""
+    old = os.environ.get("RHL_CACHE_DIR")
+    os.environ["RHL_CACHE_DIR"] = str(tmp_path_factory.mktemp("rhl-cache"))
+    yield
+    if old is None:
+        os.environ.pop("RHL_CACHE_DIR", None)
+    else:
+        os.environ["RHL_CACHE_DIR"] = old

@@ -18,14 +18,16 @@ log = logging.getLogger("retrieval_hl.cli.main")
 
 
 @contextlib.contextmanager
-def _progress(ctx: click.Context, total: int | None, desc: str) -> Iterator[Callable[[int], None]]:
+def _progress(
+    ctx: click.Context, total: int | None, desc: str, unit: str = "frame"
+) -> Iterator[Callable[[float], None]]:
     """A tqdm bar on a terminal, nothing with --quiet or when stderr is not a TTY."""
     if ctx.obj["quiet"] or not sys.stderr.isatty():
         yield lambda n: None
         return
     from tqdm import tqdm
 
-    with tqdm(total=total, desc=desc, unit="frame", leave=False) as bar:
+    with tqdm(total=total, desc=desc, unit=unit, leave=False) as bar:
         yield bar.update
 
 
@@ -141,6 +143,14 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
 @_encoder_opt
 @click.option("--semantic", type=click.Choice(["auto", "on", "off"]), default=None,
               help="auto: use the encoder if its weights load, else signals only (default).")
+@click.option("--speech", type=click.Choice(["auto", "on", "off"]), default=None,
+              help="What is said as a channel: auto (default) when the speech models are "
+                   "installed and the video has audio.")
+@click.option("--language", default=None,
+              help="Spoken language as a whisper code (en, zh...); default: detected.")
+@click.option("--captions", type=click.Choice(["srt", "burn"]), default=None,
+              help="srt (default): highlights.srt only; burn: also draw the spoken words, a "
+                   "few at a time, into the rendered videos.")
 @click.option("--domain", "domains", multiple=True, help="Vocabulary domain(s) to rank.")
 @click.option("--category", default=None,
               help="Add a highlight script's events (prompts/scripts/) as queries, e.g. soccer.")
@@ -175,9 +185,9 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None
                    "Cut Pro), xml (FCP7 XML: Premiere, Resolve), edl (CMX 3600).")
 @click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
 @click.pass_context
-def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semantic, domains,
-              category, library_dir, order, crossfade_s, vlm_url, vlm_model, method, vlm_strict,
-              no_cache, no_render, no_plots, timelines, size,
+def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semantic, speech,
+              language, captions, domains, category, library_dir, order, crossfade_s, vlm_url,
+              vlm_model, method, vlm_strict, no_cache, no_render, no_plots, timelines, size,
               transition, music, as_json) -> None:  # noqa: ANN001
     """Find the highlights of VIDEO; write highlights.json, .srt, highlight.mp4 (and with
     --ratio a reframed mp4 and predictions.jsonl) into the run directory.
@@ -193,7 +203,7 @@ def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semant
                   vlm_cache=False if no_cache else None,
                   plots=False if no_plots else None,
                   size=size, transition=transition,
-                  music=music,
+                  music=music, speech=speech, language=language, captions=captions,
                   timelines=("otio", *timelines) if timelines else None)
     from indexer.stores import check_store_uri
     from rhl_common.atomic import check_writable
@@ -204,9 +214,11 @@ def highlight(ctx, video, prompt, ratio, budget, out_dir, store, encoder, semant
     check_writable(out, directory=True)
     info = probe_video(video)
     extra, images = _category_queries(category, library_dir, s) if category else ([], [])
-    with _progress(ctx, int(info.duration_s * s.sample_fps) + 1, info.video_id) as bar:
+    with (_progress(ctx, int(info.duration_s * s.sample_fps) + 1, info.video_id) as bar,
+          _progress(ctx, round(info.duration_s), "speech", unit="s") as speech_bar):
         hl = highlight_video(video, prompt=prompt, settings=s, ratio_wh=ratio_wh, progress=bar,
-                             extra_descriptions=extra, image_queries=images)
+                             extra_descriptions=extra, image_queries=images,
+                             speech_progress=speech_bar)
     written = export_highlights(hl, out, settings=s)
     if as_json:
         click.echo(json.dumps({"segments": len(hl.segments), "duration_s": hl.duration_s,
@@ -266,8 +278,10 @@ def batch(ctx, index_path, videos_dir, out_path, resume, time_limit_s, log_path,
 
     log_path = log_path or f"{out_path}.log"
     check_batch_args(index_path, out_path, log_path, time_limit_s)
+    # Speech off: transcription (~0.1-0.3x real time here) would eat the per-video time limit
+    # for cuts that only move to word edges in the query-free picking the batch does.
     s = _settings(ctx, store=store, encoder=encoder, semantic=semantic, budget="none",
-                  render=False, allow_empty=True)
+                  render=False, allow_empty=True, speech="off")
     handler = _LogFile(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -304,27 +318,29 @@ def batch(ctx, index_path, videos_dir, out_path, resume, time_limit_s, log_path,
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit.")
 @click.pass_context
 def search(ctx, text, video_id, tags, top_k, store, encoder, as_json) -> None:  # noqa: ANN001
-    """Search every indexed slice for TEXT."""
-    from indexer.encoders import create_encoder
-    from indexer.stores import open_store
+    """Search every indexed slice for TEXT, by what is shown and by what is said."""
+    from retrieval_hl.speech.search import search_text
 
     s = _settings(ctx, store=store, encoder=encoder)
-    db = open_store(s.store, create=False, **s.store_options())  # a read: creates nothing
-    if db.count() == 0:
-        click.echo("the store is empty: run `rhl index VIDEO` first", err=True)
+    hits = search_text(text, s, encoder=encoder, top_k=top_k, video_id=video_id, tags=tags)
+    if not hits:
+        click.echo("nothing found: the store is empty or no channel can search it; "
+                   "run `rhl index VIDEO` (or `rhl highlight VIDEO`) first", err=True)
         return
-    enc = create_encoder(encoder or db.encoder_spec or s.encoder)
-    hits = db.search(enc.encode_texts([text]), top_k=top_k, video_id=video_id, tags=tags)[0]
     for h in hits:
         row = {
             "video_id": h.slice.video_id,
             "slice": h.slice.index,
             "start_s": h.slice.start_s,
             "end_s": h.slice.end_s,
-            "score": round(h.score_raw, 4),
+            "score": round(h.score_fused, 6),
+            "channels": list(h.channels),
+            "score_visual": h.score_visual,
+            "score_speech": h.score_speech,
         }
         span = f"{h.slice.start_s:.2f}-{h.slice.end_s:.2f} s"
-        click.echo(json.dumps(row) if as_json else f"{h.score_raw:.4f}  {h.slice.video_id}  {span}")
+        click.echo(json.dumps(row) if as_json else
+                   f"{h.score_fused:.4f}  {h.slice.video_id}  {span}  {'+'.join(h.channels)}")
 
 
 @cli.command()

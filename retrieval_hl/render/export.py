@@ -100,17 +100,17 @@ def srt_timestamp(t: float) -> str:
 
 
 def srt_text(highlight: Highlight, crossfade_s: float = 0.0) -> str:
-    """Subtitles for the rendered video: each segment's description over its stretch."""
-    blocks = []
+    """Subtitles for the rendered video: the spoken words of each kept stretch, a few at a time
+    (:mod:`retrieval_hl.speech.captions`); a segment's description where nobody speaks.
+    """
+    from retrieval_hl.speech.captions import caption_cues
+
     durations = [s.duration_s for s in highlight.segments]
-    for n, (seg, (a, b)) in enumerate(
-        zip(highlight.segments, output_timeline(durations, crossfade_s), strict=True), 1
-    ):
-        descs = highlight.descriptions  # may be empty (e.g. a VLM that found nothing)
-        text = descs[seg.description_index].text if seg.description_index < len(descs) else (
-            "highlight")
-        blocks.append(f"{n}\n{srt_timestamp(a)} --> {srt_timestamp(b)}\n{text}\n")
-    return "\n".join(blocks)
+    cues = caption_cues(highlight, output_timeline(durations, crossfade_s))
+    return "\n".join(
+        f"{n}\n{srt_timestamp(a)} --> {srt_timestamp(b)}\n{text}\n"
+        for n, (a, b, text) in enumerate(cues, 1)
+    )
 
 
 def render_highlight(
@@ -194,6 +194,7 @@ def export_highlight(
     size: tuple[int, int] | None = None,
     max_upscale: float = DEFAULT_MAX_UPSCALE,
     music: str | Path | None = None,
+    captions: str = "srt",
 ) -> dict[str, Path]:
     """Write JSON, SRT and (if ``render`` and there is anything to show) the mp4 into ``out_dir``.
 
@@ -204,6 +205,8 @@ def export_highlight(
     from) goes under both mp4s, ducked under their own sound. Returns the written paths by kind
     (``json``, ``srt``, ``mp4``, ``predictions``, ``reframed``). Those of this function's files
     an earlier run left and this one does not write are removed.
+    ``captions="burn"`` also draws the spoken words into the rendered videos
+    (:mod:`retrieval_hl.speech.burn`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -247,6 +250,15 @@ def export_highlight(
     elif render and highlight.segments:
         written["mp4"] = render_highlight(highlight, out / MP4_NAME, crossfade_s, size=size,
                                           **joins)
+    if render and highlight.segments and captions == "burn":
+        from retrieval_hl.speech.burn import BURN_WORDS, burn_captions
+        from retrieval_hl.speech.captions import caption_cues
+
+        timeline = output_timeline([s.duration_s for s in highlight.segments], crossfade_s)
+        cues = caption_cues(highlight, timeline, max_words=BURN_WORDS, describe_silence=False)
+        for kind in ("mp4", "reframed"):
+            if kind in written:
+                burn_captions(written[kind], cues)
     elif render:
         log.warning("no highlight found in %s: nothing to render", highlight.video.path)
     # A reused run directory must not keep an earlier run's outputs beside this run's.

@@ -1,0 +1,107 @@
+"""Search every indexed slice for a text by what is shown and by what is said.
+
+Fusion rule across videos: reciprocal-rank fusion. CLIP and MiniLM cosines live on different
+scales, so each channel's ranked list contributes ``1 / (RRF_K + rank)`` to a slice (rank from
+1, ``RRF_K = 60`` as in Cormack et al. 2009); a slice both channels find ranks above one only
+one finds. Each result names the channels that found it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+from indexer.encoders import create_encoder
+from indexer.encoders.text import DEFAULT_TEXT_ENCODER, create_text_encoder
+from indexer.models import Slice
+from indexer.speech.store import open_speech_store
+from indexer.stores import SearchHit, open_store
+from retrieval_hl.config import Settings
+from rhl_common.errors import EncoderError, StoreError
+from rhl_common.models import Frozen
+
+log = logging.getLogger(__name__)
+
+RRF_K = 60
+Channel = Literal["visual", "speech"]
+
+
+class SearchResult(Frozen):
+    """One slice found for a text: fused score, the channels that found it, their cosines."""
+
+    slice: Slice
+    score_fused: float
+    channels: tuple[Channel, ...]
+    score_visual: float | None = None
+    score_speech: float | None = None
+
+
+def _visual(text: str, s: Settings, encoder: str | None, top_k: int, video_id: str | None,
+            tags: Sequence[str]) -> list[SearchHit]:
+    db = open_store(s.store, create=False, **s.store_options())  # a read: creates nothing
+    try:
+        if db.count() == 0:
+            return []
+        try:
+            enc = create_encoder(encoder or db.encoder_spec or s.encoder)
+        except EncoderError as exc:
+            log.warning("visual search off: %s", exc)
+            return []
+        return db.search(enc.encode_texts([text]), top_k=top_k, video_id=video_id, tags=tags)[0]
+    finally:
+        db.close()
+
+
+def _speech(text: str, s: Settings, top_k: int, video_id: str | None,
+            tags: Sequence[str]) -> list[SearchHit]:
+    if s.speech == "off":
+        return []
+    try:
+        db = open_speech_store(s.store, create=False, **s.store_options())
+    except StoreError:  # no speech collection: nothing was heard here yet
+        return []
+    try:
+        if db.count() == 0:
+            return []
+        try:
+            enc = create_text_encoder(db.encoder_spec or DEFAULT_TEXT_ENCODER)
+        except EncoderError as exc:
+            log.warning("speech search off: %s", exc)
+            return []
+        return db.search(enc.encode_texts([text]), top_k=top_k, video_id=video_id, tags=tags)[0]
+    finally:
+        db.close()
+
+
+def search_text(
+    text: str,
+    settings: Settings | None = None,
+    *,
+    encoder: str | None = None,
+    top_k: int = 10,
+    video_id: str | None = None,
+    tags: Sequence[str] = (),
+) -> list[SearchResult]:
+    """The ``top_k`` slices of the store that best match ``text``, by either channel, fused.
+
+    Raises:
+        StoreError: the store does not exist or cannot be opened.
+        EncoderError: neither channel can run (no visual weights and no speech index).
+    """
+    s = settings or Settings()
+    lists: dict[Channel, list[SearchHit]] = {
+        "visual": _visual(text, s, encoder, top_k, video_id, tags),
+        "speech": _speech(text, s, top_k, video_id, tags),
+    }
+    found: dict[tuple[str, int, int], dict] = {}
+    for channel, hits in lists.items():
+        for rank, h in enumerate(hits, 1):
+            key = (h.slice.video_id, h.slice.start_frame, h.slice.end_frame)
+            row = found.setdefault(key, {"slice": h.slice, "score_fused": 0.0, "channels": ()})
+            row["score_fused"] += 1.0 / (RRF_K + rank)
+            row["channels"] += (channel,)
+            row[f"score_{channel}"] = h.score_raw
+    rows = sorted(found.values(), key=lambda r: -r["score_fused"])[:top_k]
+    return [SearchResult(**r) for r in rows]
+

@@ -1,0 +1,353 @@
+"""The speech channel through the real models (whisper base, MiniLM) on generated narration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from indexer.probe import probe_video
+from indexer.speech import sentences_of, speech_unavailable, transcribe_video
+from indexer.speech import transcribe as tr
+from rhl_common.errors import SpeechError
+from tests.conftest import make_narration_video
+
+SENTENCES = [
+    "The city council approved a new budget for public schools.",
+    "Our cat learned to open the kitchen door by itself.",
+    "Heavy rain is expected across the north coast this weekend.",
+    "The football team won the championship after extra time.",
+    "Remember to water the tomato plants every morning.",
+]
+# A paraphrase of sentence 3 sharing none of its content words.
+PARAPHRASE_3 = "storms and wet weather by the sea in the coming days"
+
+needs_speech = pytest.mark.skipif(
+    speech_unavailable() is not None, reason=f"speech models absent: {speech_unavailable()}"
+)
+
+
+@pytest.fixture(scope="module")
+def narration(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[float, float]]]:
+    d = tmp_path_factory.mktemp("speech")
+    path = d / "narration.mp4"
+    return path, make_narration_video(path, SENTENCES)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("speech-cache")
+
+
+@needs_speech
+def test_transcript_holds_the_sentences_and_is_cached(narration, cache_dir) -> None:
+    path, spans = narration
+    info = probe_video(path)
+    t = transcribe_video(info, cache_dir=cache_dir)
+    assert t.language == "en"
+    text = t.text.lower()
+    assert "kitchen door" in text and "championship" in text
+    sents = sentences_of(t)
+    assert len(sents) == len(SENTENCES)
+    for s, (a, b) in zip(sents, spans, strict=True):
+        assert abs(s.start_s - a) < 0.6 and abs(s.end_s - b) < 0.6, (s, a, b)
+    words = t.words
+    assert all(w.end_s >= w.start_s for w in words)
+    assert all(words[k].start_s <= words[k + 1].start_s for k in range(len(words) - 1))
+
+    class Refuse:
+        name, model = "refuse", tr.WHISPER_MODEL
+
+        def transcribe(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+            raise AssertionError("a cached transcript was transcribed again")
+
+    again = transcribe_video(info, cache_dir=cache_dir, recognizer=Refuse())
+    assert again == t
+
+
+def test_missing_wheels_say_how_to_install(monkeypatch) -> None:
+    monkeypatch.setattr(tr, "WHISPER_PACKAGES", ("no_such_whisper_part1", "no_such_part2"))
+    why = speech_unavailable()
+    assert why is not None and "pip install" in why and "no-such-whisper-part1" in why
+    with pytest.raises(SpeechError, match="unavailable"):
+        tr.whisper_model_dir()
+
+
+@needs_speech
+def test_model_folder_is_joined_once_and_checked(tmp_path) -> None:
+    out = tr.whisper_model_dir(tmp_path)
+    assert (out / "model.bin").stat().st_size == tr.WHISPER_BIN_BYTES
+    mtime = (out / "model.bin").stat().st_mtime_ns
+    assert tr.whisper_model_dir(tmp_path) == out
+    assert (out / "model.bin").stat().st_mtime_ns == mtime  # not joined again
+    with open(out / "model.bin", "r+b") as f:  # a truncated file is rebuilt
+        f.truncate(1000)
+    tr.whisper_model_dir(tmp_path)
+    assert (out / "model.bin").stat().st_size == tr.WHISPER_BIN_BYTES
+
+
+def test_a_video_without_audio_has_an_empty_transcript(videos, tmp_path) -> None:
+    class Never:
+        name, model = "never", tr.WHISPER_MODEL
+
+        def transcribe(self, audio, video_id, **k):  # noqa: ANN001, ANN003, ANN202
+            assert audio.size == 0
+            return tr.Transcript(video_id=video_id, model=self.model)
+
+    t = transcribe_video(probe_video(videos["silent"]), cache_dir=tmp_path, recognizer=Never())
+    assert not t.has_speech and t.text == ""
+
+
+# -- what is said as a retrieval channel -----------------------------------------------------
+
+
+def _words_at(cuts_s: list[float], words) -> list[str]:  # noqa: ANN001
+    return [w.text for t in cuts_s for w in words if w.start_s < t < w.end_s]
+
+
+def _tiou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    return inter / (max(a[1], b[1]) - min(a[0], b[0]))
+
+
+@needs_speech
+def test_a_paraphrase_finds_its_sentence_offline_and_cuts_respect_words(narration, tmp_path):
+    from retrieval_hl.config import load_settings
+    from retrieval_hl.pipeline import highlight_video
+    from retrieval_hl.render.export import export_highlight
+
+    path, spans = narration
+    s = load_settings(store=str(tmp_path / "store"), semantic="off", budget="none",
+                      render=False)
+    hl = highlight_video(path, prompt=PARAPHRASE_3, settings=s)
+    assert hl.encoder == "none" and hl.transcript is not None
+    assert len(hl.segments) >= 1
+    best = max(hl.segments, key=lambda g: g.score_norm)
+    assert _tiou((best.start_s, best.end_s), spans[2]) >= 0.5, (best, spans[2])
+    words = hl.transcript.words
+    assert _words_at([t for g in hl.segments for t in (g.start_s, g.end_s)], words) == []
+    # The captions are the spoken words, inside the clip's time line.
+    out = export_highlight(hl, tmp_path / "run", render=False)
+    srt = out["srt"].read_text()
+    assert "weekend" in srt.lower() and "highlight" not in srt.lower()
+    ends = [line.split(" --> ")[1] for line in srt.splitlines() if " --> " in line]
+    last = ends[-1]
+    h, m, rest = last.split(":")
+    assert int(h) * 3600 + int(m) * 60 + float(rest.replace(",", ".")) <= hl.duration_s + 0.01
+
+
+@needs_speech
+@pytest.mark.parametrize("kind", ["faiss", "qdrant"])
+def test_speech_index_is_idempotent_and_searchable(narration, tmp_path, kind):
+    from indexer.probe import probe_video
+    from indexer.slicing import make_slices
+    from indexer.speech.store import open_speech_store
+    from retrieval_hl.config import load_settings
+    from retrieval_hl.speech.channel import open_speech_channel
+    from retrieval_hl.speech.search import search_text
+
+    path, spans = narration
+    info = probe_video(path)
+    uri = str(tmp_path / "store") if kind == "faiss" else f"qdrant:{tmp_path / 'qdrant'}"
+    s = load_settings(store=uri, semantic="off")
+    grid = make_slices(info, 2.0, ())
+    first = open_speech_channel(info, grid, s)
+    assert first is not None and len(first.spoken.slices) >= len(SENTENCES)
+    db = open_speech_store(s.store)
+    n = db.count()
+    db.close()
+    open_speech_channel(info, grid, s)
+    db = open_speech_store(s.store)
+    assert db.count() == n == len(first.spoken.slices)
+    db.close()
+    found = search_text("a pet that figured out how a door works", s, top_k=3)
+    assert found and found[0].channels == ("speech",)
+    top = found[0].slice
+    assert _tiou((top.start_s, top.end_s), spans[1]) > 0.3, (top, spans[1])
+
+
+def test_fusion_keeps_the_stronger_channel_and_says_which() -> None:
+    from retrieval_hl.models import Hit
+    from retrieval_hl.speech.hybrid import fuse_hits
+
+    vis = [Hit(slice_index=i, description_index=0, score_raw=0.2, score_norm=z)
+           for i, z in enumerate([0.5, 2.0, -1.0])]
+    sp = [Hit(slice_index=i, description_index=0, score_raw=0.5, score_norm=z, channel="speech")
+          for i, z in enumerate([1.5, 0.1, -0.5])]
+    fused = {h.slice_index: h for h in fuse_hits(vis, sp)}
+    assert [fused[i].channel for i in range(3)] == ["speech", "visual", "speech"]
+    assert [fused[i].score_norm for i in range(3)] == [1.5, 2.0, -0.5]
+
+
+def test_speech_scores_never_match_below_the_cosine_floor() -> None:
+    import numpy as np
+
+    from indexer.models import Slice
+    from retrieval_hl.speech.hybrid import SPEECH_MIN_COSINE, speech_hits
+
+    grid = [Slice(video_id="v", index=i, start_frame=i * 20, end_frame=(i + 1) * 20,
+                  start_s=i * 2.0, end_s=(i + 1) * 2.0) for i in range(6)]
+    q = np.array([[1.0, 0.0]])
+    low = SPEECH_MIN_COSINE / 2
+    vecs = np.array([[low, np.sqrt(1 - low**2)]])
+    hits = speech_hits(grid, grid[2:3], vecs, q)
+    assert len(hits) == 6 and all(h.channel == "speech" for h in hits)
+    assert hits[2].score_raw == pytest.approx(low) and hits[2].score_norm == 0.0
+    hits = speech_hits(grid, grid[2:3], np.array([[1.0, 0.0]]), q)
+    assert hits[2].score_norm > 2.0 and max(h.score_norm for h in hits[3:]) < 0
+    # A neighbouring theme well below the answer does not join it, a close second does.
+    near = [np.array([c, np.sqrt(1 - c * c)]) for c in (0.5, 0.3, 0.42)]
+    hits = speech_hits(grid, grid[1:4], np.stack(near), q)
+    assert hits[1].score_norm > 1.0 and hits[3].score_norm > 0.5 and hits[2].score_norm == 0.0
+
+
+def test_cuts_snap_out_of_words_and_keep_sentences_whole() -> None:
+    from indexer.models import VideoInfo
+    from indexer.speech.models import SpeechSegment, Transcript, Word
+    from indexer.speech.windows import sentences_of
+    from retrieval_hl.models import Segment
+    from retrieval_hl.speech.snap import PAD_S, snap_segments, snap_span
+
+    # Two sentences: words of 0.4 s with 0.1 s gaps, 1.5 s of silence between the sentences.
+    def sentence(t0: float, texts: list[str]) -> SpeechSegment:
+        ws = tuple(Word(text=" " + x, start_s=t0 + 0.5 * k, end_s=t0 + 0.5 * k + 0.4)
+                   for k, x in enumerate(texts))
+        return SpeechSegment(start_s=ws[0].start_s, end_s=ws[-1].end_s,
+                             text="".join(w.text for w in ws), words=ws)
+
+    tr_ = Transcript(video_id="v", model="m", segments=(
+        sentence(1.0, ["one", "two", "three", "four."]),
+        sentence(4.5, ["five", "six", "seven."]),
+    ))
+    words, sents = tr_.words, sentences_of(tr_)
+    assert [s.text for s in sents] == ["one two three four.", "five six seven."]
+    # Mostly inside sentence 1 (1.0-2.9): widened to it, plus a little air.
+    a, b = snap_span(1.2, 2.7, words, sents)
+    assert 1.0 - PAD_S - 1e-9 <= a <= 1.0 and 2.9 <= b <= 2.9 + PAD_S + 1e-9
+    # Only the tail of sentence 2 (4.5-5.9): left out, the cut lands where it ends.
+    a, b = snap_span(5.6, 7.0, words, sents)
+    assert a == pytest.approx(5.9) and b == 7.0
+    # Silence trimmed from a span chosen for what is said.
+    a, b = snap_span(0.2, 3.8, words, sents, tighten=True)
+    assert (a, b) == (pytest.approx(1.0 - PAD_S), pytest.approx(2.9 + PAD_S))
+    # A long segment ending inside one word of a long sentence: moved to the word's end.
+    long = Transcript(video_id="v", model="m", segments=(
+        sentence(0.0, [f"w{k}" for k in range(20)]),))
+    a, b = snap_span(0.0, 2.2, long.words, sentences_of(long), max_extend_s=1.0)
+    assert b >= 2.4 and not any(w.start_s < b < w.end_s for w in long.words)
+    info = VideoInfo(path="x", video_id="v", width_px=16, height_px=16, fps=10.0, n_frames=100,
+                     duration_s=10.0)
+    segs = [Segment(video_id="v", start_frame=f0, end_frame=f1, start_s=f0 / 10, end_s=f1 / 10,
+                    description_index=0, priority=1, score_raw=0.3, score_norm=z)
+            for f0, f1, z in [(47, 60, 2.0), (12, 28, 1.0)]]  # score order, not time order
+    out = snap_segments(segs, words, sents, info)
+    assert [g.score_norm for g in out] == [2.0, 1.0]
+    for g in out:
+        assert not any(w.start_s < t < w.end_s for w in words for t in (g.start_s, g.end_s))
+    assert out[1].start_s <= 1.0 and out[1].end_s >= 2.9
+    assert snap_segments(segs, (), (), info) == segs
+
+
+@needs_speech
+def test_cli_prompt_and_search_by_what_is_said(narration, tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from retrieval_hl.cli.main import cli
+    from retrieval_hl.render.export import load_highlight
+
+    path, spans = narration
+    store, out = str(tmp_path / "store"), tmp_path / "run"
+
+    def run(*args: str) -> str:
+        res = CliRunner().invoke(cli, ["-q", *args], catch_exceptions=False)
+        assert res.exit_code == 0, res.output + res.stderr
+        return res.stdout
+
+    run("highlight", str(path), "--prompt", "the part about the budget", "--semantic", "off",
+        "--store", store, "--out", str(out), "--no-render", "--budget", "none")
+    hl = load_highlight(out / "highlights.json")
+    best = max(hl.segments, key=lambda g: g.score_norm)
+    assert _tiou((best.start_s, best.end_s), spans[0]) >= 0.5
+    rows = [json.loads(x) for x in run("search", "gardening chores", "--store", store,
+                                       "--json", "--top", "2").splitlines()]
+    assert rows[0]["channels"] == ["speech"] and rows[0]["score_visual"] is None
+    assert rows[0]["start_s"] < spans[4][1] and rows[0]["end_s"] > spans[4][0]
+    res = CliRunner().invoke(cli, ["highlight", str(path), "--prompt", "x", "--semantic", "off",
+                                   "--speech", "off", "--store", store, "--out", str(out)])
+    assert res.exit_code == 1 and "neither is available" in res.stderr
+
+
+def test_burnt_captions_sit_low_inside_the_safe_area(tmp_path) -> None:
+    import av
+    import numpy as np
+
+    from retrieval_hl.speech.burn import SAFE_BOTTOM, ass_text, burn_captions
+    from retrieval_hl.speech.captions import Cue
+    from tests.conftest import ffmpeg
+
+    assert "Dialogue: 0,0:00:01.50,0:00:02.00,Caption,,0,0,0,,a (b)" in ass_text(
+        [Cue(1.5, 2.0, "a {b}")], 1080, 1920)
+    video = tmp_path / "black.mp4"
+    ffmpeg("-f", "lavfi", "-i", "color=c=black:size=180x320:rate=10:duration=2",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", str(video))
+    burn_captions(video, [Cue(0.0, 1.0, "HELLO WORLD")])
+    with av.open(str(video)) as c:
+        frames = [f.to_ndarray(format="gray") for f in c.decode(video=0)]
+    assert len(frames) == 20
+    lit = frames[5] > 128
+    rows = np.flatnonzero(lit.any(axis=1))
+    assert rows.size and rows.max() < 320 * (1 - SAFE_BOTTOM) and rows.min() > 320 * 0.5
+    assert not (frames[15] > 128).any()  # the cue is over by then
+
+
+def test_without_the_wheels_one_line_and_speech_off(narration, tmp_path, monkeypatch, caplog):
+    import logging
+
+    from retrieval_hl.config import load_settings
+    from retrieval_hl.pipeline import highlight_video
+    from rhl_common.errors import EncoderError
+
+    monkeypatch.setattr(tr, "WHISPER_PACKAGES", ("no_such_whisper_part1", "no_such_part2"))
+    path, _ = narration
+    s = load_settings(store=str(tmp_path / "store"), semantic="off", render=False)
+    with caplog.at_level(logging.WARNING):
+        hl = highlight_video(path, settings=s)
+    assert hl.transcript is None and hl.segments
+    lines = [r.getMessage() for r in caplog.records if "speech channel off" in r.getMessage()]
+    assert len(lines) == 1 and "pip install" in lines[0]
+    with pytest.raises(EncoderError, match="neither is available"):
+        highlight_video(path, prompt="the budget", settings=s)
+    with pytest.raises(SpeechError, match="unavailable"):
+        highlight_video(path, settings=s.model_copy(update={"speech": "on"}))
+
+
+def test_caption_cues_follow_the_output_time_line() -> None:
+    from indexer.models import VideoInfo
+    from indexer.speech.models import SpeechSegment, Transcript, Word
+    from retrieval_hl.models import Description, Highlight, Segment
+    from retrieval_hl.speech.captions import caption_cues
+
+    words = tuple(Word(text=f" w{k}" + ("." if k == 3 else ""), start_s=10.0 + 0.5 * k,
+                       end_s=10.4 + 0.5 * k) for k in range(10))
+    tr_ = Transcript(video_id="v", model="m", segments=(
+        SpeechSegment(start_s=10.0, end_s=14.9, text="", words=words),))
+    info = VideoInfo(path="x", video_id="v", width_px=16, height_px=16, fps=10.0,
+                     n_frames=300, duration_s=30.0)
+
+    def seg(a: float, b: float, d: int) -> Segment:
+        return Segment(video_id="v", start_frame=int(a * 10), end_frame=int(b * 10), start_s=a,
+                       end_s=b, description_index=d, priority=1, score_raw=0.0, score_norm=1.0)
+
+    hl = Highlight(video=info, encoder="none", segments=(seg(2.0, 5.0, 1), seg(9.8, 15.0, 0)),
+                   descriptions=(Description(text="talk"), Description(text="a quiet bit")),
+                   transcript=tr_)
+    cues = caption_cues(hl, [(0.0, 3.0), (3.0, 8.2)], max_words=3)
+    assert cues[0] == (0.0, 3.0, "a quiet bit")
+    texts = [c.text for c in cues[1:]]
+    assert texts == ["w0 w1 w2", "w3.", "w4 w5 w6", "w7 w8 w9"]  # a break after the full stop
+    assert cues[1].start_s == pytest.approx(3.0 + 0.2) and cues[-1].end_s <= 8.2
+    assert all(a.end_s <= b.start_s + 1e-9 for a, b in zip(cues[1:], cues[2:], strict=False))
+    assert caption_cues(hl, [(0.0, 3.0), (3.0, 8.2)], describe_silence=False)[0].text != (
+        "a quiet bit")
