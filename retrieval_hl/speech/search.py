@@ -39,7 +39,10 @@ class SearchResult(Frozen):
 
 def _visual(text: str, s: Settings, encoder: str | None, top_k: int, video_id: str | None,
             tags: Sequence[str]) -> list[SearchHit]:
-    db = open_store(s.store, create=False, **s.store_options())  # a read: creates nothing
+    try:  # a read: creates nothing
+        db = open_store(s.store, create=False, **s.store_options())
+    except StoreError:  # no visual collection (e.g. only speech was indexed, offline)
+        return []
     try:
         if db.count() == 0:
             return []
@@ -85,9 +88,10 @@ def search_text(
 ) -> list[SearchResult]:
     """The ``top_k`` slices of the store that best match ``text``, by either channel, fused.
 
+    A channel whose collection does not exist contributes nothing.
+
     Raises:
-        StoreError: the store does not exist or cannot be opened.
-        EncoderError: neither channel can run (no visual weights and no speech index).
+        StoreError: the store cannot be opened.
     """
     s = settings or Settings()
     lists: dict[Channel, list[SearchHit]] = {
