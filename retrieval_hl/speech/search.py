@@ -39,10 +39,7 @@ class SearchResult(Frozen):
 
 def _visual(text: str, s: Settings, encoder: str | None, top_k: int, video_id: str | None,
             tags: Sequence[str]) -> list[SearchHit]:
-    try:  # a read: creates nothing
-        db = open_store(s.store, create=False, **s.store_options())
-    except StoreError:  # no visual collection (e.g. only speech was indexed, offline)
-        return []
+    db = open_store(s.store, create=False, **s.store_options())  # a read: creates nothing
     try:
         if db.count() == 0:
             return []
@@ -57,13 +54,13 @@ def _visual(text: str, s: Settings, encoder: str | None, top_k: int, video_id: s
 
 
 def _speech(text: str, s: Settings, top_k: int, video_id: str | None,
-            tags: Sequence[str]) -> list[SearchHit]:
+            tags: Sequence[str]) -> list[SearchHit] | None:
     if s.speech == "off":
         return []
     try:
         db = open_speech_store(s.store, create=False, **s.store_options())
     except StoreError:  # no speech collection: nothing was heard here yet
-        return []
+        return None
     try:
         if db.count() == 0:
             return []
@@ -91,13 +88,17 @@ def search_text(
     A channel whose collection does not exist contributes nothing.
 
     Raises:
-        StoreError: the store cannot be opened.
+        StoreError: the store cannot be opened, or neither collection exists.
     """
     s = settings or Settings()
-    lists: dict[Channel, list[SearchHit]] = {
-        "visual": _visual(text, s, encoder, top_k, video_id, tags),
-        "speech": _speech(text, s, top_k, video_id, tags),
-    }
+    spoken = _speech(text, s, top_k, video_id, tags)
+    try:
+        shown = _visual(text, s, encoder, top_k, video_id, tags)
+    except StoreError:  # no visual collection: fine if speech was indexed (offline), else say so
+        if spoken is None:
+            raise
+        shown = []
+    lists: dict[Channel, list[SearchHit]] = {"visual": shown, "speech": spoken or []}
     found: dict[tuple[str, int, int], dict] = {}
     for channel, hits in lists.items():
         for rank, h in enumerate(hits, 1):
