@@ -37,10 +37,11 @@ def make_video(minutes: float) -> Path:
         base = make_video(10)
         playlist = OUT / f"concat_{minutes:g}.txt"
         playlist.write_text(f"file '{base.name}'\n" * int(minutes // 10))
-        cmd = ["-f", "concat", "-safe", "0", "-i", str(playlist), "-c", "copy", str(path)]
+        part = path.with_suffix(".part.mp4")
+        cmd = ["-f", "concat", "-safe", "0", "-i", str(playlist), "-c", "copy", str(part)]
         subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", *cmd],
                        check=True)
-        return path
+        return part.rename(path)
     secs = minutes * 60
     subprocess.run(
         [
@@ -68,11 +69,11 @@ def make_video(minutes: float) -> Path:
             "-c:a",
             "aac",
             "-shortest",
-            str(path),
+            str(path.with_suffix(".part.mp4")),
         ],
         check=True,
     )
-    return path
+    return path.with_suffix(".part.mp4").rename(path)
 
 
 def ffmpeg_version() -> str:
