@@ -15,15 +15,22 @@ Back-ends are imported when an encoder of their family is built (:data:`ENCODERS
 
 from __future__ import annotations
 
+import hashlib
 import importlib
-from collections.abc import Sequence
+import io
+import logging
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from rhl_common.atomic import write_atomic
 from rhl_common.errors import EncoderError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "open_clip:ViT-B-32:laion2b_s34b_b79k"
 MULTILINGUAL_ENCODER = "open_clip:xlm-roberta-base-ViT-B-32:laion5b_s13b_b90k"
@@ -95,6 +102,73 @@ class Encoder(Protocol):
         """Encode texts into (n, dim) unit vectors."""
         ...
 
+
+
+TEXT_CACHE_ENV = "RHL_TEXT_CACHE"
+TEXT_CACHE_MAX = 50_000
+
+
+def text_cache_dir() -> Path | None:
+    """Where text embeddings are cached: ``$RHL_TEXT_CACHE``, else
+    ``$XDG_CACHE_HOME/retrieval-hl/text-embeddings``; ``RHL_TEXT_CACHE=off`` turns it off.
+    """
+    env = os.environ.get(TEXT_CACHE_ENV)
+    if env == "off":
+        return None
+    if env:
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "retrieval-hl" / "text-embeddings"
+
+
+class TextEmbeddingCache:
+    """Text -> unit vector, kept on disk per encoder so fixed texts (the vocabulary, repeated
+    queries) are embedded once, not in every process.
+
+    ``key`` names everything the vectors depend on (spec, weights file, precision); one file per
+    key, rewritten atomically when new texts arrive (at most ``TEXT_CACHE_MAX`` are kept). An
+    unreadable file is ignored (and replaced on the next write).
+    """
+
+    def __init__(self, key: str, dim: int, directory: Path | None = None) -> None:
+        """Load the cache for ``key`` (vectors of length ``dim``) from ``directory``, if any."""
+        self.dim = dim
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+        self.path = directory / f"{digest}.npz" if directory is not None else None
+        self._vec: dict[str, np.ndarray] = {}
+        if self.path is not None and self.path.is_file():
+            try:
+                with np.load(self.path, allow_pickle=False) as z:
+                    if z["vectors"].shape[1:] == (dim,) and str(z["key"]) == key:
+                        self._vec = dict(zip(z["texts"].tolist(), z["vectors"], strict=True))
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("ignoring unreadable text-embedding cache %s: %s", self.path, exc)
+        self._key = key
+
+    def __len__(self) -> int:
+        return len(self._vec)
+
+    def encode(self, texts: Sequence[str], embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+        """Vectors of ``texts``; ``embed`` is called once, on the texts not cached yet."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._vec]
+        if missing:
+            self._vec.update(zip(missing, embed(missing), strict=True))
+            self._save()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._vec[t] for t in texts]).astype(np.float32)
+
+    def _save(self) -> None:
+        if self.path is None or len(self._vec) > TEXT_CACHE_MAX:
+            return
+        buf = io.BytesIO()
+        texts = list(self._vec)
+        np.savez(buf, key=np.array(self._key), texts=np.array(texts, dtype=str),
+                 vectors=np.stack([self._vec[t] for t in texts]).astype(np.float32))
+        try:
+            write_atomic(self.path, buf.getvalue())
+        except OSError as exc:
+            log.warning("cannot write the text-embedding cache %s: %s", self.path, exc)
 
 
 # Family -> "module:class", imported when an encoder of that family is built.
