@@ -224,6 +224,9 @@ def embed_video(
     progress bar). ``plan`` embeds coarse to fine (``None``: every sampled frame). Memory holds
     one chunk of frames plus one vector per sampled frame.
     """
+    if plan is not None and not encoder.per_frame:
+        log.info("%s embeds runs of frames: every sampled frame is embedded", encoder.spec)
+        plan = None
     shots = ShotDetector(info.fps, min_shot_s=max(1.0, 2.0 / sample_fps)) if snap_to_shots else None
     embedder = FrameEmbedder(
         sample_frames(info, sample_fps),

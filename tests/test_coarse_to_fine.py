@@ -65,3 +65,13 @@ def test_bad_plans_are_refused(tiny_encoder):
         EmbedPlan(duplicate_change=20.0, sparse_change=10.0)
     with pytest.raises(ValueError, match="fps"):
         FrameEmbedder(np.arange(3), tiny_encoder, plan=EmbedPlan())
+
+
+def test_video_level_encoders_embed_every_sampled_frame(planted):
+    from indexer.encoders import create_encoder
+
+    assert create_encoder("open_clip:rhl-tiny-vit:random").per_frame
+    video_level = create_encoder("xclip:rhl-tiny-xclip:random")
+    assert not video_level.per_frame
+    video = embed_video(planted, video_level)
+    assert video.n_embedded == len(video.frame_indices) == 48

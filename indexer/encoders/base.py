@@ -19,7 +19,6 @@ import hashlib
 import importlib
 import io
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 
 from rhl_common.atomic import write_atomic
 from rhl_common.errors import EncoderError
+from rhl_common.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,10 @@ class Encoder(Protocol):
     spec: str
     dim: int
     multilingual: bool
+    #: Whether each frame's vector depends on that frame alone (an image encoder), so the indexer
+    #: may skip near-duplicate frames and reuse a neighbour's vector (coarse to fine); a
+    #: video-level encoder, which embeds runs of consecutive frames, says False.
+    per_frame: bool
     #: Whether ``relevance_maps(frames, query)`` gives meaningful per-patch text relevance
     #: (trained weights of a patch-based model); grounding uses it as a cue only then.
     patch_relevance: bool
@@ -104,21 +108,7 @@ class Encoder(Protocol):
 
 
 
-TEXT_CACHE_ENV = "RHL_TEXT_CACHE"
 TEXT_CACHE_MAX = 50_000
-
-
-def text_cache_dir() -> Path | None:
-    """Where text embeddings are cached: ``$RHL_TEXT_CACHE``, else
-    ``$XDG_CACHE_HOME/retrieval-hl/text-embeddings``; ``RHL_TEXT_CACHE=off`` turns it off.
-    """
-    env = os.environ.get(TEXT_CACHE_ENV)
-    if env == "off":
-        return None
-    if env:
-        return Path(env)
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "retrieval-hl" / "text-embeddings"
 
 
 class TextEmbeddingCache:
@@ -131,12 +121,15 @@ class TextEmbeddingCache:
     """
 
     def __init__(self, key: str, dim: int, directory: Path | None = None) -> None:
-        """Load the cache for ``key`` (vectors of length ``dim``) from ``directory``, if any."""
+        """Load the cache for ``key`` (vectors of length ``dim``) from ``directory`` (default
+        ``$XDG_CACHE_HOME/retrieval-hl/text-embeddings``), if it holds one.
+        """
+        directory = directory or cache_dir("text-embeddings")
         self.dim = dim
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-        self.path = directory / f"{digest}.npz" if directory is not None else None
+        self.path = directory / f"{digest}.npz"
         self._vec: dict[str, np.ndarray] = {}
-        if self.path is not None and self.path.is_file():
+        if self.path.is_file():
             try:
                 with np.load(self.path, allow_pickle=False) as z:
                     if z["vectors"].shape[1:] == (dim,) and str(z["key"]) == key:
@@ -159,7 +152,7 @@ class TextEmbeddingCache:
         return np.stack([self._vec[t] for t in texts]).astype(np.float32)
 
     def _save(self) -> None:
-        if self.path is None or len(self._vec) > TEXT_CACHE_MAX:
+        if len(self._vec) > TEXT_CACHE_MAX:
             return
         buf = io.BytesIO()
         texts = list(self._vec)

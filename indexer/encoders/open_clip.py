@@ -22,7 +22,6 @@ from indexer.encoders.base import (
     WEIGHTS_HELP,
     EncoderSpec,
     TextEmbeddingCache,
-    text_cache_dir,
 )
 from rhl_common.errors import EncoderError
 
@@ -82,6 +81,7 @@ class OpenClipEncoder:
     """open_clip model behind the ``Encoder`` interface: batched, bf16 autocast where it helps."""
 
     name = "open_clip"
+    per_frame = True
 
     def __init__(self, spec: EncoderSpec, batch_size: int = 64, bf16: bool | None = None) -> None:
         import open_clip
@@ -106,8 +106,7 @@ class OpenClipEncoder:
         self.multilingual = "xlm" in spec.arch or "mt5" in spec.arch or "multilingual" in spec.arch
         # Patch relevance needs trained weights: with random ones the maps are noise.
         self.patch_relevance = not spec.is_random
-        self._texts = TextEmbeddingCache(self._cache_key(spec, open_clip), self.dim,
-                                         text_cache_dir())
+        self._texts = TextEmbeddingCache(self._cache_key(spec, open_clip), self.dim)
         log.info("encoder %s (dim %d, %s)", self.spec, self.dim, "bf16" if self.bf16 else "fp32")
 
     def _cache_key(self, spec: EncoderSpec, open_clip) -> str:  # noqa: ANN001
