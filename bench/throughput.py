@@ -122,6 +122,8 @@ def main() -> None:
         check=True,
     )
     t_ref = time.perf_counter() - t0
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_ref = kids.ru_utime + kids.ru_stime  # CPU seconds: steadier than wall on a busy machine
 
     from indexer.encoders import create_encoder
     from indexer.probe import probe_video
@@ -136,8 +138,10 @@ def main() -> None:
         enc = CountingEncoder(create_encoder(s.encoder))
         n_sampled = len(sample_frames(probe_video(video), s.sample_fps))
         t0 = time.perf_counter()
+        c0 = time.process_time()
         hl = highlight_video(video, settings=s, encoder=enc, ratio_wh=ratio)
         t_find = time.perf_counter() - t0
+        cpu_find = time.process_time() - c0
         export_highlights(hl, f"{tmp}/run", settings=s)
         t_all = time.perf_counter() - t0
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -153,6 +157,8 @@ def main() -> None:
     print(f"... + export (render)          {t_all:7.1f} s")
     print(f"ratio analysis/ffmpeg-decode   {t_find / t_ref:5.2f}")
     print(f"ratio end-to-end/ffmpeg-decode {t_all / t_ref:5.2f}")
+    cpu = f"{cpu_find / cpu_ref:5.2f} ({cpu_find:.0f} / {cpu_ref:.0f} CPU s)"
+    print(f"ratio CPU analysis/decode      {cpu}")
     print(f"peak RSS (this process)        {rss_mib:7.0f} MiB")
 
 
