@@ -19,13 +19,20 @@ class ShotDetector:
         self._cuts: list[int] = []
         self._last: int | None = None
 
-    def feed(self, indices: np.ndarray, frames_rgb: np.ndarray) -> None:
-        """Process consecutive sampled frames (RGB uint8, display orientation)."""
+    def feed(self, indices: np.ndarray, frames_rgb: np.ndarray) -> list[int]:
+        """Process consecutive sampled frames (RGB uint8, display orientation).
+
+        Returns:
+            The cuts found while processing them (frame indices where a new shot starts).
+        """
+        found: list[int] = []
         for idx, frame in zip(indices, frames_rgb, strict=True):
             tc = FrameTimecode(int(idx), fps=self._fps)
             cuts = self._detector.process_frame(tc, np.ascontiguousarray(frame[..., ::-1]))
-            self._cuts.extend(c.frame_num for c in cuts)
+            found.extend(c.frame_num for c in cuts)
             self._last = int(idx)
+        self._cuts.extend(found)
+        return found
 
     def cuts(self) -> list[int]:
         """Frame indices where a new shot starts, sorted."""

@@ -15,15 +15,22 @@ Back-ends are imported when an encoder of their family is built (:data:`ENCODERS
 
 from __future__ import annotations
 
+import hashlib
 import importlib
-from collections.abc import Sequence
+import io
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from rhl_common.atomic import write_atomic
 from rhl_common.errors import EncoderError
+from rhl_common.paths import cache_dir
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "open_clip:ViT-B-32:laion2b_s34b_b79k"
 MULTILINGUAL_ENCODER = "open_clip:xlm-roberta-base-ViT-B-32:laion5b_s13b_b90k"
@@ -83,6 +90,10 @@ class Encoder(Protocol):
     spec: str
     dim: int
     multilingual: bool
+    #: Whether each frame's vector depends on that frame alone (an image encoder), so the indexer
+    #: may skip near-duplicate frames and reuse a neighbour's vector (coarse to fine); a
+    #: video-level encoder, which embeds runs of consecutive frames, says False.
+    per_frame: bool
     #: Whether ``relevance_maps(frames, query)`` gives meaningful per-patch text relevance
     #: (trained weights of a patch-based model); grounding uses it as a cue only then.
     patch_relevance: bool
@@ -95,6 +106,62 @@ class Encoder(Protocol):
         """Encode texts into (n, dim) unit vectors."""
         ...
 
+
+
+TEXT_CACHE_MAX = 50_000
+
+
+class TextEmbeddingCache:
+    """Text -> unit vector, kept on disk per encoder so fixed texts (the vocabulary, repeated
+    queries) are embedded once, not in every process.
+
+    ``key`` names everything the vectors depend on (spec, weights file, precision); one file per
+    key, rewritten atomically when new texts arrive (at most ``TEXT_CACHE_MAX`` are kept). An
+    unreadable file is ignored (and replaced on the next write).
+    """
+
+    def __init__(self, key: str, dim: int, directory: Path | None = None) -> None:
+        """Load the cache for ``key`` (vectors of length ``dim``) from ``directory`` (default
+        ``$XDG_CACHE_HOME/retrieval-hl/text-embeddings``), if it holds one.
+        """
+        directory = directory or cache_dir("text-embeddings")
+        self.dim = dim
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+        self.path = directory / f"{digest}.npz"
+        self._vec: dict[str, np.ndarray] = {}
+        if self.path.is_file():
+            try:
+                with np.load(self.path, allow_pickle=False) as z:
+                    if z["vectors"].shape[1:] == (dim,) and str(z["key"]) == key:
+                        self._vec = dict(zip(z["texts"].tolist(), z["vectors"], strict=True))
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("ignoring unreadable text-embedding cache %s: %s", self.path, exc)
+        self._key = key
+
+    def __len__(self) -> int:
+        return len(self._vec)
+
+    def encode(self, texts: Sequence[str], embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+        """Vectors of ``texts``; ``embed`` is called once, on the texts not cached yet."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._vec]
+        if missing:
+            self._vec.update(zip(missing, embed(missing), strict=True))
+            self._save()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._vec[t] for t in texts]).astype(np.float32)
+
+    def _save(self) -> None:
+        if len(self._vec) > TEXT_CACHE_MAX:
+            return
+        buf = io.BytesIO()
+        texts = list(self._vec)
+        np.savez(buf, key=np.array(self._key), texts=np.array(texts, dtype=str),
+                 vectors=np.stack([self._vec[t] for t in texts]).astype(np.float32))
+        try:
+            write_atomic(self.path, buf.getvalue())
+        except OSError as exc:
+            log.warning("cannot write the text-embedding cache %s: %s", self.path, exc)
 
 
 # Family -> "module:class", imported when an encoder of that family is built.

@@ -17,7 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from indexer.encoders.base import RANDOM_SEED, WEIGHTS_HELP, EncoderSpec
+from indexer.encoders.base import (
+    RANDOM_SEED,
+    WEIGHTS_HELP,
+    EncoderSpec,
+    TextEmbeddingCache,
+)
 from rhl_common.errors import EncoderError
 
 log = logging.getLogger(__name__)
@@ -76,6 +81,7 @@ class OpenClipEncoder:
     """open_clip model behind the ``Encoder`` interface: batched, bf16 autocast where it helps."""
 
     name = "open_clip"
+    per_frame = True
 
     def __init__(self, spec: EncoderSpec, batch_size: int = 64, bf16: bool | None = None) -> None:
         import open_clip
@@ -100,7 +106,16 @@ class OpenClipEncoder:
         self.multilingual = "xlm" in spec.arch or "mt5" in spec.arch or "multilingual" in spec.arch
         # Patch relevance needs trained weights: with random ones the maps are noise.
         self.patch_relevance = not spec.is_random
+        self._texts = TextEmbeddingCache(self._cache_key(spec, open_clip), self.dim)
         log.info("encoder %s (dim %d, %s)", self.spec, self.dim, "bf16" if self.bf16 else "fp32")
+
+    def _cache_key(self, spec: EncoderSpec, open_clip) -> str:  # noqa: ANN001
+        weights = spec.weights
+        if spec.is_path:
+            st = Path(spec.weights).expanduser().stat()
+            weights = f"{Path(spec.weights).expanduser().resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        precision = "bf16" if self.bf16 else "fp32"
+        return f"{spec.family}:{spec.arch}:{weights}|{precision}|open_clip {open_clip.__version__}"
 
     @staticmethod
     def _load(open_clip, spec: EncoderSpec):  # noqa: ANN001, ANN205
@@ -207,12 +222,13 @@ class OpenClipEncoder:
         g = int(round(sim.shape[1] ** 0.5))
         return sim[:, : g * g].reshape(len(frames), g, g)
 
-    @torch.no_grad()  # not inference_mode: under it autocast re-casts the weights every call
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """See ``Encoder.encode_texts``."""
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        tokens = self.tokenizer(list(texts))
+        """See ``Encoder.encode_texts``; texts seen before come from the on-disk cache."""
+        return self._texts.encode(list(texts), self._encode_texts)
+
+    @torch.no_grad()  # not inference_mode: under it autocast re-casts the weights every call
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        tokens = self.tokenizer(texts)
         with self._autocast():
             z = self.model.encode_text(tokens).float()
         return F.normalize(z, dim=-1).numpy().astype(np.float32)

@@ -70,6 +70,7 @@ class XClipEncoder:
     """X-CLIP video and text towers; see the module docstring for specs and clip grouping."""
 
     name = "xclip"
+    per_frame = False  # a clip's vector comes from a run of consecutive frames
 
     def __init__(self, spec: EncoderSpec, batch_size: int = 8) -> None:
         self.spec = str(spec)

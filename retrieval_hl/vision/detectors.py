@@ -337,6 +337,7 @@ class EfficientDetDetector:
 
 
 _WARNED: set[str] = set()
+_BUILT: dict[type, Detector] = {}  # built once per process: every video of a batch shares them
 
 
 def _open(kind: str, backend: str, names: dict[str, type]) -> Detector | None:
@@ -347,7 +348,9 @@ def _open(kind: str, backend: str, names: dict[str, type]) -> Detector | None:
         return None
     cls = names[backend] if backend != "auto" else next(iter(names.values()))
     try:
-        return cls()
+        if cls not in _BUILT:
+            _BUILT[cls] = cls()
+        return _BUILT[cls]
     except ImportError as exc:
         if backend != "auto":
             raise
