@@ -166,3 +166,20 @@ def test_ray_flag_without_ray_is_one_line(monkeypatch, tmp_path):
                                   "pip install 'retrieval-hl[ray]'")
     res = run("index", "--ray", str(tmp_path), code=2)
     assert "put the videos before --ray" in res.stderr
+
+
+def test_library_add_on_ray_matches_local(ray_session, videos, tmp_path):
+    from library.catalog import Library
+
+    common = ["--encoder", TINY, "--json"]
+    run("library", "add", str(videos), "--library", str(tmp_path / "local"), *common)
+    res = run("library", "add", str(videos), "--library", str(tmp_path / "ray"), *common,
+              "--ray", "--workers", "2")
+    assert len(res.stdout.splitlines()) == 3
+    with Library.open(tmp_path / "local") as a, Library.open(tmp_path / "ray") as b:
+        ids = [c.clip_id for c in a.list()]
+        assert sorted(ids) == sorted(c.clip_id for c in b.list()) and len(ids) == 3
+        assert np.allclose(a.clip_vectors(ids), b.clip_vectors(ids), atol=1e-5)
+    # Again: every file is in the library already; nothing is sent to the workers.
+    res = run("library", "add", str(videos), "--library", str(tmp_path / "ray"), "--ray")
+    assert "added 0 clip(s); the library has 3" in res.stdout

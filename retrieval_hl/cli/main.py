@@ -140,7 +140,7 @@ def index(ctx, videos, store, encoder, window_s, tags, reindex, ray_address, wor
                     as_json)
         return
     rows = []
-    for path in videos:
+    for path in video_files(videos):
         v = _index_one(ctx, path, s, reindex, tags)
         rows.append({"video_id": v.info.video_id, "path": v.info.path, "slices": len(v.slices)})
     for r in rows:

@@ -134,7 +134,6 @@ class RayExecutor:
             max_restarts=self.max_retries,
             max_task_retries=self.max_retries,
         )(_Worker)
-        work_ref = ray.put(work)
         cpus = float(ray.cluster_resources().get("CPU", 1.0))
         n = self.workers or max(1, int(cpus // self.cpus_per_worker))
         n = min(n, len(items))
@@ -147,7 +146,7 @@ class RayExecutor:
         todo = deque(range(len(items)))
 
         def start(slot: int) -> None:
-            actors[slot] = actor_cls.remote(work_ref)
+            actors[slot] = actor_cls.remote(work)
             starting[actors[slot].ready.remote()] = slot
 
         for slot in range(n):
