@@ -157,6 +157,43 @@ def test_worker_side_writer_is_idempotent_on_qdrant_local_mode(videos, tmp_path)
         work.store.close()
 
 
+def _slices(video_id: str, n: int):
+    from indexer.models import Slice
+
+    return [Slice(video_id=video_id, index=i, start_frame=10 * i, end_frame=10 * i + 10,
+                  start_s=float(i), end_s=float(i + 1)) for i in range(n)]
+
+
+def test_two_workers_creating_one_qdrant_collection_both_land(monkeypatch):
+    """Workers on many machines open the same new collection: the one that loses the race to
+    create it adopts it (and its encoder check) instead of failing its video. Local mode, same
+    client calls as a server.
+    """
+    from qdrant_client import QdrantClient
+
+    from indexer.stores.qdrant import QdrantStore
+    from rhl_common.errors import StoreError
+
+    client = QdrantClient(location=":memory:")
+    a, b, c = (QdrantStore(client, "race") for _ in range(3))
+    real_load = QdrantStore._load
+    looked = set()
+
+    def load_late(self):  # b and c looked before a created the collection
+        if id(self) in looked or self is a:
+            return real_load(self)
+        looked.add(id(self))
+
+    monkeypatch.setattr(QdrantStore, "_load", load_late)
+    rng = np.random.default_rng(0)
+    assert a.upsert(_slices("va", 300), rng.normal(size=(300, 8)), "enc") == 300  # 2 batches
+    assert b.upsert(_slices("vb", 5), rng.normal(size=(5, 8)), "enc") == 5
+    assert b.upsert(_slices("vb", 5), rng.normal(size=(5, 8)), "enc") == 0  # a retry: same ids
+    assert a.count() == 305 and a.video_ids() == ["va", "vb"]
+    with pytest.raises(StoreError, match="refusing vectors from 'other'"):
+        c.upsert(_slices("vc", 2), rng.normal(size=(2, 8)), "other")
+
+
 def test_ray_flag_without_ray_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
     (tmp_path / "i.json").write_text(json.dumps([{"video_id": "a", "targetRatioWH": [9, 16]}]))
