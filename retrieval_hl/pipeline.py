@@ -659,8 +659,9 @@ def export_highlights(
 
 @dataclass(frozen=True)
 class IndexWork:
-    """Executor work: one video file in, its :class:`IndexedVideo` (frame-level fields dropped)
-    out. The encoder, and the store when the worker writes, are opened once per process.
+    """Executor work: one video file in, its :class:`IndexedVideo` (frame-level fields dropped,
+    and the vectors too when the worker wrote them) out. The encoder, and the store when the
+    worker writes, are opened once per process.
 
     Attributes:
         settings: Encoder, store and slicing settings.
@@ -696,7 +697,9 @@ class IndexWork:
             v = embed_video(probe_video(path), self.encoder, window_s=s.window_s,
                             sample_fps=s.sample_fps, snap_to_shots=s.snap_to_shots,
                             reader=s.reader, tags=self.tags)
-        return IndexedVideo(v.info, v.slices, v.vectors, v.encoder_spec, v.cuts)
+        # Written already: the vectors need not travel back to the caller.
+        vectors = v.vectors[:0] if self.write else v.vectors
+        return IndexedVideo(v.info, v.slices, vectors, v.encoder_spec, v.cuts)
 
 
 @dataclass(frozen=True)
