@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from retrieval_hl.competition.batch import run_batch
 from retrieval_hl.competition.format import VideoPrediction, load_predictions
 from retrieval_hl.config import Settings
 from retrieval_hl.pipeline import IndexWork
-from tests.conftest import ffmpeg
+from tests.conftest import REPO, ffmpeg
 
 TINY = "open_clip:rhl-tiny-vit:random"
 
@@ -65,8 +66,10 @@ def test_batch_on_ray_matches_local(ray_session, videos, tmp_path):
     index.write_text(json.dumps([{"video_id": v, "targetRatioWH": r} for v, r in
                                  (("box", [9, 16]), ("pattern", [16, 9]), ("noise", [9, 16]))]))
     common = ["--videos", str(videos), "--encoder", TINY, "--semantic", "on"]
-    run("batch", str(index), *common, "--out", str(tmp_path / "local.jsonl"),
-        "--store", str(tmp_path / "store"))
+    # The local back-end as a user runs it: its own process, no Ray in it.
+    subprocess.run([sys.executable, "-m", "retrieval_hl", "-q", "batch", str(index), *common,
+                    "--out", str(tmp_path / "local.jsonl"), "--store", str(tmp_path / "store")],
+                   check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     res = run("batch", str(index), *common, "--out", str(tmp_path / "ray.jsonl"),
               "--ray", "--workers", "2", "--json")
     assert json.loads(res.stdout)["written"] == 3
@@ -74,6 +77,14 @@ def test_batch_on_ray_matches_local(ray_session, videos, tmp_path):
     assert (tmp_path / "ray.jsonl").read_text() == local
     assert [json.loads(x)["video_id"] for x in local.splitlines()] == ["box", "pattern", "noise"]
     assert any(json.loads(x)["predictions"] for x in local.splitlines())
+
+
+def test_local_isolation_spawns_where_ray_runs(ray_session):
+    """Forking a process with Ray's threads in it can hang the child: spawn there instead."""
+    from retrieval_hl.executors.local import _start_method, run_isolated
+
+    assert _start_method() == "spawn"
+    assert run_isolated(str.upper, "abc", 120.0) == "ABC"
 
 
 def _flaky_predict(path, video_id, ratio_wh):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
@@ -22,6 +23,16 @@ def _child(work: Work, item: Any, conn) -> None:  # noqa: ANN001
         conn.close()
 
 
+def _start_method() -> str:
+    """Fork where there is fork, except in a process where Ray runs: forking a process whose
+    Ray threads hold locks can hang the child.
+    """
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        return "spawn"
+    return "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+
+
 def run_isolated(work: Work, item: Any, limit_s: float) -> Any:
     """``work(item)`` in a child process (forked where possible) that is killed after
     ``limit_s`` seconds.
@@ -31,7 +42,7 @@ def run_isolated(work: Work, item: Any, limit_s: float) -> Any:
         RuntimeError: ``work`` raised (the message is its one-line reason) or the child died.
 
     """
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    ctx = mp.get_context(_start_method())
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(work, item, send), daemon=True)
     proc.start()
