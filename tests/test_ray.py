@@ -41,11 +41,19 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory) -> Path:
-    """Three 4 s clips with different motion: a moving box, a test pattern, noise."""
+    """Three clips: an event (still 12 s, a box moving and noise playing at 5-8 s), a 4 s test
+    pattern, 4 s of noise.
+    """
     d = tmp_path_factory.mktemp("ray_videos")
+    ffmpeg(
+        "-f", "lavfi", "-i",
+        "color=c=0x202020:s=320x180:r=10:d=12[bg];color=c=white:s=30x30:r=10:d=12[box];"
+        "[bg][box]overlay=x='40+(t-5)*70':y=75:enable='between(t,5,8)'",
+        "-f", "lavfi", "-i",
+        "anoisesrc=d=12:c=white:a=0.5:r=44100,volume=volume=0:enable='not(between(t,5,8))'",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(d / "box.mp4"),
+    )  # fmt: skip
     sources = {
-        "box": "color=c=0x202020:s=160x120:r=10:d=4[bg];color=c=white:s=20x20:r=10:d=4[b];"
-               "[bg][b]overlay=x='10+t*30':y=50",
         "pattern": "testsrc2=size=160x120:rate=10:duration=4",
         "noise": "nullsrc=s=160x120:r=10:d=4,geq=random(1)*255:128:128",
     }
