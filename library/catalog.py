@@ -58,7 +58,7 @@ from pydantic import ValidationError
 from indexer.decode import decode_proxy
 from indexer.encoders import Encoder, create_encoder
 from indexer.models import Slice, VideoInfo
-from indexer.pipeline import FrameEmbedder, embed_video
+from indexer.pipeline import FrameEmbedder, IndexedVideo, embed_video
 from indexer.probe import probe_video
 from indexer.slicing import pool_by_slice
 from indexer.stores import VectorStore, open_store
@@ -631,8 +631,12 @@ class Library:
         category: str | None = None,
         summary: str = "",
         link: bool = False,
+        embedded: tuple[VideoInfo, dict[str, tuple[list[Slice], np.ndarray]]] | None = None,
     ) -> list[LibraryClip]:
         """Add a whole file as one clip (its media copied in unless ``link``).
+
+        ``embedded`` is the file's probe and its ``embed_ranges`` over all its frames when a
+        worker has already computed them (``library.bulk``); else they are computed here.
 
         Returns:
             ``[clip]``, or ``[]`` when it was already in the library.
@@ -641,9 +645,10 @@ class Library:
             VideoOpenError: the file is missing or not a decodable video.
 
         """
-        info = probe_video(path)
+        info = embedded[0] if embedded is not None else probe_video(path)
         return self._add_ranges(
-            info, [(0, info.n_frames)], "clip", tags, category, lambda _: (summary, None), link
+            info, [(0, info.n_frames)], "clip", tags, category, lambda _: (summary, None), link,
+            embedded=embedded[1] if embedded is not None else None,
         )
 
     def add_video(
@@ -654,12 +659,14 @@ class Library:
         category: str | None = None,
         max_clip_s: float = VIDEO_CLIP_MAX_S,
         link: bool = False,
+        video: IndexedVideo | None = None,
     ) -> list[LibraryClip]:
         """Index a video into slices and add runs of slices inside one shot as clips.
 
         Each clip's span is copied into the library unless ``link``.
 
-        A video already added this way is not decoded again.
+        A video already added this way is not decoded again. ``video`` is its ``embed_video``
+        result when a worker has already computed it (``library.bulk``).
 
         Returns:
             The new clips.
@@ -668,16 +675,17 @@ class Library:
             VideoOpenError: the file is missing or not a decodable video.
 
         """
-        info = probe_video(path)
+        info = video.info if video is not None else probe_video(path)
         tags_n, cat = normalise_labels(tags), normalise_label(category) if category else None
         if any(c.source_video_id == info.video_id and c.origin == "video" for c in self.list()):
             log.info("%s is already in library %s; nothing added", info.path, self.name)
             return []
         s = self.settings
-        video = embed_video(
-            info, self.encoder, window_s=s.window_s, sample_fps=s.sample_fps,
-            snap_to_shots=True, reader=s.reader,
-        )
+        if video is None:
+            video = embed_video(
+                info, self.encoder, window_s=s.window_s, sample_fps=s.sample_fps,
+                snap_to_shots=True, reader=s.reader,
+            )
         entries = []
         for group in group_slices(video.slices, video.cuts, max_clip_s):
             rows = np.array([sl.index for sl in group])
@@ -747,7 +755,8 @@ class Library:
         return self._add_ranges(info, ranges, "run", tags, cat, describe, link)
 
     def _add_ranges(
-        self, info, ranges, origin: ClipOrigin, tags, category, describe, link  # noqa: ANN001
+        self, info, ranges, origin: ClipOrigin, tags, category, describe, link,  # noqa: ANN001
+        embedded: dict[str, tuple[list[Slice], np.ndarray]] | None = None,
     ) -> list[LibraryClip]:
         tags_n, cat = normalise_labels(tags), normalise_label(category) if category else None
         todo = []
@@ -760,10 +769,11 @@ class Library:
         if not todo:
             return []
         s = self.settings
-        embedded = embed_ranges(
-            info, self.encoder, todo, window_s=s.window_s, sample_fps=s.sample_fps,
-            reader=s.reader,
-        )
+        if embedded is None:
+            embedded = embed_ranges(
+                info, self.encoder, todo, window_s=s.window_s, sample_fps=s.sample_fps,
+                reader=s.reader,
+            )
         entries = []
         for cid, a, b in todo:
             if cid not in embedded:

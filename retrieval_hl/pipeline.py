@@ -10,9 +10,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +31,7 @@ from retrieval_hl.config import Settings, parse_budget, parse_wh
 from retrieval_hl.describe.base import Describer, StaticDescriber
 from retrieval_hl.describe.request import ParsedRequest, RequestDescriber, parse_request
 from retrieval_hl.describe.vocab import VocabDescriber
+from retrieval_hl.executors import Executor, Outcome
 from retrieval_hl.models import Description, Highlight, Hit, ScoreTrack, Segment
 from retrieval_hl.render.export import export_highlight
 from retrieval_hl.select.dedup import (
@@ -700,3 +703,128 @@ def export_highlights(
 
         written.update(write_plots(highlight, out_dir, reader=s.reader))
     return written
+
+
+@dataclass(frozen=True)
+class IndexWork:
+    """Executor work: one video file in, its :class:`IndexedVideo` (frame-level fields dropped,
+    and the vectors too when the worker wrote them) out. The encoder, and the store when the
+    worker writes, are opened once per process.
+
+    Attributes:
+        settings: Encoder, store and slicing settings.
+        write: The worker writes the slices into ``settings.store`` itself (a Qdrant server that
+            every worker reaches; point ids are deterministic, so a retried video rewrites the
+            same points). Otherwise the caller writes what the worker returns.
+        reindex: Decode and embed again even if the store has the video (``write`` only).
+        tags: Stored with every slice.
+    """
+
+    settings: Settings
+    write: bool = False
+    reindex: bool = False
+    tags: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def encoder(self) -> Encoder:
+        """The encoder, loaded on first use in each worker process."""
+        return create_encoder(self.settings.encoder)
+
+    @functools.cached_property
+    def store(self) -> VectorStore:
+        """The shared store, opened on first use in each worker process."""
+        return open_store(self.settings.store, **self.settings.store_options())
+
+    def __call__(self, path: str) -> IndexedVideo:
+        """Index (``write``) or embed one video."""
+        s = self.settings
+        if self.write:
+            v = index_video(path, settings=s, store=self.store, encoder=self.encoder,
+                            reindex=self.reindex, tags=self.tags)
+        else:
+            v = embed_video(probe_video(path), self.encoder, window_s=s.window_s,
+                            sample_fps=s.sample_fps, snap_to_shots=s.snap_to_shots,
+                            reader=s.reader, tags=self.tags)
+        # Written already: the vectors need not travel back to the caller.
+        vectors = v.vectors[:0] if self.write else v.vectors
+        return IndexedVideo(v.info, v.slices, vectors, v.encoder_spec, v.cuts)
+
+
+@dataclass(frozen=True)
+class IndexReport:
+    """What ``index_videos`` did with one file: its slices, or why it has none."""
+
+    path: str
+    video_id: str | None
+    slices: int = 0
+    reused: bool = False
+    error: str | None = None
+
+
+def index_videos(
+    paths: Sequence[str | Path],
+    executor: Executor,
+    *,
+    settings: Settings | None = None,
+    reindex: bool = False,
+    tags: tuple[str, ...] = (),
+    time_limit_s: float = 3600.0,
+    progress: Callable[[int], None] | None = None,
+) -> list[IndexReport]:
+    """Index many videos on ``executor`` (e.g. Ray workers) into ``settings.store``.
+
+    Videos the store already holds are skipped unless ``reindex`` (so an interrupted run
+    resumes). With a Qdrant server store the workers write their slices themselves; with any
+    other store (a folder is local to each machine, Qdrant's local mode is one process) they
+    return the vectors and this process writes them, one video at a time as each arrives.
+    A video that fails (unreadable, over ``time_limit_s``, its worker died after retries) is
+    reported and the others go on.
+
+    Returns:
+        One report per path, in the order given.
+
+    Raises:
+        StoreError: the store cannot be opened or refuses the vectors (another encoder).
+    """
+    from indexer.probe import video_id_for
+
+    s = settings or Settings()
+    write = s.store.strip().startswith(("http://", "https://"))
+    db = open_store(s.store, **s.store_options())
+    reports: dict[int, IndexReport] = {}
+    todo: list[tuple[int, str]] = []
+    try:
+        for k, p in enumerate(map(str, paths)):
+            try:
+                vid = video_id_for(p)
+            except OSError as exc:
+                reports[k] = IndexReport(p, None, error=f"cannot read {p!r}: {exc.strerror}")
+                continue
+            if not reindex and (n := db.count(vid)):
+                log.info("%s already indexed (%d slices); skipped", vid, n)
+                reports[k] = IndexReport(p, vid, n, reused=True)
+                if progress:
+                    progress(1)
+            else:
+                todo.append((k, p))
+
+        def finish(o: Outcome) -> None:
+            k, p = todo[o.index]
+            if o.ok:
+                video: IndexedVideo = o.value
+                if not write:
+                    store_video(db, video)
+                reports[k] = IndexReport(p, video.info.video_id, len(video.slices))
+                log.info("%s: %d slices in %.1f s", video.info.video_id, len(video.slices),
+                         o.elapsed_s)
+            else:
+                log.error("%s: not indexed: %s", p, o.error)
+                reports[k] = IndexReport(p, None, error=o.error)
+            if progress:
+                progress(1)
+
+        work = IndexWork(s, write=write, reindex=reindex, tags=tuple(tags))
+        executor.run(work, [p for _, p in todo], time_limit_s=time_limit_s, done=finish)
+    finally:
+        db.close()
+    return [reports[k] for k in range(len(paths))]

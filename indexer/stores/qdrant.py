@@ -172,12 +172,21 @@ class QdrantStore:
         metadata = {"encoder_spec": encoder_spec, "dim": dim}
         layout = {} if self._local else self._layout
         with _qdrant_errors(f"create collection {self.collection!r}"):
-            self.client.create_collection(
-                self.collection,
-                vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
-                metadata=metadata,
-                **layout,
-            )
+            try:
+                self.client.create_collection(
+                    self.collection,
+                    vectors_config=models.VectorParams(size=dim, distance=models.Distance.COSINE),
+                    metadata=metadata,
+                    **layout,
+                )
+            except (ValueError, UnexpectedResponse):
+                # Another writer (a worker on another machine) created it since we looked:
+                # adopt it; its encoder and dim are then checked like any existing collection's.
+                if not self.client.collection_exists(self.collection):
+                    raise
+                log.info("Qdrant collection %r was created by another writer", self.collection)
+                self._load()
+                return
             if not self._local:  # local mode ignores payload indexes and warns about them
                 for key in ("video_id", "tags"):
                     self.client.create_payload_index(
@@ -223,6 +232,7 @@ class QdrantStore:
             self._load()  # another client may have created it since we opened
             if self.dim is None:
                 self._create(encoder_spec, arr.shape[1])
+            if self.dim is None:  # we created it
                 self.dim, self.encoder_spec = arr.shape[1], encoder_spec
             arr = check_upsert(self, slices, arr, encoder_spec)
         if self.encoder_spec is None:

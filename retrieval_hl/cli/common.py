@@ -81,3 +81,62 @@ class Group(click.Group):
 
 
 Group.group_class = Group
+
+
+def ray_options(f: Any) -> Any:
+    """Add ``--ray [ADDRESS]`` and ``--workers N`` (see :func:`make_executor`)."""
+    f = click.option("--workers", type=click.IntRange(1), default=None,
+                     help="With --ray: worker actors (default: one per CPU of the cluster).")(f)
+    return click.option(
+        "--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+        is_eager=True, callback=_check_ray_address,
+        help="Run the videos on Ray workers: a cluster ADDRESS (auto, HOST:PORT, "
+             "ray://HOST:10001) or, alone, $RAY_ADDRESS or a Ray on this machine. "
+             "Needs: pip install 'retrieval-hl[ray]'.")(f)
+
+
+def _check_ray_address(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Refuse an ADDRESS that is a file or folder: ``rhl index --ray DIR`` took DIR for one.
+
+    Eager, so this says so before click misses the arguments that were taken.
+    """
+    import os
+
+    if value and os.path.exists(value):
+        raise click.UsageError(
+            f"--ray takes a cluster address, got the path {value!r}; put the videos before "
+            "--ray, or write --ray=ADDRESS", ctx=ctx
+        )
+    return value
+
+
+def make_executor(ray_address: str | None, workers: int | None) -> Any:
+    """The executor the ``--ray``/``--workers`` options ask for; ``None`` (local) without ``--ray``.
+
+    Raises:
+        click.UsageError: ``--workers`` without ``--ray``.
+        ConfigError: ray is not installed.
+    """
+    if ray_address is None:
+        if workers is not None:
+            raise click.UsageError("--workers needs --ray")
+        return None
+    from retrieval_hl.executors import create_executor
+
+    return create_executor("ray", address=ray_address or None, workers=workers)
+
+
+def video_files(paths: Any) -> list[str]:
+    """``paths`` with each folder replaced by the video files in it (sorted by name)."""
+    from pathlib import Path
+
+    from retrieval_hl.competition.batch import VIDEO_EXTENSIONS
+
+    out: list[str] = []
+    for p in paths:
+        if Path(p).is_dir():
+            out += sorted(str(f) for f in Path(p).iterdir()
+                          if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS)
+        else:
+            out.append(str(p))
+    return out

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from retrieval_hl.cli.common import Command, Group
+from retrieval_hl.cli.common import Command, Group, make_executor, ray_options, video_files
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def library() -> None:
 
 
 @library.command("add")
-@click.argument("paths", nargs=-1, type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--from-run", "runs", multiple=True, type=click.Path(),
               help="A `rhl highlight` output directory: add its segments (repeatable).")
 @click.option("--tags", multiple=True, help="Tags for the new clips: a,b,c (repeatable).")
@@ -76,17 +76,35 @@ def library() -> None:
               help="Keep a reference to each source instead of copying the clip's media into "
                    "the library; moving or deleting a source then breaks its clips.")
 @_library_options
+@ray_options
+@click.option("--time-limit", "time_limit_s", type=click.FloatRange(min=0, min_open=True),
+              default=3600.0, show_default=True,
+              help="With --ray: seconds per file; a file over it is reported, not added.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per new clip.")
 @click.pass_context
 def add(ctx, paths, runs, tags, category, mode, link, library_path, store, collection, encoder,
-        as_json) -> None:  # noqa: ANN001
-    """Add clip files or whole videos (PATHS) and highlight runs (--from-run) to the library."""
+        ray_address, workers, time_limit_s, as_json) -> None:  # noqa: ANN001
+    """Add clip files or whole videos (PATHS: files, or folders of video files) and highlight
+    runs (--from-run) to the library.
+    """
     if not paths and not runs:
         raise click.UsageError("give clip/video PATHS or --from-run DIR")
     tag_list = _split_tags(tags)
-    added = []
+    executor = make_executor(ray_address, workers)
+    files = video_files(paths)
+    added, failed = [], []
     with _open(ctx, library_path, store, collection, encoder, create=True) as lib:
-        for p in paths:
+        if executor is not None and files:
+            from library.bulk import add_paths
+
+            for r in add_paths(lib, files, executor, mode=mode, tags=tag_list,
+                               category=category, link=link, time_limit_s=time_limit_s):
+                added += r.clips
+                if r.error:
+                    failed.append(r)
+                    click.echo(f"{r.path}\tnot added: {r.error}", err=True)
+            files = []
+        for p in files:
             added += lib.add_path(p, mode=mode, tags=tag_list, category=category, link=link)
         for r in runs:
             added += lib.add_from_run(r, tags=tag_list, category=category, link=link)
@@ -95,6 +113,8 @@ def add(ctx, paths, runs, tags, category, mode, link, library_path, store, colle
         click.echo(clip.model_dump_json() if as_json else _clip_row(clip))
     if not as_json:
         click.echo(f"added {len(added)} clip(s); the library has {total}")
+    if failed:
+        ctx.exit(1)
 
 
 @library.command("list")

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import click
 
-from retrieval_hl.cli.common import PACKAGES, Group, log_options, setup_logging
+from retrieval_hl.cli.common import (
+    PACKAGES,
+    Group,
+    log_options,
+    make_executor,
+    ray_options,
+    setup_logging,
+    video_files,
+)
 from rhl_common.errors import RHLError
 
 log = logging.getLogger("retrieval_hl.cli.main")
@@ -118,17 +126,49 @@ def _index_one(ctx: click.Context, path: str, settings, reindex: bool, tags=()):
               help="Slice length in seconds, 1-3.  [default: 2.0]")
 @click.option("--tag", "tags", multiple=True, help="Tag stored with every slice (repeatable).")
 @click.option("--reindex", is_flag=True, help="Decode and embed again even if already indexed.")
+@ray_options
+@click.option("--time-limit", "time_limit_s", type=click.FloatRange(min=0, min_open=True),
+              default=3600.0, show_default=True,
+              help="With --ray: seconds per video; a video over it is reported, not indexed.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
-def index(ctx, videos, store, encoder, window_s, tags, reindex, as_json) -> None:  # noqa: ANN001
-    """Index VIDEOS into the vector store."""
+def index(ctx, videos, store, encoder, window_s, tags, reindex, ray_address, workers,
+          time_limit_s, as_json) -> None:  # noqa: ANN001
+    """Index VIDEOS (files, or folders of video files) into the vector store."""
     s = _settings(ctx, store=store, encoder=encoder, window_s=window_s)
+    executor = make_executor(ray_address, workers)
+    if executor is not None:
+        _index_many(ctx, video_files(videos), s, executor, reindex, tuple(tags), time_limit_s,
+                    as_json)
+        return
     rows = []
-    for path in videos:
+    for path in video_files(videos):
         v = _index_one(ctx, path, s, reindex, tags)
         rows.append({"video_id": v.info.video_id, "path": v.info.path, "slices": len(v.slices)})
     for r in rows:
         click.echo(json.dumps(r) if as_json else f"{r['video_id']}\t{r['slices']} slices")
+
+
+def _index_many(ctx, paths, settings, executor, reindex, tags, time_limit_s,  # noqa: ANN001, ANN202
+                as_json):
+    """``rhl index --ray``: the videos on the executor's workers; exit 1 if any failed."""
+    from retrieval_hl.pipeline import index_videos
+
+    if not paths:
+        raise click.UsageError("no video files in the folders given")
+    with _progress(ctx, len(paths), "videos") as bar:
+        reports = index_videos(paths, executor, settings=settings, reindex=reindex, tags=tags,
+                               time_limit_s=time_limit_s, progress=bar)
+    for r in reports:
+        if as_json:
+            click.echo(json.dumps({"video_id": r.video_id, "path": r.path, "slices": r.slices,
+                                   **({"error": r.error} if r.error else {})}))
+        elif r.error:
+            click.echo(f"{r.path}\tnot indexed: {r.error}")
+        else:
+            click.echo(f"{r.video_id}\t{r.slices} slices" + (" (already indexed)" * r.reused))
+    if any(r.error for r in reports):
+        ctx.exit(1)
 
 
 @cli.command()
@@ -269,12 +309,18 @@ def _category_queries(category: str, library_dir: str | None, settings):  # noqa
 @click.option("--semantic", type=click.Choice(["auto", "on", "off"]), default=None,
               help="auto: use the encoder if its weights load (checked once), else signals "
                    "only (default); on: missing weights are an error; off: signals only.")
+@ray_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
 def batch(ctx, index_path, videos_dir, out_path, resume, time_limit_s, log_path, store, encoder,
-          semantic, as_json) -> None:  # noqa: ANN001
+          semantic, ray_address, workers, as_json) -> None:  # noqa: ANN001
     """Competition batch: one predictions line per INDEX entry, in index order."""
-    from retrieval_hl.competition.batch import check_batch_args, make_predictor, run_batch
+    from retrieval_hl.competition.batch import (
+        check_batch_args,
+        for_remote_workers,
+        make_predictor,
+        run_batch,
+    )
 
     log_path = log_path or f"{out_path}.log"
     check_batch_args(index_path, out_path, log_path, time_limit_s)
@@ -282,6 +328,9 @@ def batch(ctx, index_path, videos_dir, out_path, resume, time_limit_s, log_path,
     # for cuts that only move to word edges in the query-free picking the batch does.
     s = _settings(ctx, store=store, encoder=encoder, semantic=semantic, budget="none",
                   render=False, allow_empty=True, speech="off")
+    executor = make_executor(ray_address, workers)
+    if executor is not None:
+        s = for_remote_workers(s)
     handler = _LogFile(log_path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
@@ -294,7 +343,7 @@ def batch(ctx, index_path, videos_dir, out_path, resume, time_limit_s, log_path,
         load_index(index_path)  # a bad index fails before the encoder is settled
         with _progress(ctx, None, "videos") as bar:
             res = run_batch(index_path, videos_dir, out_path, make_predictor(s), resume=resume,
-                            time_limit_s=time_limit_s, progress=bar)
+                            time_limit_s=time_limit_s, progress=bar, executor=executor)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()

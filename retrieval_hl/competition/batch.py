@@ -1,27 +1,30 @@
 """Competition batch mode: an index in, one predictions line per index entry out.
 
-Each video runs in its own child process with a time limit, so a corrupt file, a crash or a hang
-costs that video (an empty prediction list and a logged reason), never the batch. After every
+Each video runs isolated with a time limit (a child process of its own, or a Ray actor with
+``executor=RayExecutor(...)``), so a corrupt file, a crash or a hang costs that video (an empty
+prediction list and a logged reason), never the batch. After every
 video the whole predictions file is rewritten atomically in index order, so a kill at any moment
 leaves a valid file, and ``resume`` skips the ids it already holds.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import multiprocessing as mp
 import os
-import time
-import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from indexer.encoders import Encoder
 from indexer.models import VideoInfo
 from retrieval_hl.competition.format import IndexEntry, VideoPrediction, load_index
 from retrieval_hl.config import Settings
+from retrieval_hl.executors import Executor
+from retrieval_hl.executors.local import LocalExecutor
 from rhl_common.atomic import check_writable, write_atomic
 from rhl_common.errors import ConfigError, EncoderError, RHLError
 
@@ -114,41 +117,15 @@ def _read_done(out_path: Path, entries: Sequence[IndexEntry]) -> dict[str, str]:
     return done
 
 
-def _child(predict: Predictor, path: Path, entry: IndexEntry, conn) -> None:  # noqa: ANN001
-    try:
-        conn.send(("ok", predict(path, entry.video_id, entry.ratio_wh).to_json_line()))
-    except RHLError as exc:
-        conn.send(("error", str(exc)))
-    except BaseException as exc:  # noqa: BLE001 - any crash costs this video only
-        conn.send(
-            (
-                "error",
-                f"{type(exc).__name__}: {exc} | {traceback.format_exc(limit=3).splitlines()[-1]}",
-            )
-        )
-    finally:
-        conn.close()
+@dataclass(frozen=True)
+class _LineOf:
+    """Executor work for one batch item ``(path, entry)``: the prediction line of the video."""
 
+    predict: Predictor
 
-def _run_isolated(predict: Predictor, path: Path, entry: IndexEntry, limit_s: float) -> str:
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(predict, path, entry, send), daemon=True)
-    proc.start()
-    send.close()
-    if not recv.poll(limit_s):
-        proc.kill()
-        proc.join()
-        raise TimeoutError(f"over the per-video time limit of {limit_s:g} s")
-    try:
-        status, payload = recv.recv()
-    except EOFError:
-        proc.join()
-        raise RuntimeError(f"worker died (exit code {proc.exitcode})") from None
-    proc.join()
-    if status != "ok":
-        raise RuntimeError(payload)
-    return payload
+    def __call__(self, item: tuple[Path, IndexEntry]) -> str:
+        path, entry = item
+        return self.predict(path, entry.video_id, entry.ratio_wh).to_json_line()
 
 
 def run_batch(
@@ -161,8 +138,12 @@ def run_batch(
     time_limit_s: float = 600.0,
     isolate: bool = True,
     progress: Callable[[int], None] | None = None,
+    executor: Executor | None = None,
 ) -> BatchResult:
     """Predict every entry of ``index_path`` and write ``out_path`` (JSONL, index order).
+
+    The videos run on ``executor`` (default: this machine, a child process per video unless
+    ``isolate`` is False); whatever runs them, the file is rewritten after every video.
 
     Raises:
         ConfigError: the index is unreadable, ``videos_dir`` is not a directory, ``out_path``
@@ -183,24 +164,10 @@ def run_batch(
         lines = [done[e.video_id] for e in entries if e.video_id in done]
         write_atomic(out, "".join(f"{x}\n" for x in lines))
 
-    flush()
-    for entry in entries:
-        if entry.video_id in done:
-            if progress:
-                progress(1)
-            continue
-        t0 = time.monotonic()
-        path = find_video(entry, videos)
-        try:
-            if path is None:
-                raise FileNotFoundError(f"no video file for id {entry.video_id!r} in {videos}")
-            if isolate:
-                line = _run_isolated(predict, path, entry, time_limit_s)
-            else:
-                line = predict(path, entry.video_id, entry.ratio_wh).to_json_line()
-            log.info("%s: done in %.1f s", entry.video_id, time.monotonic() - t0)
-        except Exception as exc:  # noqa: BLE001 - per-video isolation: log, write empty, go on
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    def finish(entry: IndexEntry, line: str | None, reason: str | None, elapsed_s: float) -> None:
+        if reason is None:
+            log.info("%s: done in %.1f s", entry.video_id, elapsed_s)
+        else:
             log.error("%s: empty prediction: %s", entry.video_id, reason)
             failed.append((entry.video_id, reason))
             line = VideoPrediction(video_id=entry.video_id, ratio_wh=entry.ratio_wh).to_json_line()
@@ -208,6 +175,25 @@ def run_batch(
         flush()
         if progress:
             progress(1)
+
+    flush()
+    todo: list[tuple[Path, IndexEntry]] = []
+    for entry in entries:
+        if entry.video_id in done:
+            if progress:
+                progress(1)
+            continue
+        path = find_video(entry, videos)
+        if path is None:
+            finish(entry, None, f"no video file for id {entry.video_id!r} in {videos}", 0.0)
+        else:
+            todo.append((path, entry))
+    (executor or LocalExecutor(isolate=isolate)).run(
+        _LineOf(predict), todo, time_limit_s=time_limit_s,
+        done=lambda o: finish(todo[o.index][1], o.value, o.error, o.elapsed_s),
+    )
+    order = {e.video_id: k for k, e in enumerate(entries)}
+    failed.sort(key=lambda f: order[f[0]])
     return BatchResult(written=len(entries) - skipped, skipped=skipped, failed=tuple(failed))
 
 
@@ -230,16 +216,42 @@ def probe_sizes(entries: Sequence[IndexEntry], videos_dir: str | Path) -> dict[s
 
 @dataclass(frozen=True)
 class HighlightPredictor:
-    """The main job as a batch predictor: highlights, then a crop box per kept frame."""
+    """The main job as a batch predictor: highlights, then a crop box per kept frame.
+
+    The encoder is loaded on the first video a process predicts and kept for the next ones (a
+    Ray actor predicts many; a local child process one).
+    """
 
     settings: Settings
+
+    @functools.cached_property
+    def encoder(self) -> Encoder | None:
+        """The semantic encoder, or ``None`` on signals only (loaded once per process)."""
+        from retrieval_hl.pipeline import load_encoder_or_none
+
+        return load_encoder_or_none(self.settings, required=False)
 
     def __call__(self, path: Path, video_id: str, ratio_wh: tuple[int, int]) -> VideoPrediction:
         """Predict one video's line."""
         from retrieval_hl.pipeline import highlight_video
 
-        hl = highlight_video(path, settings=self.settings, ratio_wh=ratio_wh, video_id=video_id)
+        hl = highlight_video(path, settings=self.settings, ratio_wh=ratio_wh, video_id=video_id,
+                             encoder=self.encoder)
         return VideoPrediction.from_crop_boxes(video_id, ratio_wh, hl.crops)
+
+
+def for_remote_workers(settings: Settings) -> Settings:
+    """``settings`` for predictors on other machines (``rhl batch --ray``).
+
+    A store path names a folder on each worker's own disk, so workers keep slice vectors in
+    memory only (the predictions do not need them stored); a Qdrant server URL is one store all
+    of them write to (idempotent ids, so a retried video writes the same points again).
+    """
+    if settings.store.strip().startswith(("http://", "https://")):
+        return settings
+    log.info("batch on Ray: slice vectors are not kept (store %s is local to each machine; "
+             "give --store http://QDRANT:6333 to keep them)", settings.store)
+    return settings.model_copy(update={"store": "qdrant::memory:"})
 
 
 def _encoder_problem(spec: str) -> str | None:
