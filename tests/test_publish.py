@@ -88,6 +88,15 @@ def test_transitions_with_reframing(tmp_path, transition):
     assert size == (202, 360)  # the 101x180 crop, enlarged at most 2x
 
 
+def test_rendered_run_does_not_say_nothing_to_render(tmp_path, caplog):
+    video = make_video(tmp_path / "src.mp4", seconds=4, size="160x120", fps=25)
+    hl = make_highlight(video, [(10, 60)])
+    with caplog.at_level(logging.WARNING, logger="retrieval_hl.render.export"):
+        written = export_highlight(hl, tmp_path / "run")
+    assert written["mp4"].exists()
+    assert "nothing to render" not in caplog.text
+
+
 def test_hard_cuts_with_reframing_keep_every_frame(tmp_path):
     video = make_video(tmp_path / "src.mp4", seconds=6, size="320x180", fps=25)
     hl = make_highlight(video, [(10, 40), (60, 85)])

@@ -259,7 +259,7 @@ def export_highlight(
         for kind in ("mp4", "reframed"):
             if kind in written:
                 burn_captions(written[kind], cues)
-    elif render:
+    elif render and not highlight.segments:
         log.warning("no highlight found in %s: nothing to render", highlight.video.path)
     # A reused run directory must not keep an earlier run's outputs beside this run's.
     own = [out / n for n in (SRT_NAME, PREDICTIONS_NAME, MP4_NAME)]
