@@ -1,6 +1,6 @@
 """Library search: per-query latency and recall@10 of the vector stores at library scale.
 
-    /work/venv/bin/python bench/library_search.py [--sizes 100000,1000000]
+    .venv/bin/python bench/library_search.py [--sizes 100000,1000000]
         [--qdrant-sizes 10000,50000] [--queries 100] [--datasets uniform,clustered] [--quick]
 
 For each dataset (512-d unit vectors) and size, slices are inserted through the real store classes
