@@ -16,6 +16,7 @@ that shares none of its content words, through the product path (``highlight_vid
   ``language="zh"``.
 
     PYTHONPATH=. .venv/bin/python bench/speech_retrieval.py [--zh] [--long-min 10]
+    PYTHONPATH=. .venv/bin/python bench/speech_retrieval.py --no-retrieval --no-speed --long-min 10
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ def main() -> None:
     if args.zh:
         chinese(work, filler)
     if args.long_min > 0:
-        long_run(work, video, info.duration_s, args.long_min)
+        long_run(work, filler, args.long_min, gap_s=1.0)
 
 
 def retrieval(video: Path, spans: list[tuple[float, float]], s) -> None:  # noqa: ANN001
@@ -264,22 +265,72 @@ def chinese(work: Path, filler: Path) -> None:
               f"({tr.language_probability:.2f}), CER {cer:.3f}\n  {tr.text}")
 
 
-def long_run(work: Path, video: Path, duration_s: float, minutes: float) -> None:
-    """`rhl highlight --prompt` with speech on a long video against ffmpeg -f null."""
-    reps = int(np.ceil(minutes * 60 / duration_s))
+def long_run(work: Path, filler: Path, minutes: float, gap_s: float) -> None:
+    """`rhl highlight` on a ``minutes``-long narration over real footage against ffmpeg -f null
+    of the same file: cold (transcribes), warm (transcript cached), and where the time goes
+    (an in-process profile of the same job with a cold transcript cache).
+    """
+    import cProfile
+    import pstats
+
+    from retrieval_hl.pipeline import export_highlights
+
     long = work / "long.mp4"
-    subprocess.run([ffmpeg_binary(), "-v", "error", "-stream_loop", str(reps - 1), "-i",
-                    str(video), "-t", str(minutes * 60), "-c", "copy", str(long)],
-                   check=True)
-    ref = ffmpeg_null_s(long)
-    cmd = [sys.executable, "-m", "retrieval_hl", "-q", "highlight", str(long), "--prompt",
-           TOPICS[0][1], "--semantic", "off", "--store", str(work / "store2"), "--out",
-           str(work / "long_run")]
+    sentences = [s for s, _ in TOPICS] * int(np.ceil(minutes * 60 / (len(TOPICS) * 3.0)))
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
-    dt = time.perf_counter() - t
-    print(f"\n`rhl highlight --prompt` on {minutes:.0f} min with speech: {dt:.1f} s; "
-          f"ffmpeg -f null {ref:.1f} s; ratio {dt / ref:.1f}x")
+    full = work / "long_full.mp4"
+    spans = make_narration_video(full, sentences, gap_s=gap_s, lead_s=1.0, base=filler,
+                                 size="768x432")
+    subprocess.run([ffmpeg_binary(), "-v", "error", "-y", "-i", str(full), "-t",
+                    f"{minutes * 60:.3f}", "-c", "copy", str(long)], check=True)
+    info = probe_video(long)
+    n_spoken = sum(1 for a, _ in spans if a < info.duration_s)
+    talk = sum(min(b, info.duration_s) - a for a, b in spans if a < info.duration_s)
+    print(f"\nlong narration: {info.duration_s:.1f} s, {info.width_px}x{info.height_px} "
+          f"@ {info.fps:g} fps over {filler.name} (looped), {n_spoken} sentences, "
+          f"{talk:.0f} s of speech (built in {time.perf_counter() - t:.0f} s)")
+    ref = ffmpeg_null_s(long)
+    print(f"  ffmpeg -f null: {ref:.1f} s")
+    cache = work / "long-cache"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RHL_CACHE_DIR": str(cache)}
+    for label in ("cold (transcribes)", "warm (transcript cached)"):
+        cmd = [sys.executable, "-m", "retrieval_hl", "-q", "highlight", str(long), "--store",
+               str(work / "long-store"), "--out", str(work / "long-run")]
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, env=env)
+        dt = time.perf_counter() - t
+        print(f"  `rhl highlight` {label}: {dt:.1f} s = {dt / ref:.1f}x ffmpeg -f null, "
+              f"{dt / info.duration_s:.3f}x real time")
+    # Where the time goes: the same job in this process, profiled, transcript cache cold.
+    os.environ["RHL_CACHE_DIR"] = str(work / "long-cache-profile")
+    s = load_settings(store=str(work / "long-store-profile"))
+    prof = cProfile.Profile()
+    t = time.perf_counter()
+    prof.enable()
+    hl = highlight_video(long, settings=s)
+    export_highlights(hl, work / "long-run-profile", settings=s)
+    prof.disable()
+    total = time.perf_counter() - t
+    stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    stages = {
+        "probe": "probe_video",
+        "signals: decode + measure": "measure_signals_and_cuts",
+        "audio decode (16 kHz, for whisper)": "decode_audio",
+        "whisper model load": "create_recognizer",
+        "transcription (whisper, VAD, batched)": "transcribe",
+        "MiniLM load": "create_text_encoder",
+        "speech embedding (MiniLM)": "embed_speech",
+        "speech store write": "store_speech",
+        "event selection": "select_highlights",
+        "snap cuts to words": "snap_segments",
+        "export + render": "export_highlights",
+    }
+    print(f"  where the time goes (in-process, cold transcript, {total:.1f} s in all; "
+          f"encoder {hl.encoder}, {len(hl.segments)} segments):")
+    for label, fn in stages.items():
+        cum = max((v[3] for (f, _, name), v in stats.items()
+                   if name == fn and "site-packages" not in f), default=0.0)
+        print(f"    {label:40s} {cum:7.1f} s  {100 * cum / total:5.1f} %")
 
 
 if __name__ == "__main__":

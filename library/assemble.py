@@ -4,14 +4,20 @@ Planning, step by step:
 
 1. every event is embedded (its text, or a given query vector, e.g. an image embedding) and
    scored against every clip of the library; scores are normalised per event against the whole
-   library (leave-one-out z, see ``library.scoring``);
+   library (leave-one-out z, see ``library.scoring``). A text event is also matched against what
+   is said in the clips (MiniLM, their best sentence; a clip where nobody speaks at cosine 0,
+   and a cosine under the speech floor no match), normalised the same way; the two channels
+   fuse by the larger z, the per-slice rule of ``rhl highlight``
+   (``retrieval_hl.speech.hybrid``), and each cut says which channel matched. Reciprocal rank,
+   the rule of ``rhl search``, ranks but gives no score to hold against a threshold, which
+   step 3 needs;
 2. events pick clips in priority order (1 first; script order within a priority), each taking its
    best-scoring clip among those its ``category``/``tags`` allow; a clip is used once unless
    ``allow_reuse``;
 3. an event whose best allowed clip scores below ``min_z`` is *missed*, not filled: the plan lists
    it with the reason and the best candidate, and the edit goes on without it;
-4. an event with a duration gets the stretch of its clip whose slices match it best; without one
-   it gets the whole clip;
+4. an event with a duration gets the stretch of its clip whose slices match it best (by the
+   channel that matched); without one it gets the whole clip;
 5. the output format is fixed in the plan: the first clip's size (or a given one), its frame rate
    (or a given one), stereo 48 kHz audio.
 
@@ -42,8 +48,9 @@ from library.scoring import default_min_z, normalise_scores
 from library.script import normalise_label, normalise_labels
 from retrieval_hl.render.export import srt_timestamp
 from retrieval_hl.render.renderer import DEFAULT_LOUDNESS_LUFS, Cut, music_file, render_cuts
+from retrieval_hl.speech.hybrid import cap_unmatched_speech, fuse_scores
 from rhl_common.atomic import write_atomic
-from rhl_common.errors import ConfigError, RenderError
+from rhl_common.errors import ConfigError, EncoderError, RenderError
 
 if TYPE_CHECKING:
     from library.catalog import Library
@@ -164,6 +171,7 @@ def build_plan(
     assignments: Sequence[Assignment],
     windows: dict[int, tuple[float, float]],
     *,
+    by_speech: np.ndarray | None = None,
     library: str,
     encoder: str,
     min_z: float,
@@ -181,6 +189,7 @@ def build_plan(
         z: Normalised scores (events x clips).
         assignments: One per event (see :func:`assign_clips`).
         windows: Per event index with a clip, the (start, end) source seconds to use.
+        by_speech: (events x clips) True where ``raw`` and ``z`` are the speech channel's.
         library: The library's name, recorded in the plan.
         encoder: The encoder spec, recorded in the plan.
         min_z: The threshold used, recorded in the plan.
@@ -235,6 +244,8 @@ def build_plan(
                 out_end_s=out_start + dur,
                 score_raw=float(raw[a.event_index, a.clip_index]),
                 score_norm=float(z[a.event_index, a.clip_index]),
+                channel="speech" if by_speech is not None
+                and by_speech[a.event_index, a.clip_index] else "visual",
             )
         )
         t = out_start + dur
@@ -313,7 +324,8 @@ def plan_assembly(
 
     Raises:
         ConfigError: ``query_vectors`` of the wrong shape, or bad size/fps/crossfade.
-        EncoderError: the library's encoder cannot be loaded.
+        EncoderError: the library's encoder cannot be loaded and nothing said in it is
+            searchable (or ``query_vectors`` were given).
 
     """
     if size is not None and (size[0] < 2 or size[1] < 2):
@@ -325,20 +337,38 @@ def plan_assembly(
     if len(library) == 0:
         raise ConfigError(f"library {library.name} is empty: add clips with `rhl library add`")
     texts = [s.text for s in script.steps]
-    if query_vectors is None:
-        from library.catalog import warn_if_not_multilingual
-
-        warn_if_not_multilingual(texts, library.encoder)
-        queries = library.encoder.encode_texts(texts)
-    else:
+    speech_q = None
+    if query_vectors is None and (tenc := library.speech_encoder()) is not None:
+        speech_q = tenc.encode_texts(texts)
+    if query_vectors is not None:
         queries = np.asarray(query_vectors, dtype=np.float32)
         if queries.ndim != 2 or len(queries) != len(texts):
             raise ConfigError(
                 f"query_vectors must be ({len(texts)}, dim), one per event; got {queries.shape}"
             )
-    clips, raw = library.score_clips(queries)
+    else:
+        from library.catalog import warn_if_not_multilingual
+
+        try:
+            warn_if_not_multilingual(texts, library.encoder)
+            queries = library.encoder.encode_texts(texts)
+        except EncoderError as exc:
+            if speech_q is None:
+                raise
+            log.warning("visual matching off, events match what is said only: %s", exc)
+            queries = None
+    clips = library.list()
+    raw = np.full((len(texts), len(clips)), np.nan)
+    if queries is not None:
+        clips, raw = library.score_clips(queries)
     z = normalise_scores(raw) if raw.size else raw
-    n_scored = int((~np.isnan(raw)).any(axis=0).sum()) if raw.size else 0
+    by_speech = np.zeros(raw.shape, dtype=bool)
+    if speech_q is not None:
+        _, spoken = library.score_speech(speech_q, silent_as_zero=True)
+        z_speech = cap_unmatched_speech(spoken.T, normalise_scores(spoken).T).T
+        z, by_speech = fuse_scores(z, z_speech)
+        raw = np.where(by_speech, spoken, raw)
+    n_scored = int((~np.isnan(z)).any(axis=0).sum()) if z.size else 0
     threshold = default_min_z(n_scored) if min_z is None else float(min_z)
     assignments = assign_clips(
         z, candidate_mask(script, clips), [s.priority for s in script.steps], threshold,
@@ -352,17 +382,19 @@ def plan_assembly(
         duration = script.steps[a.event_index].duration_s
         if duration is None or duration >= clip.duration_s:
             continue
-        slices, vecs = library.slice_vectors(clip.clip_id)
+        spoken_here = bool(by_speech[a.event_index, a.clip_index])
+        slices, vecs = library.slice_vectors(clip.clip_id, "speech" if spoken_here else "visual")
+        query = (speech_q if spoken_here else queries)[a.event_index]  # type: ignore[index]
         windows[a.event_index] = best_window(
             np.array([s.start_s for s in slices]),
             np.array([s.end_s for s in slices]),
-            vecs @ queries[a.event_index] if len(slices) else np.zeros(0),
+            vecs @ query if len(slices) else np.zeros(0),
             clip.start_s,
             clip.end_s,
             duration,
         )
     plan = build_plan(
-        script, clips, raw, z, assignments, windows,
+        script, clips, raw, z, assignments, windows, by_speech=by_speech,
         library=library.name, encoder=library.encoder_spec, min_z=threshold,
         allow_reuse=allow_reuse, size=size, fps=fps, crossfade_s=crossfade_s,
     )

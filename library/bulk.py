@@ -1,6 +1,7 @@
 """Adding many files to a library on an executor (``rhl library add DIR --ray``).
 
-Workers probe and embed (the heavy part, models loaded once per worker); this process commits
+Workers probe, embed and transcribe (the heavy part, models loaded once per worker); this
+process commits
 what each returns through the library, as it arrives, so the catalog and its writer lock stay in
 one place and the vectors reach whatever store the library uses. A file whose source video is
 already in the library is not sent again, so an interrupted add resumes.
@@ -18,10 +19,12 @@ from typing import Any
 from indexer.encoders import Encoder, create_encoder
 from indexer.pipeline import IndexedVideo, embed_video
 from indexer.probe import probe_video, video_id_for
+from indexer.speech.models import Transcript
 from library.catalog import CLIP_MAX_S, Library, clip_id_for, embed_ranges
 from library.models import LibraryClip
 from retrieval_hl.config import Settings
 from retrieval_hl.executors import Executor, Outcome
+from retrieval_hl.speech.channel import listen
 from rhl_common.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -29,8 +32,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EmbedForLibrary:
-    """Executor work: a file path in; ``("video", IndexedVideo)`` for a video cut into shot
-    clips, or ``("clip", (VideoInfo, embed_ranges result))`` for a file that is one clip.
+    """Executor work: a file path in; ``("video", IndexedVideo, transcript)`` for a video cut
+    into shot clips, or ``("clip", (VideoInfo, embed_ranges result), transcript)`` for a file
+    that is one clip; ``transcript`` is what is said in the file (``None``: nobody speaks, or
+    speech is off or unavailable).
     """
 
     settings: Settings
@@ -42,20 +47,23 @@ class EmbedForLibrary:
         """The library's encoder, loaded on first use in each worker process."""
         return create_encoder(self.encoder_spec)
 
-    def __call__(self, path: str) -> tuple[str, Any]:
-        """Probe and embed one file the way ``Library.add_path`` would."""
+    def __call__(self, path: str) -> tuple[str, Any, Transcript | None]:
+        """Probe, embed and transcribe one file the way ``Library.add_path`` would."""
         s, info = self.settings, probe_video(path)
+        heard = listen(info, s)
+        transcript = heard[0] if heard is not None else None
         mode = self.mode
         if mode == "auto":
             mode = "clip" if info.duration_s <= CLIP_MAX_S else "video"
         if mode == "video":
             v = embed_video(info, self.encoder, window_s=s.window_s, sample_fps=s.sample_fps,
                             snap_to_shots=True, reader=s.reader)
-            return "video", IndexedVideo(v.info, v.slices, v.vectors, v.encoder_spec, v.cuts)
+            return ("video", IndexedVideo(v.info, v.slices, v.vectors, v.encoder_spec, v.cuts),
+                    transcript)
         n = info.n_frames
         ranges = embed_ranges(info, self.encoder, [(clip_id_for(info.video_id, 0, n), 0, n)],
                               window_s=s.window_s, sample_fps=s.sample_fps, reader=s.reader)
-        return "clip", (info, ranges)
+        return "clip", (info, ranges), transcript
 
 
 @dataclass(frozen=True)
@@ -112,12 +120,13 @@ def add_paths(
     def finish(o: Outcome) -> None:
         k, p = todo[o.index]
         if o.ok:
-            kind, value = o.value
+            kind, value, transcript = o.value
             if kind == "video":
-                clips = lib.add_video(p, tags=tags, category=category, link=link, video=value)
+                clips = lib.add_video(p, tags=tags, category=category, link=link, video=value,
+                                      transcript=transcript)
             else:
                 clips = lib.add_clip_file(p, tags=tags, category=category, link=link,
-                                          embedded=value)
+                                          embedded=value, transcript=transcript)
             reports[k] = AddReport(p, tuple(clips))
         else:
             log.error("%s: not added: %s", p, o.error)

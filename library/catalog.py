@@ -25,7 +25,16 @@ What a clip is depends on how it comes in:
 Each clip has point 0 (tag ``rhl:clip``): the L2-normalised mean of its slice vectors, used to
 rank clips; and points 1..n (tag ``rhl:slice``): its slices, used to pick the best stretch of a
 clip when an event asks for less than the whole clip. The store's video id is the clip id, so
-removing a clip removes all its points. Clip ids are deterministic (the source file's content id
+removing a clip removes all its points.
+
+What is said in a clip is kept too: its words (cut from the source's transcript, cached per
+file by ``indexer.speech``, retimed to the clip) in the catalog entry, and the MiniLM vectors of
+its sentences, laid on its slices (same indices, tag ``rhl:slice``), in the sibling collection
+``<collection>__speech`` of the same store. A clip's speech score for a text is its best
+sentence's cosine; ``search`` fuses both channels by reciprocal rank
+(``retrieval_hl.speech.search``), ``library.assemble`` by the larger normalised score
+(``retrieval_hl.speech.hybrid``). Adding, removing and the pending protocol below treat both
+collections alike. Clip ids are deterministic (the source file's content id
 plus the frame range), so adding the same clip twice changes nothing.
 
 Nothing is lost. Writers (add, remove) take ``L/library.lock`` and re-read the catalog under it,
@@ -57,18 +66,25 @@ from pydantic import ValidationError
 
 from indexer.decode import decode_proxy
 from indexer.encoders import Encoder, create_encoder
+from indexer.encoders.text import DEFAULT_TEXT_ENCODER, TextEncoder, create_text_encoder
 from indexer.models import Slice, VideoInfo
 from indexer.pipeline import FrameEmbedder, IndexedVideo, embed_video
 from indexer.probe import probe_video
 from indexer.slicing import pool_by_slice
+from indexer.speech.models import Transcript
+from indexer.speech.store import SpeechVectors, embed_speech, open_speech_store_beside
+from indexer.speech.windows import cut_transcript
 from indexer.stores import VectorStore, open_store
-from library.models import Catalog, ClipOrigin, LibraryClip, LibraryHit
+from library.models import Catalog, Channel, ClipOrigin, LibraryClip, LibraryHit
 from library.scoring import normalise_scores
 from library.script import normalise_label, normalise_labels
 from retrieval_hl.config import Settings
+from retrieval_hl.speech.channel import listen
+from retrieval_hl.speech.hybrid import SPEECH_MIN_COSINE
+from retrieval_hl.speech.search import fuse_ranks
 from rhl_common import faults
 from rhl_common.atomic import atomic_path, write_atomic
-from rhl_common.errors import ConfigError, StoreError, VideoOpenError
+from rhl_common.errors import ConfigError, EncoderError, StoreError, VideoOpenError
 from rhl_common.ffmpeg import run_ffmpeg
 
 log = logging.getLogger(__name__)
@@ -85,6 +101,8 @@ CLIP_MAX_S = 30.0
 VIDEO_CLIP_MAX_S = 10.0
 CATALOG_VERSION = 1
 _CJK = re.compile(r"[\u3400-\u9fff]")
+# A clip on its way in: the entry, its slices and their visual vectors, what is said on them.
+Entry = tuple[LibraryClip, Sequence[Slice], np.ndarray, SpeechVectors | None]
 
 
 def clip_id_for(source_video_id: str, start_frame: int, end_frame: int) -> str:
@@ -286,9 +304,11 @@ class Library:
         store_uri: str,
         encoder: str | Encoder | None = None,
         settings: Settings | None = None,
+        speech_store: VectorStore | None = None,
     ) -> None:
         self.root = root
         self.store = store
+        self.speech_store = speech_store
         self.store_uri = store_uri
         self.collection = getattr(store, "collection", catalog.collection)
         self.settings = settings or Settings()
@@ -387,13 +407,21 @@ class Library:
                 f"not {collection!r}"
             )
         coll = collection or catalog.collection
-        vs = open_store(
-            uri, collection=coll, create=create, **(settings or Settings()).store_options()
-        )
+        options = (settings or Settings()).store_options()
+        vs = open_store(uri, collection=coll, create=create, **options)
+        speech = None
         try:
-            lib = cls(root, vs, catalog, uri, encoder, settings)
+            try:
+                speech = open_speech_store_beside(vs, uri, coll, create=create, **options)
+            except StoreError:
+                if create:
+                    raise
+                # a read creates nothing: a library that never heard anything has no collection
+            lib = cls(root, vs, catalog, uri, encoder, settings, speech)
             lib._reconcile()
         except BaseException:
+            if speech is not None:
+                speech.close()
             vs.close()
             raise
         log.info("library %s: %d clips, vectors in %s", lib.name, len(lib), uri)
@@ -497,9 +525,15 @@ class Library:
         for cid in stray:
             log.warning("library %s: removing what an interrupted writer left of %s",
                         self.name, cid)
-            self.store.delete_video(cid)
+            self._delete_points(cid)
             self._remove_media(cid)
         self._save(pending=())
+
+    def _delete_points(self, clip_id: str) -> None:
+        """Remove a clip's vectors from both collections."""
+        self.store.delete_video(clip_id)
+        if self.speech_store is not None:
+            self.speech_store.delete_video(clip_id)
 
     def _media_file(self, clip_id: str) -> Path:
         assert self.root is not None
@@ -581,7 +615,9 @@ class Library:
         return [c for c in self._clips.values() if _matches(c, cat, want)]
 
     def close(self) -> None:
-        """Close the vector store (releases a Qdrant local folder's lock)."""
+        """Close the vector stores (releases a Qdrant local folder's lock)."""
+        if self.speech_store is not None:
+            self.speech_store.close()
         self.store.close()
 
     def __enter__(self) -> Library:
@@ -632,11 +668,14 @@ class Library:
         summary: str = "",
         link: bool = False,
         embedded: tuple[VideoInfo, dict[str, tuple[list[Slice], np.ndarray]]] | None = None,
+        transcript: Transcript | None = None,
     ) -> list[LibraryClip]:
-        """Add a whole file as one clip (its media copied in unless ``link``).
+        """Add a whole file as one clip (its media copied in unless ``link``), with what is said
+        in it (module docstring).
 
-        ``embedded`` is the file's probe and its ``embed_ranges`` over all its frames when a
-        worker has already computed them (``library.bulk``); else they are computed here.
+        ``embedded`` is the file's probe and its ``embed_ranges`` over all its frames, and
+        ``transcript`` its transcript, when a worker has already computed them
+        (``library.bulk``); else they are computed here.
 
         Returns:
             ``[clip]``, or ``[]`` when it was already in the library.
@@ -648,7 +687,7 @@ class Library:
         info = embedded[0] if embedded is not None else probe_video(path)
         return self._add_ranges(
             info, [(0, info.n_frames)], "clip", tags, category, lambda _: (summary, None), link,
-            embedded=embedded[1] if embedded is not None else None,
+            embedded=embedded[1] if embedded is not None else None, transcript=transcript,
         )
 
     def add_video(
@@ -660,13 +699,16 @@ class Library:
         max_clip_s: float = VIDEO_CLIP_MAX_S,
         link: bool = False,
         video: IndexedVideo | None = None,
+        transcript: Transcript | None = None,
     ) -> list[LibraryClip]:
         """Index a video into slices and add runs of slices inside one shot as clips.
 
-        Each clip's span is copied into the library unless ``link``.
+        Each clip's span is copied into the library unless ``link``; what is said in it is kept
+        (module docstring).
 
         A video already added this way is not decoded again. ``video`` is its ``embed_video``
-        result when a worker has already computed it (``library.bulk``).
+        result, ``transcript`` its transcript, when a worker has already computed them
+        (``library.bulk``).
 
         Returns:
             The new clips.
@@ -697,7 +739,7 @@ class Library:
             ]
             clip = self._new_clip(video.info, cid, slices, "video", tags_n, cat, "", None)
             entries.append((clip, slices, video.vectors[rows]))
-        return self._commit(entries, link)
+        return self._commit(self._with_speech(video.info, entries, transcript), link)
 
     def add_from_run(
         self,
@@ -757,6 +799,7 @@ class Library:
     def _add_ranges(
         self, info, ranges, origin: ClipOrigin, tags, category, describe, link,  # noqa: ANN001
         embedded: dict[str, tuple[list[Slice], np.ndarray]] | None = None,
+        transcript: Transcript | None = None,
     ) -> list[LibraryClip]:
         tags_n, cat = normalise_labels(tags), normalise_label(category) if category else None
         todo = []
@@ -782,7 +825,38 @@ class Library:
             summary, score = describe((a, b))
             clip = self._new_clip(info, cid, slices, origin, tags_n, cat, summary, score)
             entries.append((clip, slices, vectors))
-        return self._commit(entries, link)
+        return self._commit(self._with_speech(info, entries, transcript), link)
+
+    def _with_speech(
+        self,
+        info: VideoInfo,
+        entries: Sequence[tuple[LibraryClip, Sequence[Slice], np.ndarray]],
+        transcript: Transcript | None = None,
+    ) -> list[Entry]:
+        """Each entry with what is said in its clip: the clip's words (from ``transcript``, else
+        the source's transcript as ``retrieval_hl.speech.channel.listen`` gives it: cached, or
+        transcribed now) and their sentence vectors on its slices; ``None`` where nobody speaks.
+        """
+        if not entries:
+            return []
+        heard: tuple[Transcript, TextEncoder] | None = None
+        if transcript is not None and self.settings.speech != "off":
+            heard = transcript, create_text_encoder(DEFAULT_TEXT_ENCODER)
+        elif transcript is None:
+            heard = listen(info, self.settings)
+        if heard is None or not heard[0].has_speech:
+            return [(*e, None) for e in entries]
+        full, encoder = heard
+        out: list[Entry] = []
+        for clip, slices, vectors in entries:
+            said = cut_transcript(full, clip.start_s, clip.end_s, clip.clip_id)
+            if not said.has_speech:
+                out.append((clip, slices, vectors, None))
+                continue
+            own = cut_transcript(said, clip.start_s, clip.end_s, clip.clip_id, retime=True)
+            out.append((clip.model_copy(update={"transcript": own}), slices, vectors,
+                        embed_speech(slices, said, encoder)))
+        return out
 
     @staticmethod
     def _new_clip(
@@ -816,11 +890,10 @@ class Library:
             created_utc=datetime.now(timezone.utc),
         )
 
-    def _commit(
-        self, entries: Sequence[tuple[LibraryClip, Sequence[Slice], np.ndarray]], link: bool
-    ) -> list[LibraryClip]:
+    def _commit(self, entries: Sequence[Entry], link: bool) -> list[LibraryClip]:
         """Under the writer lock: mark the clips pending, copy their media (unless ``link``),
-        upsert their points (clip vector + slices), then record them in the catalog.
+        upsert their points (clip vector + slices; their speech vectors), then record them in
+        the catalog.
         """
         with self._writing():
             entries = [e for e in entries if e[0].clip_id not in self._clips]
@@ -833,7 +906,7 @@ class Library:
             faults.reached("library.media-copied")
             points: list[Slice] = []
             vectors: list[np.ndarray] = []
-            for clip, (_, slices, vecs) in zip(clips, entries, strict=True):
+            for clip, (_, slices, vecs, _) in zip(clips, entries, strict=True):
                 points.append(
                     Slice(
                         video_id=clip.clip_id, index=0, start_frame=clip.start_frame,
@@ -847,6 +920,7 @@ class Library:
                 )
                 vectors.append(np.asarray(vecs, dtype=np.float32))
             self.store.upsert(points, np.concatenate(vectors), self.encoder.spec)
+            self._upsert_speech([(clip, e[3]) for clip, e in zip(clips, entries, strict=True)])
             faults.reached("library.vectors-upserted")
             self.encoder_spec = self.encoder.spec
             for clip in clips:
@@ -854,6 +928,19 @@ class Library:
             self._save(pending=())
         log.info("library %s: added %d clip(s), %d in all", self.name, len(clips), len(self))
         return clips
+
+    def _upsert_speech(self, said: Sequence[tuple[LibraryClip, SpeechVectors | None]]) -> None:
+        """Put the clips' sentence vectors into the speech collection (opened on first need)."""
+        said = [(c, sv) for c, sv in said if sv is not None and sv.slices]
+        if not said:
+            return
+        if self.speech_store is None:
+            self.speech_store = open_speech_store_beside(
+                self.store, self.store_uri, self.collection, **self.settings.store_options())
+        points = [sl.model_copy(update={"tags": (SLICE_TAG, *clip.tags)})
+                  for clip, sv in said for sl in sv.slices]
+        self.speech_store.upsert(points, np.concatenate([sv.vectors for _, sv in said]),
+                                 said[0][1].encoder_spec)
 
     def _with_media(self, clip: LibraryClip, link: bool) -> LibraryClip:
         """``clip`` with its media copied into the library (``link``: as it is, a reference)."""
@@ -891,7 +978,7 @@ class Library:
             self._save(pending=ids)  # gone from the catalog; vectors and media follow
             faults.reached("library.removal-saved")
             for cid in ids:
-                self.store.delete_video(cid)
+                self._delete_points(cid)
                 self._remove_media(cid)
             self._save(pending=())
         log.info("library %s: removed %d clip(s), %d left", self.name, len(ids), len(self))
@@ -937,9 +1024,17 @@ class Library:
             return np.zeros((0, self.store.dim or 0), dtype=np.float32)
         return np.asarray(rows, dtype=np.float32)
 
-    def slice_vectors(self, clip_id: str) -> tuple[list[Slice], np.ndarray]:
-        """A clip's slices (source frames and times) and their vectors, float32 (n, dim)."""
-        points, vecs = self.store.get_video(clip_id)
+    def slice_vectors(
+        self, clip_id: str, channel: Channel = "visual"
+    ) -> tuple[list[Slice], np.ndarray]:
+        """A clip's slices (source frames and times) and their vectors, float32 (n, dim): the
+        visual ones, or (``channel="speech"``) those of what is said on them (only slices where
+        someone speaks; none without a speech collection).
+        """
+        store = self.store if channel == "visual" else self.speech_store
+        if store is None:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        points, vecs = store.get_video(clip_id)
         keep = [k for k, p in enumerate(points) if p.index > 0]
         return [points[k] for k in keep], np.asarray(vecs, dtype=np.float32)[keep]
 
@@ -967,6 +1062,41 @@ class Library:
                     raw[i, k] = h.score_raw
         return clips, raw
 
+    def speech_encoder(self) -> TextEncoder | None:
+        """The text encoder of the speech collection, or ``None`` (with a warning when it has
+        vectors) when the library holds nothing said or the encoder is not installed.
+        """
+        if self.speech_store is None or self.speech_store.count() == 0:
+            return None
+        try:
+            return create_text_encoder(self.speech_store.encoder_spec or DEFAULT_TEXT_ENCODER)
+        except EncoderError as exc:
+            log.warning("library %s: search by what is said is off: %s", self.name, exc)
+            return None
+
+    def score_speech(
+        self, queries: np.ndarray, *, silent_as_zero: bool = False
+    ) -> tuple[list[LibraryClip], np.ndarray]:
+        """Best cosine of every query (unit vectors of :meth:`speech_encoder`) with one of each
+        clip's sentences.
+
+        Returns:
+            The clips (catalog order) and raw scores (queries x clips); NaN where nothing is
+            said in the clip (0 with ``silent_as_zero``, as the speech channel scores silence).
+        """
+        q = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        clips = list(self._clips.values())
+        raw = np.full((len(q), len(clips)), np.nan)
+        store = self.speech_store
+        if clips and len(q) and store is not None and (n := store.count()):
+            col = {c.clip_id: k for k, c in enumerate(clips)}
+            for i, hits in enumerate(store.search(q, top_k=n)):
+                for h in hits:  # best first: a clip's first hit is its best sentence
+                    k = col.get(h.slice.video_id)
+                    if k is not None and np.isnan(raw[i, k]):
+                        raw[i, k] = h.score_raw
+        return clips, np.nan_to_num(raw, nan=0.0) if silent_as_zero else raw
+
     def search_vectors(
         self,
         queries: np.ndarray,
@@ -984,18 +1114,19 @@ class Library:
             raise ConfigError(f"top_k must be at least 1, got {top_k}")
         clips, raw = self.score_clips(queries)
         z = normalise_scores(raw) if raw.size else raw
+        allowed = self._allowed(clips, category, tags)
+        return [
+            [LibraryHit(clip=clips[k], score_raw=float(raw[i, k]), score_norm=float(z[i, k]))
+             for k in _best(z[i], raw[i], allowed, top_k)]
+            for i in range(len(raw))
+        ]
+
+    def _allowed(
+        self, clips: Sequence[LibraryClip], category: str | None, tags: Sequence[str]
+    ) -> np.ndarray:
         cat = normalise_label(category) if category else None
         want = normalise_labels(tags)
-        allowed = np.array([_matches(c, cat, want) for c in clips], dtype=bool)
-        out = []
-        for i in range(len(raw)):
-            ok = np.flatnonzero(allowed & ~np.isnan(raw[i]))
-            order = ok[np.lexsort((-raw[i, ok], -z[i, ok]))][:top_k]
-            out.append([
-                LibraryHit(clip=clips[k], score_raw=float(raw[i, k]), score_norm=float(z[i, k]))
-                for k in order
-            ])
-        return out
+        return np.array([_matches(c, cat, want) for c in clips], dtype=bool)
 
     def search(
         self,
@@ -1005,20 +1136,60 @@ class Library:
         tags: Sequence[str] = (),
         top_k: int = 10,
     ) -> list[LibraryHit]:
-        """Best clips for a text query across every video in the library.
+        """Best clips for a text query across every video in the library, by what is shown
+        and by what is said.
+
+        Each channel ranks the clips the filters allow (visual: by normalised score; speech:
+        by best sentence cosine, those below the speech floor left out), and the two lists are
+        fused by reciprocal rank, the rule of ``rhl search`` (``retrieval_hl.speech.search``);
+        each hit names the channels that found it. Without a usable visual encoder the speech
+        channel answers alone (with a warning).
 
         Raises:
             ConfigError: empty text or bad ``top_k``.
-            EncoderError: the library's encoder cannot be loaded.
+            EncoderError: the library's encoder cannot be loaded and nothing said is searchable.
 
         """
         if not text.strip():
             raise ConfigError("empty search text")
+        if top_k < 1:
+            raise ConfigError(f"top_k must be at least 1, got {top_k}")
         if not self._clips:
             return []
-        warn_if_not_multilingual([text], self.encoder)
-        vec = self.encoder.encode_texts([text])
-        return self.search_vectors(vec, category=category, tags=tags, top_k=top_k)[0]
+        clips = list(self._clips.values())
+        allowed = self._allowed(clips, category, tags)
+        spoken = np.full(len(clips), np.nan)
+        if (tenc := self.speech_encoder()) is not None:
+            spoken = self.score_speech(tenc.encode_texts([text]))[1][0]
+        try:
+            warn_if_not_multilingual([text], self.encoder)
+            raw = self.score_clips(self.encoder.encode_texts([text]))[1][0]
+        except EncoderError as exc:
+            if tenc is None:
+                raise
+            log.warning("visual search off, searching what is said only: %s", exc)
+            raw = np.full(len(clips), np.nan)
+        z = normalise_scores(raw[None, :])[0]
+        heard = np.where(spoken >= SPEECH_MIN_COSINE, spoken, np.nan)
+        ranked: dict[Channel, list[int]] = {
+            "visual": [int(k) for k in _best(z, raw, allowed, top_k)],
+            "speech": [int(k) for k in _best(heard, heard, allowed, top_k)],
+        }
+
+        def score(x: float) -> float | None:
+            return None if np.isnan(x) else float(x)
+
+        return [
+            LibraryHit(clip=clips[k], score_raw=score(raw[k]), score_norm=score(z[k]),
+                       score_speech=score(spoken[k]), score_fused=fused, channels=channels)
+            for k, fused, channels in fuse_ranks(ranked)[:top_k]
+        ]
+
+
+def _best(z: np.ndarray, raw: np.ndarray, allowed: np.ndarray, top_k: int) -> np.ndarray:
+    """Positions of the ``top_k`` allowed, scored entries by ``z`` (ties by ``raw``), best first."""
+    ok = np.flatnonzero(allowed & ~np.isnan(raw))
+    return ok[np.lexsort((-raw[ok], -z[ok]))][:top_k]
 
 
 def warn_if_not_multilingual(texts: Sequence[str], encoder: Encoder) -> None:

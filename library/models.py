@@ -11,9 +11,11 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from indexer.speech.models import Transcript
 from rhl_common.models import Frozen
 
 ClipOrigin = Literal["clip", "video", "run"]
+Channel = Literal["visual", "speech"]
 
 
 class LibraryClip(Frozen):
@@ -28,6 +30,10 @@ class LibraryClip(Frozen):
     absolute once the library is open; it starts at source time ``media_start_s`` (the keyframe
     at or before ``start_s``). ``None``: the clip was added with ``--link`` and plays from
     ``source_path`` only.
+
+    ``transcript`` is what is said in the clip: the words of its source's transcript within its
+    span, on the clip's own time line (0 = ``start_s``); ``None`` where nobody speaks or speech
+    was off when it was added.
     """
 
     clip_id: str = Field(min_length=1)
@@ -50,6 +56,7 @@ class LibraryClip(Frozen):
     created_utc: datetime
     media_path: str | None = None
     media_start_s: float = Field(default=0.0, ge=0)
+    transcript: Transcript | None = None
 
     @model_validator(mode="after")
     def _check_order(self) -> LibraryClip:
@@ -81,11 +88,18 @@ class Catalog(Frozen):
 
 
 class LibraryHit(Frozen):
-    """A clip scored against one query: raw cosine and the library-normalised score."""
+    """A clip scored against one query: the visual channel's raw cosine and library-normalised
+    score (``None`` when the visual encoder could not run), and for a text search what is said:
+    the best cosine of one of the clip's sentences (``score_speech``), the reciprocal-rank fusion
+    of both channels (``score_fused``) and the ``channels`` whose list holds the clip.
+    """
 
     clip: LibraryClip
-    score_raw: float
-    score_norm: float
+    score_raw: float | None
+    score_norm: float | None
+    score_speech: float | None = None
+    score_fused: float | None = None
+    channels: tuple[Channel, ...] = ("visual",)
 
 
 class ScriptStep(Frozen):
@@ -112,7 +126,9 @@ class Script(Frozen):
 
 
 class PlanStep(Frozen):
-    """One cut of the assembled edit: a source range placed at ``out_start_s`` in the output.
+    """One cut of the assembled edit: a source range placed at ``out_start_s`` in the output;
+    ``channel`` says what matched its event (what is shown, or what is said), ``score_raw`` is
+    that channel's cosine and ``score_norm`` its library-normalised score.
 
     Frames and times are the source's; the cut is taken from ``media_path`` (the library's copy,
     which starts at source time ``media_start_s``) when there is one, else from ``source_path``.
@@ -133,6 +149,7 @@ class PlanStep(Frozen):
     out_end_s: float
     score_raw: float
     score_norm: float
+    channel: Channel = "visual"
 
     @model_validator(mode="after")
     def _check_order(self) -> PlanStep:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Callable, Sequence
@@ -224,12 +225,27 @@ def find_highlights(
 ) -> Highlight:
     """Describe, retrieve, merge and deduplicate: the highlights of an indexed video, by meaning.
 
-    The describer is ``describer`` if given, else ``default_describer(settings, prompt)``.
+    The describer is ``describer`` if given, else ``default_describer(settings, prompt)``. What
+    is said (``settings.speech``) is matched too, as ``highlight_video`` does: each description
+    is scored by both channels, fused per slice (``retrieval_hl.speech.hybrid``), no segment
+    starts or ends mid-word, and the transcript is kept (captions).
+
+    Raises:
+        EncoderError: the encoder's weights cannot be had.
+        SpeechError: ``speech="on"`` and the whisper model is unavailable.
     """
+    from retrieval_hl.speech.channel import open_speech_channel
+    from retrieval_hl.speech.hybrid import fuse_hits
+
     s = settings or Settings()
     enc = encoder or create_encoder(video.encoder_spec or s.encoder)
     descriptions, _, hits = _describe(video, describer or default_describer(s, prompt), enc)
+    speech = open_speech_channel(video.info, video.slices, s)
+    if speech is not None:
+        hits = fuse_hits(hits, speech.hits(descriptions))
     segments = _segments_from_hits(video.slices, hits, descriptions, s, video.info)
+    if speech is not None:
+        segments = speech.snap(segments, video.info, hits)
     _log_result(video.info, segments)
     match = _match_matrix(video.slices, hits, len(descriptions))
     return Highlight(
@@ -242,6 +258,7 @@ def find_highlights(
         order=s.order,
         track=_score_track(video.slices, None, match.max(axis=1), s.threshold_z,
                            "best description match (z)", semantic=match),
+        transcript=speech.transcript if speech is not None else None,
     )
 
 
@@ -450,6 +467,7 @@ def highlight_video(
     from retrieval_hl.signals.meter import SAMPLE_FPS, SignalMeter, measure_signals_and_cuts
     from retrieval_hl.speech.channel import open_speech_channel, prompt_descriptions
     from retrieval_hl.speech.hybrid import fuse_hits
+    from retrieval_hl.speech.rate import words_per_second
 
     s = settings or Settings()
     request = parse_request(prompt) if prompt else None
@@ -508,6 +526,8 @@ def highlight_video(
         hits, query_vectors, slices = [], None, fine
     grid = video.slices if video is not None else tuple(make_slices(info, s.window_s, cuts or ()))
     speech = open_speech_channel(info, grid, s, progress=speech_progress)
+    if speech is not None and not vlm_only:  # what is said, as a query-free signal
+        sig = dataclasses.replace(sig, speech_rate=words_per_second(speech.transcript.words, fine))
     if query and enc is None and speech is None and answer is None:
         raise EncoderError(
             "--prompt needs CLIP weights or speech in the video, and neither is available here "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from indexer.probe import probe_video
 from indexer.speech import sentences_of, speech_unavailable, transcribe_video
 from indexer.speech import transcribe as tr
 from rhl_common.errors import SpeechError
-from tests.conftest import make_narration_video
+from tests.conftest import ffmpeg, make_narration_video
 
 SENTENCES = [
     "The city council approved a new budget for public schools.",
@@ -351,3 +352,149 @@ def test_caption_cues_follow_the_output_time_line() -> None:
     assert all(a.end_s <= b.start_s + 1e-9 for a, b in zip(cues[1:], cues[2:], strict=False))
     assert caption_cues(hl, [(0.0, 3.0), (3.0, 8.2)], describe_silence=False)[0].text != (
         "a quiet bit")
+
+
+# -- the clip library keeps what is said -----------------------------------------------------
+
+LIB_SETTINGS = {"window_s": 1.0, "sample_fps": 4.0}
+# Paraphrases of SENTENCES[1] (clip "home") and SENTENCES[2] (clip "news"), none of their words.
+PARAPHRASE_1 = "a pet that figured out how a door works"
+
+
+@pytest.fixture(scope="module")
+def spoken_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("spoken-clips")
+    out = {}
+    for name, sentences in (("home", SENTENCES[:2]), ("news", SENTENCES[2:4])):
+        make_narration_video(d / f"{name}.mp4", sentences, gap_s=0.8, lead_s=0.5)
+        out[name] = d / f"{name}.mp4"
+    # The same test pattern as the narrations: the random-weight visual channel cannot tell
+    # the clips apart, so what is said decides.
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=4", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", str(d / "silent.mp4"))
+    out["silent"] = d / "silent.mp4"
+    return out
+
+
+def _library(location: str):  # noqa: ANN202
+    from library.catalog import Library
+    from retrieval_hl.config import Settings
+    from tests.conftest import TINY
+
+    return Library.open(location, encoder=TINY, settings=Settings(encoder=TINY, **LIB_SETTINGS))
+
+
+@needs_speech
+@pytest.mark.parametrize("kind", ["faiss", "qdrant"])
+def test_library_clips_keep_their_words_and_are_found_by_them(spoken_clips, tmp_path, kind):
+    from library.assemble import plan_assembly
+    from library.models import Script, ScriptStep
+
+    loc = str(tmp_path / "lib") if kind == "faiss" else f"qdrant:{tmp_path / 'qlib'}"
+    lib = _library(loc)
+    try:
+        ids = {n: lib.add_clip_file(p, tags=[n])[0].clip_id for n, p in spoken_clips.items()}
+        home = lib.get(ids["home"])
+        assert home.transcript is not None and "kitchen door" in home.transcript.text.lower()
+        assert "weekend" not in home.transcript.text.lower()  # the other clip's words
+        words = home.transcript.words
+        assert words[0].start_s >= 0 and words[-1].end_s <= home.duration_s + 1e-6
+        assert lib.get(ids["silent"]).transcript is None
+        n_home = lib.speech_store.count(ids["home"])
+        assert n_home > 0 and lib.speech_store.count(ids["silent"]) == 0
+        assert lib.add_clip_file(spoken_clips["home"]) == []  # re-add: nothing changes
+        assert lib.speech_store.count(ids["home"]) == n_home
+
+        hits = lib.search(PARAPHRASE_1)
+        assert hits[0].clip.clip_id == ids["home"] and "speech" in hits[0].channels
+        assert hits[0].score_speech > 0.3
+        assert all("speech" not in h.channels for h in hits if h.clip.clip_id == ids["silent"])
+
+        script = Script(steps=(ScriptStep(text=PARAPHRASE_3),
+                               ScriptStep(text=PARAPHRASE_1, duration_s=2.0)))
+        plan = plan_assembly(script, lib)
+        assert [(s.clip_id, s.channel) for s in plan.steps] == [
+            (ids["news"], "speech"), (ids["home"], "speech")]
+        # The 2 s stretch of "home" is where the cat sentence (its second) is said.
+        cat = lib.get(ids["home"]).transcript
+        said = [w for w in cat.words if "cat" in w.text.lower()][0]
+        step = plan.steps[1]
+        assert step.start_s - home.start_s <= said.start_s + 0.5 <= step.end_s - home.start_s + 1
+
+        assert lib.remove([ids["home"]]) == 1
+        assert lib.speech_store.count(ids["home"]) == 0
+        assert all(h.clip.clip_id != ids["home"] for h in lib.search(PARAPHRASE_1))
+    finally:
+        lib.close()
+
+
+@needs_speech
+def test_bulk_add_and_cli_search_and_assemble_by_what_is_said(spoken_clips, tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from library.bulk import add_paths
+    from retrieval_hl.cli.main import cli
+    from retrieval_hl.executors.local import LocalExecutor
+
+    lib = _library(str(tmp_path / "lib"))
+    with lib:
+        reports = add_paths(lib, [spoken_clips["home"], spoken_clips["news"]],
+                            LocalExecutor(isolate=False))
+        assert all(len(r.clips) == 1 and r.clips[0].transcript is not None for r in reports)
+    ids = {n: r.clips[0].clip_id for n, r in zip(("home", "news"), reports, strict=True)}
+
+    def run(*args: str) -> str:
+        res = CliRunner().invoke(cli, ["-q", *args, "--library", str(tmp_path / "lib")],
+                                 catch_exceptions=False)
+        assert res.exit_code == 0, res.output + res.stderr
+        return res.stdout
+
+    rows = [json.loads(x) for x in run("library", "search", PARAPHRASE_3, "--json").splitlines()]
+    assert rows[0]["clip_id"] == ids["news"] and "speech" in rows[0]["channels"]
+    script = tmp_path / "story.txt"
+    script.write_text(f"{PARAPHRASE_1}\n")
+    out = json.loads(run("assemble", str(script), "--out", str(tmp_path / "edit.mp4"),
+                         "--no-render", "--json"))
+    plan = json.loads(Path(out["plan"]).read_text())
+    assert [(s["clip_id"], s["channel"]) for s in plan["steps"]] == [(ids["home"], "speech")]
+
+
+@needs_speech
+def test_find_highlights_uses_what_is_said(narration, tmp_path) -> None:
+    from retrieval_hl.config import load_settings
+    from retrieval_hl.pipeline import find_highlights, index_video
+    from tests.conftest import TINY
+
+    path, spans = narration
+    s = load_settings(store=str(tmp_path / "store"), encoder=TINY, budget="none",
+                      window_s=1.0)
+    video = index_video(path, settings=s)
+    hl = find_highlights(video, prompt=PARAPHRASE_3, settings=s)
+    assert hl.transcript is not None and "weekend" in hl.transcript.text.lower()
+    # The visual channel is random here: the sentence is found, whatever noise joins it.
+    a, b = spans[2]
+    assert max(min(g.end_s, b) - max(g.start_s, a) for g in hl.segments) >= 0.8 * (b - a)
+    assert _words_at([t for g in hl.segments for t in (g.start_s, g.end_s)],
+                     hl.transcript.words) == []
+
+
+def test_words_per_second_counts_each_word_in_its_slice() -> None:
+    from indexer.models import Slice
+    from indexer.speech.models import Word
+    from retrieval_hl.select.events import Weights, fuse_signals
+    from retrieval_hl.signals.meter import SliceSignals
+    from retrieval_hl.speech.rate import words_per_second
+
+    slices = [Slice(video_id="v", index=k, start_frame=10 * k, end_frame=10 * k + 10,
+                    start_s=float(k), end_s=float(k + 1)) for k in range(6)]
+    # three words in slice 1, one straddling 3|4 (its middle in 4), none elsewhere
+    words = [Word(text=" a", start_s=1.0, end_s=1.2), Word(text=" b", start_s=1.3, end_s=1.5),
+             Word(text=" c", start_s=1.6, end_s=1.9), Word(text=" d", start_s=3.8, end_s=4.4)]
+    rate = words_per_second(words, slices)
+    assert rate.tolist() == [0.0, 3.0, 0.0, 0.0, 1.0, 0.0]
+    sig = dataclasses.replace(SliceSignals.zeros(6), speech_rate=rate)
+    assert not fuse_signals(sig).any()  # off by default
+    lifted = fuse_signals(sig, Weights(speech_rate=1.0))
+    assert lifted.argmax() == 1 and lifted[4] > 0 and lifted[0] == 0

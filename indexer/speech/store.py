@@ -20,7 +20,7 @@ from indexer.encoders.text import TextEncoder
 from indexer.models import Slice
 from indexer.speech.models import Transcript
 from indexer.speech.windows import sentences_of, slice_texts
-from indexer.stores import DEFAULT_COLLECTION, VectorStore, open_store
+from indexer.stores import DEFAULT_COLLECTION, VectorStore, open_store, store_class
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,26 @@ def open_speech_store(
         StoreError: as :func:`indexer.stores.open_store`.
     """
     return open_store(uri, speech_collection(collection), **options)
+
+
+def open_speech_store_beside(
+    store: VectorStore, uri: str, collection: str = DEFAULT_COLLECTION, **options: Any
+) -> VectorStore:
+    """The speech collection beside an open visual ``store`` (``uri``, ``collection``), for a
+    holder that keeps both open: a Qdrant store lends its client (a local folder admits one
+    client at a time), any other store opens its own as :func:`open_speech_store` does.
+
+    Raises:
+        StoreError: as :func:`indexer.stores.open_store`.
+    """
+    if store.name == "qdrant":
+        return store_class("qdrant")(
+            store.client,  # type: ignore[attr-defined]
+            speech_collection(collection),
+            shards=options.get("shards"),
+            replicas=options.get("replicas"),
+        )
+    return open_speech_store(uri, collection, **options)
 
 
 @dataclass(frozen=True)

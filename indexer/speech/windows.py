@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from indexer.models import Slice
-from indexer.speech.models import Sentence, Transcript, Word
+from indexer.speech.models import Sentence, SpeechSegment, Transcript, Word
 
 _END = re.compile(r"[.!?。！？…]['\"”’)]*$")
 MAX_PAUSE_S = 0.8
@@ -51,6 +51,32 @@ def sentences_of(
                 start = k + 1
         base += len(words)
     return [s for s in out if s.text]
+
+
+def cut_transcript(
+    transcript: Transcript, start_s: float, end_s: float, video_id: str, *, retime: bool = False
+) -> Transcript:
+    """The words of ``transcript`` said within ``[start_s, end_s)`` (a word belongs to the span
+    holding its middle), as the transcript of ``video_id``; with ``retime``, on a time line that
+    starts at ``start_s`` (times clamped to the span).
+    """
+    shift = start_s if retime else 0.0
+    top = end_s - shift
+
+    def moved(w: Word) -> Word:
+        a = min(max(w.start_s - shift, 0.0), top)
+        return w.model_copy(update={"start_s": a, "end_s": min(max(w.end_s - shift, a), top)})
+
+    segments = []
+    for seg in transcript.segments:
+        words = [moved(w) for w in seg.words if start_s <= (w.start_s + w.end_s) / 2 < end_s]
+        if words:
+            segments.append(SpeechSegment(start_s=words[0].start_s, end_s=words[-1].end_s,
+                                          text=join_words(words), words=tuple(words)))
+    return transcript.model_copy(update={
+        "video_id": video_id, "audio_duration_s": max(end_s - start_s, 0.0) if retime else
+        transcript.audio_duration_s, "segments": tuple(segments),
+    })
 
 
 def slice_texts(

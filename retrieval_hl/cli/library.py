@@ -149,18 +149,32 @@ def list_clips(ctx, category, tags, library_path, store, collection, encoder,
 @click.pass_context
 def search(ctx, text, category, tags, top_k, library_path, store, collection, encoder,
            as_json) -> None:  # noqa: ANN001
-    """Search every clip of the library for TEXT (z = score normalised over the library)."""
+    """Search every clip of the library for TEXT, by what is shown and by what is said
+    (z = visual score normalised over the library, said = best sentence's cosine; the two
+    rankings fused by reciprocal rank, as `rhl search` does).
+    """
     with _open(ctx, library_path, store, collection, encoder) as lib:
         hits = lib.search(text, category=category, tags=_split_tags(tags), top_k=top_k)
+
+    def num(x: float | None, fmt: str) -> str:
+        return "-" if x is None else format(x, fmt)
+
     for h in hits:
         if as_json:
-            click.echo(json.dumps({"clip_id": h.clip.clip_id, "score_norm": round(h.score_norm, 4),
-                                   "score_raw": round(h.score_raw, 4),
-                                   "source_path": h.clip.source_path, "start_s": h.clip.start_s,
-                                   "end_s": h.clip.end_s, "category": h.clip.category,
-                                   "tags": list(h.clip.tags), "summary": h.clip.summary}))
+            click.echo(json.dumps({
+                "clip_id": h.clip.clip_id, "channels": list(h.channels),
+                "score_fused": round(h.score_fused or 0.0, 6),
+                **{k: None if v is None else round(v, 4) for k, v in (
+                    ("score_norm", h.score_norm), ("score_raw", h.score_raw),
+                    ("score_speech", h.score_speech))},
+                "source_path": h.clip.source_path, "start_s": h.clip.start_s,
+                "end_s": h.clip.end_s, "category": h.clip.category, "tags": list(h.clip.tags),
+                "summary": h.clip.summary,
+            }))
         else:
-            click.echo(f"z={h.score_norm:6.2f}  cos={h.score_raw:.4f}  {_clip_row(h.clip)}")
+            click.echo(f"{'+'.join(h.channels):13s} z={num(h.score_norm, '6.2f')}  "
+                       f"cos={num(h.score_raw, '.4f')}  said={num(h.score_speech, '.3f')}  "
+                       f"{_clip_row(h.clip)}")
 
 
 @library.command("rm")
@@ -286,7 +300,7 @@ def assemble(ctx, script, library_path, store, collection, encoder, out_path, pl
         return
     for s in plan.steps:
         click.echo(f"{s.out_start_s:7.2f}-{s.out_end_s:7.2f}s  z={s.score_norm:5.2f}  "
-                   f"{s.clip_id}  {s.text}")
+                   f"{s.channel:6s}  {s.clip_id}  {s.text}")
     for m in plan.missed:
         click.echo(f"  missed event {m.event_index + 1} {m.text!r}: {m.reason}")
     click.echo(f"{len(plan.steps)} cuts, {plan.duration_s:.1f} s, {len(plan.missed)} missed -> "

@@ -87,6 +87,7 @@ MIN_SCALE: dict[str, float] = {
     "sharpness": 0.15,  # log(1 + Laplacian variance)
     "exposure": 0.05,  # penalty 0-1
     "semantic": 0.25,  # query z-score
+    "speech_rate": 0.5,  # words per second
 }
 
 # Segment length bounds of the query-free events (the Settings defaults are these).
@@ -118,6 +119,9 @@ class Weights(Frozen):
     faces: float = Field(0.2, ge=0)
     people: float = Field(0.2, ge=0)
     semantic: float = Field(1.0, ge=0)
+    # Off by default: where someone talks throughout (a vlog, commentary) it is flat and adds
+    # nothing; in mostly silent footage it would make any remark an event (see issue 13).
+    speech_rate: float = Field(0.0, ge=0)
     blur_penalty: float = Field(0.5, ge=0)
     exposure_penalty: float = Field(0.5, ge=0)
     quality_gate_z: float = Field(1.5, ge=0)
@@ -184,6 +188,7 @@ def fuse_signals(
         (w.shot_density, sig.shot_density, "shot_density"),
         (w.faces, sig.faces, "faces"),
         (w.people, sig.people, "people"),
+        (w.speech_rate, sig.speech_rate, "speech_rate"),
     ]
     if semantic is not None:
         sem = np.asarray(semantic, dtype=np.float64)

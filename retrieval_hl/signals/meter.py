@@ -27,6 +27,9 @@ Signals, each with its unit:
   close the subject is (evidence for labels; not fused).
 - ``camera_motion`` (grey levels): how much of the raw frame-to-frame difference the camera's own
   motion explains (raw minus residual difference): a pan, a follow or a shake.
+- ``speech_rate`` (words per second): words of the video's transcript whose middle falls in the
+  slice, per second (``retrieval_hl.speech.rate``): speech presence and pace; 0 where nobody
+  speaks, and all zeros (ignored by the fusion) without a transcript.
 - ``sharpness`` (grey levels squared): median variance of the Laplacian, ~240 px grey proxy.
 - ``exposure`` (penalty 0-1, higher is worse): the larger of the clipped-pixel fraction and the
   distance of the mean luma from the comfortable middle range.
@@ -65,7 +68,8 @@ DENSITY_WINDOW_S = 6.0
 CLIP_LOW, CLIP_HIGH = 5, 250
 MIN_FACE_FRAC = 1 / 20
 MIN_PERSON_FRAC = 1 / 6
-EVIDENCE = ("animals", "vehicles", "subject_size", "camera_motion")  # may be left out
+# Signals that may be left out (then zeros).
+EVIDENCE = ("animals", "vehicles", "subject_size", "camera_motion", "speech_rate")
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ class SliceSignals:
     vehicles: np.ndarray | None = None
     subject_size: np.ndarray | None = None
     camera_motion: np.ndarray | None = None
+    speech_rate: np.ndarray | None = None
 
     names: ClassVar[tuple[str, ...]] = (
         "motion",

@@ -65,15 +65,14 @@ def prompt_descriptions(prompt: str) -> list[Description]:
             for n, p in enumerate(parts)]
 
 
-def open_speech_channel(
+def listen(
     info: VideoInfo,
-    grid: Sequence[Slice],
     settings: Settings,
     *,
     progress: Callable[[float], None] | None = None,
-) -> SpeechChannel | None:
-    """Transcribe ``info`` (or take its cached transcript), embed what is said on ``grid`` and
-    store it beside the visual vectors (the store's ``__speech`` collection).
+) -> tuple[Transcript, TextEncoder] | None:
+    """What is said in ``info`` (its cached transcript, or transcribed now) and the text encoder
+    that embeds it, as ``settings.speech`` asks.
 
     Returns ``None`` when speech is off, when nobody speaks, or (``speech="auto"``) when the
     models are not installed, which is said in one warning line.
@@ -97,12 +96,33 @@ def open_speech_channel(
         if not transcript.has_speech:
             log.info("%s: nobody speaks; speech channel off", info.video_id)
             return None
-        encoder = create_text_encoder(DEFAULT_TEXT_ENCODER)
+        return transcript, create_text_encoder(DEFAULT_TEXT_ENCODER)
     except (SpeechError, EncoderError) as exc:
         if settings.speech == "on":
             raise
         log.warning("speech channel off: %s", exc)
         return None
+
+
+def open_speech_channel(
+    info: VideoInfo,
+    grid: Sequence[Slice],
+    settings: Settings,
+    *,
+    progress: Callable[[float], None] | None = None,
+) -> SpeechChannel | None:
+    """Transcribe ``info`` (or take its cached transcript, see :func:`listen`), embed what is
+    said on ``grid`` and store it beside the visual vectors (the store's ``__speech``
+    collection). ``None`` where :func:`listen` gives nothing.
+
+    Raises:
+        SpeechError: ``speech="on"`` and the whisper model is unavailable.
+        EncoderError: ``speech="on"`` and the MiniLM weights are not installed.
+    """
+    heard = listen(info, settings, progress=progress)
+    if heard is None:
+        return None
+    transcript, encoder = heard
     spoken = embed_speech(grid, transcript, encoder)
     try:
         store = open_speech_store(settings.store, **settings.store_options())

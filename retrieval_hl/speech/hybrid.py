@@ -52,15 +52,36 @@ def speech_hits(
     if spoken:
         rows = [pos[sl.index] for sl in spoken]
         raw[rows] = np.asarray(spoken_vectors, dtype=np.float32) @ q.T
-    norm = normalize_scores(raw)
-    floor = np.maximum(SPEECH_MIN_COSINE, raw.max(axis=0, keepdims=True) - SPEECH_MARGIN)
-    norm = np.where(raw < floor, np.minimum(norm, 0.0), norm)
+    norm = cap_unmatched_speech(raw, normalize_scores(raw))
     return [
         Hit(slice_index=sl.index, description_index=j, score_raw=float(raw[i, j]),
             score_norm=float(norm[i, j]), channel="speech")
         for i, sl in enumerate(grid)
         for j in range(q.shape[0])
     ]
+
+
+def cap_unmatched_speech(raw: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``z`` with every speech score that is no match capped at 0: a cosine in ``raw`` below
+    :data:`SPEECH_MIN_COSINE`, or more than :data:`SPEECH_MARGIN` below its query's best.
+
+    Args:
+        raw: Speech cosines, (items, queries); NaN = not scored (stays as it is).
+        z: Their normalised scores, same shape.
+    """
+    raw = np.asarray(raw, dtype=np.float64)
+    best = np.max(np.where(np.isnan(raw), -np.inf, raw), axis=0, keepdims=True)
+    floor = np.maximum(SPEECH_MIN_COSINE, best - SPEECH_MARGIN)
+    return np.where(raw < floor, np.minimum(z, 0.0), z)
+
+
+def fuse_scores(visual: np.ndarray, speech: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The rule of :func:`fuse_hits` on score arrays of one shape: the larger normalised score
+    of the two channels (NaN = that channel did not score it), and where speech gave it.
+    """
+    visual, speech = np.asarray(visual, np.float64), np.asarray(speech, np.float64)
+    by_speech = ~np.isnan(speech) & (np.isnan(visual) | (speech > visual))
+    return np.where(by_speech, speech, visual), by_speech
 
 
 def fuse_hits(visual: Sequence[Hit], speech: Sequence[Hit]) -> list[Hit]:

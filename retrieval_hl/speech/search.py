@@ -3,14 +3,17 @@
 Fusion rule across videos: reciprocal-rank fusion. CLIP and MiniLM cosines live on different
 scales, so each channel's ranked list contributes ``1 / (RRF_K + rank)`` to a slice (rank from
 1, ``RRF_K = 60`` as in Cormack et al. 2009); a slice both channels find ranks above one only
-one finds. Each result names the channels that found it.
+one finds. Each result names the channels that found it. A speech cosine below
+:data:`~retrieval_hl.speech.hybrid.SPEECH_MIN_COSINE` is no match (the rule of
+:mod:`retrieval_hl.speech.hybrid`) and is not listed. ``rhl library search`` ranks clips by the
+same rule (:func:`fuse_ranks`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Literal, TypeVar
 
 from indexer.encoders import create_encoder
 from indexer.encoders.text import DEFAULT_TEXT_ENCODER, create_text_encoder
@@ -18,6 +21,7 @@ from indexer.models import Slice
 from indexer.speech.store import open_speech_store
 from indexer.stores import SearchHit, open_store
 from retrieval_hl.config import Settings
+from retrieval_hl.speech.hybrid import SPEECH_MIN_COSINE
 from rhl_common.errors import EncoderError, StoreError
 from rhl_common.models import Frozen
 
@@ -25,6 +29,22 @@ log = logging.getLogger(__name__)
 
 RRF_K = 60
 Channel = Literal["visual", "speech"]
+K = TypeVar("K", bound=Hashable)
+
+
+def fuse_ranks(ranked: Mapping[Channel, Sequence[K]]) -> list[tuple[K, float, tuple[Channel, ...]]]:
+    """Reciprocal-rank fusion (module docstring) of each channel's best-first list of keys.
+
+    Returns:
+        Every key with its fused score and the channels that list it, best first (ties keep
+        the order of first appearance).
+    """
+    found: dict[K, tuple[float, tuple[Channel, ...]]] = {}
+    for channel, keys in ranked.items():
+        for rank, key in enumerate(keys, 1):
+            score, channels = found.get(key, (0.0, ()))
+            found[key] = (score + 1.0 / (RRF_K + rank), (*channels, channel))
+    return sorted(((k, sc, ch) for k, (sc, ch) in found.items()), key=lambda r: -r[1])
 
 
 class SearchResult(Frozen):
@@ -69,7 +89,8 @@ def _speech(text: str, s: Settings, top_k: int, video_id: str | None,
         except EncoderError as exc:
             log.warning("speech search off: %s", exc)
             return []
-        return db.search(enc.encode_texts([text]), top_k=top_k, video_id=video_id, tags=tags)[0]
+        hits = db.search(enc.encode_texts([text]), top_k=top_k, video_id=video_id, tags=tags)[0]
+        return [h for h in hits if h.score_raw >= SPEECH_MIN_COSINE]
     finally:
         db.close()
 
@@ -99,14 +120,19 @@ def search_text(
             raise
         shown = []
     lists: dict[Channel, list[SearchHit]] = {"visual": shown, "speech": spoken or []}
-    found: dict[tuple[str, int, int], dict] = {}
+    by_key: dict[tuple[str, int, int], dict[Channel, SearchHit]] = {}
     for channel, hits in lists.items():
-        for rank, h in enumerate(hits, 1):
-            key = (h.slice.video_id, h.slice.start_frame, h.slice.end_frame)
-            row = found.setdefault(key, {"slice": h.slice, "score_fused": 0.0, "channels": ()})
-            row["score_fused"] += 1.0 / (RRF_K + rank)
-            row["channels"] += (channel,)
-            row[f"score_{channel}"] = h.score_raw
-    rows = sorted(found.values(), key=lambda r: -r["score_fused"])[:top_k]
-    return [SearchResult(**r) for r in rows]
-
+        for h in hits:
+            by_key.setdefault((h.slice.video_id, h.slice.start_frame, h.slice.end_frame),
+                              {})[channel] = h
+    ranked = {c: [(h.slice.video_id, h.slice.start_frame, h.slice.end_frame) for h in hits]
+              for c, hits in lists.items()}
+    out = []
+    for key, fused, channels in fuse_ranks(ranked)[:top_k]:
+        found = by_key[key]
+        out.append(SearchResult(
+            slice=next(iter(found.values())).slice, score_fused=fused, channels=channels,
+            score_visual=found["visual"].score_raw if "visual" in found else None,
+            score_speech=found["speech"].score_raw if "speech" in found else None,
+        ))
+    return out
