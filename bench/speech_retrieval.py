@@ -25,6 +25,7 @@ import argparse
 import logging
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -134,10 +135,19 @@ def norm_words(text: str) -> list[str]:
 
 def ffmpeg_null_s(path: Path) -> float:
     """Seconds for ffmpeg to decode ``path`` to nothing (the reference)."""
+    return timed_child([ffmpeg_binary(), "-v", "error", "-i", str(path), "-f", "null", "-"])[0]
+
+
+def timed_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Run ``cmd``; its wall seconds and CPU seconds (user + system, with its children): CPU
+    time is steadier than wall time on a shared machine.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    subprocess.run([ffmpeg_binary(), "-v", "error", "-i", str(path), "-f", "null", "-"],
-                   check=True)
-    return time.perf_counter() - t
+    subprocess.run(cmd, check=True, env=env)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def transcription_speed(path: Path, label: str) -> None:
@@ -289,28 +299,28 @@ def long_run(work: Path, filler: Path, minutes: float, gap_s: float) -> None:
     print(f"\nlong narration: {info.duration_s:.1f} s, {info.width_px}x{info.height_px} "
           f"@ {info.fps:g} fps over {filler.name} (looped), {n_spoken} sentences, "
           f"{talk:.0f} s of speech (built in {time.perf_counter() - t:.0f} s)")
-    ref = ffmpeg_null_s(long)
-    print(f"  ffmpeg -f null: {ref:.1f} s")
+    ref, ref_cpu = timed_child([ffmpeg_binary(), "-v", "error", "-i", str(long), "-f", "null",
+                                "-"])
+    print(f"  ffmpeg -f null: {ref:.1f} s wall, {ref_cpu:.1f} CPU s")
     cache = work / "long-cache"
     env = {**os.environ, "PYTHONPATH": str(REPO), "RHL_CACHE_DIR": str(cache)}
     for label in ("cold (transcribes)", "warm (transcript cached)"):
         cmd = [sys.executable, "-m", "retrieval_hl", "-q", "highlight", str(long), "--store",
                str(work / "long-store"), "--out", str(work / "long-run")]
-        t = time.perf_counter()
-        subprocess.run(cmd, check=True, env=env)
-        dt = time.perf_counter() - t
-        print(f"  `rhl highlight` {label}: {dt:.1f} s = {dt / ref:.1f}x ffmpeg -f null, "
-              f"{dt / info.duration_s:.3f}x real time")
+        dt, cpu = timed_child(cmd, env)
+        print(f"  `rhl highlight` {label}: {dt:.1f} s wall = {dt / ref:.1f}x ffmpeg -f null "
+              f"({dt / info.duration_s:.3f}x real time); {cpu:.1f} CPU s = "
+              f"{cpu / ref_cpu:.1f}x ffmpeg's CPU")
     # Where the time goes: the same job in this process, profiled, transcript cache cold.
     os.environ["RHL_CACHE_DIR"] = str(work / "long-cache-profile")
     s = load_settings(store=str(work / "long-store-profile"))
     prof = cProfile.Profile()
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     prof.enable()
     hl = highlight_video(long, settings=s)
     export_highlights(hl, work / "long-run-profile", settings=s)
     prof.disable()
-    total = time.perf_counter() - t
+    total, cpu = time.perf_counter() - t, time.process_time() - c
     stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     stages = {
         "probe": "probe_video",
@@ -325,8 +335,9 @@ def long_run(work: Path, filler: Path, minutes: float, gap_s: float) -> None:
         "snap cuts to words": "snap_segments",
         "export + render": "export_highlights",
     }
-    print(f"  where the time goes (in-process, cold transcript, {total:.1f} s in all; "
-          f"encoder {hl.encoder}, {len(hl.segments)} segments):")
+    print(f"  where the time goes (in-process, cold transcript, {total:.1f} s wall in all, "
+          f"{cpu:.1f} CPU s of this process; encoder {hl.encoder}, {len(hl.segments)} "
+          f"segments; wall time per stage):")
     for label, fn in stages.items():
         cum = max((v[3] for (f, _, name), v in stats.items()
                    if name == fn and "site-packages" not in f), default=0.0)

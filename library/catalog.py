@@ -25,7 +25,8 @@ What a clip is depends on how it comes in:
 Each clip has point 0 (tag ``rhl:clip``): the L2-normalised mean of its slice vectors, used to
 rank clips; and points 1..n (tag ``rhl:slice``): its slices, used to pick the best stretch of a
 clip when an event asks for less than the whole clip. The store's video id is the clip id, so
-removing a clip removes all its points.
+removing a clip removes all its points. Clip ids are deterministic (the source file's content
+id plus the frame range), so adding the same clip twice changes nothing.
 
 What is said in a clip is kept too: its words (cut from the source's transcript, cached per
 file by ``indexer.speech``, retimed to the clip) in the catalog entry, and the MiniLM vectors of
@@ -34,8 +35,7 @@ its sentences, laid on its slices (same indices, tag ``rhl:slice``), in the sibl
 sentence's cosine; ``search`` fuses both channels by reciprocal rank
 (``retrieval_hl.speech.search``), ``library.assemble`` by the larger normalised score
 (``retrieval_hl.speech.hybrid``). Adding, removing and the pending protocol below treat both
-collections alike. Clip ids are deterministic (the source file's content id
-plus the frame range), so adding the same clip twice changes nothing.
+collections alike.
 
 Nothing is lost. Writers (add, remove) take ``L/library.lock`` and re-read the catalog under it,
 so two

@@ -39,6 +39,7 @@ SIGNAL_LABELS: dict[str, tuple[str, str]] = {
     "people": ("people", "fraction"),
     "sharpness": ("sharpness", "Laplacian var"),
     "exposure": ("exposure penalty", "0-1"),
+    "speech_rate": ("speech", "words per s"),
 }
 SEGMENT_COLOURS = ("#f28e2b", "#4e79a7", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948")
 THUMB_WIDTH_PX = 360

@@ -120,19 +120,17 @@ def search_text(
             raise
         shown = []
     lists: dict[Channel, list[SearchHit]] = {"visual": shown, "speech": spoken or []}
-    by_key: dict[tuple[str, int, int], dict[Channel, SearchHit]] = {}
-    for channel, hits in lists.items():
-        for h in hits:
-            by_key.setdefault((h.slice.video_id, h.slice.start_frame, h.slice.end_frame),
-                              {})[channel] = h
-    ranked = {c: [(h.slice.video_id, h.slice.start_frame, h.slice.end_frame) for h in hits]
-              for c, hits in lists.items()}
+
+    def key(h: SearchHit) -> tuple[str, int, int]:
+        return h.slice.video_id, h.slice.start_frame, h.slice.end_frame
+
+    found = {(c, key(h)): h for c, hits in lists.items() for h in hits}
     out = []
-    for key, fused, channels in fuse_ranks(ranked)[:top_k]:
-        found = by_key[key]
+    for k, fused, channels in fuse_ranks({c: [key(h) for h in hits]
+                                          for c, hits in lists.items()})[:top_k]:
+        scores = {c: found[c, k].score_raw for c in channels}
         out.append(SearchResult(
-            slice=next(iter(found.values())).slice, score_fused=fused, channels=channels,
-            score_visual=found["visual"].score_raw if "visual" in found else None,
-            score_speech=found["speech"].score_raw if "speech" in found else None,
+            slice=found[channels[0], k].slice, score_fused=fused, channels=channels,
+            score_visual=scores.get("visual"), score_speech=scores.get("speech"),
         ))
     return out
