@@ -120,7 +120,7 @@ class Weights(Frozen):
     people: float = Field(0.2, ge=0)
     semantic: float = Field(1.0, ge=0)
     # Off by default: where someone talks throughout (a vlog, commentary) it is flat and adds
-    # nothing; in mostly silent footage it would make any remark an event (see issue 13).
+    # nothing; in mostly silent footage any remark becomes the event (bench/speech_signal.py).
     speech_rate: float = Field(0.0, ge=0)
     blur_penalty: float = Field(0.5, ge=0)
     exposure_penalty: float = Field(0.5, ge=0)
