@@ -749,7 +749,8 @@ class Library:
         category: str | None = None,
         link: bool = False,
     ) -> list[LibraryClip]:
-        """Add the segments of a ``rhl highlight`` run as clips (spans copied in unless ``link``).
+        """Add the segments of a ``rhl highlight`` run as clips (spans copied in unless ``link``),
+        with what is said in them (from the run's transcript when it kept one).
 
         Args:
             run: The run directory (holding ``highlights.json``) or the JSON file itself.
@@ -794,7 +795,8 @@ class Library:
         if cat is None:
             domains = {m[2] for m in meta.values()}
             cat = domains.pop() if len(domains) == 1 else None
-        return self._add_ranges(info, ranges, "run", tags, cat, describe, link)
+        return self._add_ranges(info, ranges, "run", tags, cat, describe, link,
+                                transcript=hl.transcript)
 
     def _add_ranges(
         self, info, ranges, origin: ClipOrigin, tags, category, describe, link,  # noqa: ANN001
