@@ -73,10 +73,9 @@ def cut_transcript(
         if words:
             segments.append(SpeechSegment(start_s=words[0].start_s, end_s=words[-1].end_s,
                                           text=join_words(words), words=tuple(words)))
-    return transcript.model_copy(update={
-        "video_id": video_id, "audio_duration_s": max(end_s - start_s, 0.0) if retime else
-        transcript.audio_duration_s, "segments": tuple(segments),
-    })
+    duration = max(end_s - start_s, 0.0) if retime else transcript.audio_duration_s
+    return transcript.model_copy(update={"video_id": video_id, "audio_duration_s": duration,
+                                         "segments": tuple(segments)})
 
 
 def slice_texts(
