@@ -498,3 +498,20 @@ def test_words_per_second_counts_each_word_in_its_slice() -> None:
     assert not fuse_signals(sig).any()  # off by default
     lifted = fuse_signals(sig, Weights(speech_rate=1.0))
     assert lifted.argmax() == 1 and lifted[4] > 0 and lifted[0] == 0
+
+
+def test_cut_transcript_keeps_the_words_of_a_span_and_retimes_them() -> None:
+    from indexer.speech.models import SpeechSegment, Transcript, Word
+    from indexer.speech.windows import cut_transcript
+
+    words = [Word(text=f" w{k}", start_s=k, end_s=k + 0.8) for k in range(6)]
+    t = Transcript(video_id="src", model="m", audio_duration_s=6.0, language="en",
+                   segments=(SpeechSegment(start_s=0, end_s=5.8, text="", words=tuple(words)),))
+    # w1 (1.0-1.8, middle 1.4) is in, w3 (middle 3.4) is out of [1.3, 3.2)
+    cut = cut_transcript(t, 1.3, 3.2, "clip")
+    assert [w.text for w in cut.words] == [" w1", " w2"] and cut.video_id == "clip"
+    assert cut.segments[0].text == "w1 w2" and cut.words[0].start_s == 1.0
+    own = cut_transcript(t, 1.3, 3.2, "clip", retime=True)
+    assert [(w.start_s, round(w.end_s, 6)) for w in own.words] == [(0.0, 0.5), (0.7, 1.5)]
+    assert own.audio_duration_s == pytest.approx(1.9) and own.language == "en"
+    assert not cut_transcript(t, 6.5, 9.0, "clip").has_speech
