@@ -600,6 +600,7 @@ def highlight_video(
             max_gap_s=s.max_gap_s, budget_s=budget_s, allow_empty=s.allow_empty,
             # the main job: every clip long enough to watch
             min_clip_s=None if s.allow_empty else max(s.min_len_s, s.min_clip_s),
+            looks=sig.looks,
         )
         segments, descriptions = _label_segments(
             segments, slices, sig, descriptions, hits, s.threshold_z

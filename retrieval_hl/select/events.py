@@ -33,12 +33,27 @@ Events (whole, from onset to settle)
 
 Standing out ("nothing here" calibrated)
     An event's strength is its sustained contrast: the best mean contrast over a window of
-    ``min_len_s``, so one noisy slice cannot carry it. It *stands out* when that is at least
-    ``STAND_OUT`` robust spreads (a normal variable passes 3 sigmas once in ~740 draws: ordinary
-    variation, sustained over two seconds, almost never does). As the spread is at least
-    ``MIN_FUSED_SCALE``, that is also a lift of at least 1.5 signal-z units. No absolute level is
-    involved: continuous walking, traffic or swaying trees set their own spread and stay inside
-    it.
+    ``min_len_s``, so one noisy slice cannot carry it. Ordinary footage has events too (a car
+    passes, someone walks by, a box rides the conveyor) and they *recur*: the video shows the
+    same view again and again. A highlight is something it shows once. So an event stands out
+    when either
+
+    - it shows a **new look** and lifts at least ``NEW_LOOK_FRACTION`` of ``STAND_OUT`` robust
+      spreads: nothing in the video more than ``LOOK_MARGIN_S`` outside the event looks like it,
+      i.e. every other slice's Lab thumbnail (``signals.meter.look_of``) differs from the event's
+      most novel slice by at least ``NEW_LOOK_LAB`` levels in most of its cells
+      (``look_novelty``). A vehicle or a person crossing a fixed view changes a few cells of a
+      16x9 thumbnail; a different place, subject or camera changes most of them;
+    - or it is the video's **only event** (no other event is even half as strong) and sustains
+      ``STAND_OUT`` robust spreads: with nothing else happening there is nothing for it to recur
+      among (a normal variable passes 3 sigmas once in ~740 draws: ordinary variation, sustained
+      over two seconds, almost never does). Two or more events of the same look are what the
+      video ordinarily does: a car passing, someone walking by.
+
+    Without looks (``looks=None``) an event stands out on ``STAND_OUT`` alone. As the spread is at
+    least ``MIN_FUSED_SCALE``, the lift is always at least 1 signal-z unit. No absolute activity
+    level is involved: continuous walking, traffic or swaying trees set their own spread, and
+    their events look like the rest of the video.
 
 Choice and budget
     Every event that stands out is kept, strongest first, until ``budget_s`` is spent (an event
@@ -98,6 +113,14 @@ MAX_LEN_S = 20.0
 STAND_OUT = 3.0
 SETTLE = 1.0
 SETTLE_FRAC = 0.25
+# A new look (see the module docstring and ``look_novelty``): the least median colour difference,
+# in OpenCV's 8-bit Lab levels, between an event and everything the video shows more than
+# LOOK_MARGIN_S outside it. Objects crossing a fixed view stay under ~11 on real footage, a cut
+# to another place or subject gives over 20; 15 is far from both (a just-noticeable difference is
+# about 2-3). Such an event needs NEW_LOOK_FRACTION of the usual contrast (its look is evidence).
+NEW_LOOK_LAB = 15.0
+LOOK_MARGIN_S = 2.0
+NEW_LOOK_FRACTION = 2 / 3
 
 
 class Weights(Frozen):
@@ -360,6 +383,7 @@ def select_highlights(
     min_contrast: float = STAND_OUT,
     allow_empty: bool = True,
     min_clip_s: float | None = None,
+    looks: np.ndarray | None = None,
 ) -> list[Segment]:
     """Find the video's events and keep those that stand out, strongest first, within the budget.
 
@@ -385,6 +409,8 @@ def select_highlights(
         min_clip_s: Shortest segment kept (a shorter one is widened around its middle, not into
             a neighbour); ``None``: ``min_len_s``. The main job asks for clips long enough to
             watch.
+        looks: What each slice looks like, (n, d) in Lab levels (``SliceSignals.looks``), rows
+            as ``slices``; ``None`` judges events on contrast alone.
 
     Returns:
         Segments in chronological order.
@@ -414,7 +440,17 @@ def select_highlights(
         for e in _find_events(contrast, sustained, bounds, cut_arr, slice_frames)
     ]
     events.sort(key=lambda e: -e.contrast)
-    standing = [e for e in events if e.contrast >= min_contrast]
+    if looks is None:
+        standing = [e for e in events if e.contrast >= min_contrast]
+    else:
+        ordered_looks = np.asarray(looks, dtype=np.float32)[order]
+        mids_s = (bounds[:, 0] + bounds[:, 1]) / 2 / info.fps
+        standing = [
+            e for e in events
+            if (e.contrast >= min_contrast and not _rivals(e, events))
+            or (e.contrast >= NEW_LOOK_FRACTION * min_contrast
+                and look_novelty(ordered_looks, mids_s, e.lo, e.hi) >= NEW_LOOK_LAB)
+        ]
     rest = [e for e in events if e not in standing]
     if not allow_empty and not events:  # nothing above the ordinary level: the best stretch
         k = window_slices(ordered, min_len_s)
@@ -459,6 +495,40 @@ def select_highlights(
     if not standing and segments:
         log.warning("%s: nothing stands out; kept the best %.1f s", info.video_id, total)
     return segments
+
+
+def _rivals(e: _Event, events: Sequence[_Event]) -> int:
+    """How many other events are at least half as strong as ``e``."""
+    return sum(1 for o in events if o is not e and o.contrast >= e.contrast / 2)
+
+
+def look_novelty(
+    looks: np.ndarray, mids_s: np.ndarray, lo: int, hi: int, margin_s: float = LOOK_MARGIN_S
+) -> float:
+    """How unlike the rest of the video the slices ``[lo, hi)`` look, in Lab levels.
+
+    Two looks differ by the median over the thumbnail's cells of the colour difference (the
+    Euclidean distance in Lab) between the same cell of each: the median, so that a car or a
+    person crossing part of an unchanged view does not count, while a new place, subject or
+    camera changes most cells. For each slice of ``[lo, hi)``, the difference to its nearest
+    look-alike among the slices whose middle lies more than ``margin_s`` outside the stretch;
+    the largest of these. ``inf`` when no slice lies that far outside (nothing to compare with).
+
+    Args:
+        looks: (n, cells * 3) Lab thumbnails of the time-ordered slices (``look_of``).
+        mids_s: (n,) their middles in seconds.
+        lo: First slice of the stretch.
+        hi: One past its last slice.
+        margin_s: How far outside the stretch a look-alike must be.
+    """
+    outside = (mids_s < mids_s[lo] - margin_s) | (mids_s > mids_s[hi - 1] + margin_s)
+    if not outside.any():
+        return float("inf")
+    others = looks[outside].reshape(int(outside.sum()), -1, 3)
+    return max(
+        float(np.median(np.linalg.norm(others - row.reshape(-1, 3), axis=2), axis=1).min())
+        for row in looks[lo:hi]
+    )
 
 
 def _join(kept: Sequence[tuple[int, int, _Event]], gap_f: int, max_f: int) -> list[list]:

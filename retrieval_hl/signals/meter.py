@@ -33,6 +33,9 @@ Signals, each with its unit:
 - ``sharpness`` (grey levels squared): median variance of the Laplacian, ~240 px grey proxy.
 - ``exposure`` (penalty 0-1, higher is worse): the larger of the clipped-pixel fraction and the
   distance of the mean luma from the comfortable middle range.
+- ``looks`` (CIELAB levels, OpenCV's 8-bit scale): not a signal but what each slice looks like, a
+  ``LOOK_SIZE`` thumbnail in Lab averaged over the slice's sampled frames (``look_of``), so that
+  ``retrieval_hl.select.events`` can ask whether the video shows something like it elsewhere.
 
 Faces and people come from the detectors of ``retrieval_hl.vision.detectors`` (RetinaFace and COCO
 EfficientDet-Lite0), run on ``DETECT_FPS`` frames a second. Without a detector its signal is all
@@ -70,6 +73,7 @@ MIN_FACE_FRAC = 1 / 20
 MIN_PERSON_FRAC = 1 / 6
 # Signals that may be left out (then zeros).
 EVIDENCE = ("animals", "vehicles", "subject_size", "camera_motion", "speech_rate")
+LOOK_SIZE = (16, 9)  # long x short side of the look thumbnail, in cells
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ class SliceSignals:
     subject_size: np.ndarray | None = None
     camera_motion: np.ndarray | None = None
     speech_rate: np.ndarray | None = None
+    looks: np.ndarray | None = None
+    """(n, d) Lab thumbnails, one row per slice (``look_of``); ``None`` when not measured."""
 
     names: ClassVar[tuple[str, ...]] = (
         "motion",
@@ -110,6 +116,8 @@ class SliceSignals:
     def __post_init__(self) -> None:
         n = None
         for f in fields(self):
+            if f.name == "looks":
+                continue
             value = getattr(self, f.name)
             if value is None:  # an evidence signal left out
                 value = np.zeros(len(self.motion))
@@ -121,6 +129,12 @@ class SliceSignals:
             n = len(arr)
             arr.setflags(write=False)
             object.__setattr__(self, f.name, arr)
+        if self.looks is not None:
+            looks = np.array(self.looks, dtype=np.float32)
+            if looks.ndim != 2 or len(looks) != n:
+                raise ValueError(f"looks must be ({n}, d), got shape {looks.shape}")
+            looks.setflags(write=False)
+            object.__setattr__(self, "looks", looks)
 
     def __len__(self) -> int:
         return len(self.motion)
@@ -214,6 +228,19 @@ def exposure_penalty(grey: np.ndarray) -> float:
     return min(1.0, max(clipped, offset))
 
 
+def look_of(rgb: np.ndarray) -> np.ndarray:
+    """What a frame looks like, coarsely: its ``LOOK_SIZE`` area-averaged thumbnail (long side
+    along the frame's long side) in CIELAB, flattened to float32. Lab, so that a difference of
+    one level means about the same visible change in any colour.
+    """
+    import cv2
+
+    long_px, short_px = LOOK_SIZE
+    size = (long_px, short_px) if rgb.shape[1] >= rgb.shape[0] else (short_px, long_px)
+    thumb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(thumb, cv2.COLOR_RGB2LAB).astype(np.float32).ravel()
+
+
 def sharpness_of(grey: np.ndarray) -> float:
     """Variance of the Laplacian of a grey frame: low means blurry (or flat)."""
     import cv2
@@ -282,6 +309,24 @@ def _reduce(
         elif fill_nearest:
             mid = (starts[i] + ends[i]) / 2
             out[i] = values[int(np.argmin(np.abs(idx - mid)))]
+    return out
+
+
+def _slice_looks(
+    slices_bounds: tuple[np.ndarray, np.ndarray], idx: np.ndarray, looks: np.ndarray
+) -> np.ndarray:
+    """Mean look per slice from per-frame ``looks`` (n_frames, d) at frames ``idx``; a slice
+    without a sampled frame takes its nearest frame's.
+    """
+    starts, ends = slices_bounds
+    lo = np.searchsorted(idx, starts, side="left")
+    hi = np.searchsorted(idx, ends, side="left")
+    out = np.empty((len(starts), looks.shape[1]), dtype=np.float32)
+    for i in range(len(starts)):
+        if hi[i] > lo[i]:
+            out[i] = looks[lo[i] : hi[i]].mean(axis=0)
+        else:
+            out[i] = looks[int(np.argmin(np.abs(idx - (starts[i] + ends[i]) / 2)))]
     return out
 
 
@@ -496,6 +541,7 @@ class SignalMeter:
         self._person: list[float] = []
         self._presence_rows: list[tuple[float, ...]] = []
         self._camera: list[float] = []
+        self._looks: list[np.ndarray] = []
         self._prev_small: np.ndarray | None = None
         self._t0 = time.perf_counter()
 
@@ -521,6 +567,7 @@ class SignalMeter:
             self._prev_small = small
             self._sharp.append(sharpness_of(grey))
             self._expo.append(exposure_penalty(grey))
+            self._looks.append(look_of(rgb))
             k = len(self._idx)
             row = self._presence(rgb) if k % self._detect_every == 0 else (np.nan,) * 5
             self._face.append(row[0])
@@ -594,6 +641,7 @@ class SignalMeter:
             vehicles=evidence[1],
             subject_size=evidence[2],
             camera_motion=np.nan_to_num(_slice_motion(bounds, idx, camera), nan=0.0),
+            looks=_slice_looks(bounds, idx, np.asarray(self._looks)),
         )
         log.info(
             "%s: signals for %d slices from %d frames (%d cuts, audio %s) in %.1f s",
