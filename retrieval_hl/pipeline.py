@@ -319,9 +319,10 @@ def _label_segments(
     for h in hits:
         z.setdefault(h.slice_index, np.zeros(n_desc))[h.description_index] = h.score_norm
     pos = {sl.index: k for k, sl in enumerate(slices)}
+    mids_s = [(sl.start_s + sl.end_s) / 2 for sl in slices]  # the fine slices, in time order
     out, labels = [], list(descriptions)
     for seg in segments:
-        text = describe_evidence(sig, [pos[i] for i in seg.slice_indices if i in pos])
+        text = describe_evidence(sig, [pos[i] for i in seg.slice_indices if i in pos], mids_s)
         rows = [z[i] for i in seg.slice_indices if i in z]
         if rows:
             fit = np.mean(rows, axis=0)

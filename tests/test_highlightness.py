@@ -539,3 +539,17 @@ def test_labels_say_what_was_seen():
     )
     assert describe_evidence(SliceSignals(**base), [3, 4]) == "an ordinary moment"
     assert describe_evidence(SliceSignals(**base), []) == "an ordinary moment"
+
+
+def test_labels_say_a_new_view_where_nothing_else_looks_alike():
+    from retrieval_hl.select.labels import describe_evidence
+
+    n = 20
+    base = {k: np.zeros(n) for k in SliceSignals.names}
+    looks = np.full((n, 16 * 9 * 3), 100.0)
+    looks[8:11] = 160.0  # three slices unlike the rest by 60 levels in every cell and channel
+    sig = SliceSignals(**base, looks=looks)
+    mids = np.arange(n) + 0.5
+    assert describe_evidence(sig, [8, 9, 10], mids) == "a new view"
+    assert describe_evidence(sig, [2, 3], mids) == "an ordinary moment"
+    assert describe_evidence(sig, [8, 9, 10]) == "an ordinary moment"  # no times: not judged

@@ -10,6 +10,8 @@ the frame where it is not (presence, size):
 - motion: residual motion (camera discounted) ``FAST_Z`` robust z or more above the video's
   median is "moving fast", ``MOVING_Z`` or more "moving"; camera motion at least twice the
   video's median and ``MIN_CAMERA`` grey levels is "the camera moves";
+- look: a stretch nothing else in the video looks like (``events.look_novelty`` of at least
+  ``events.NEW_LOOK_LAB``) is "a new view";
 - sound: loudness ``LOUDER_DB`` over the video's median is "the sound gets louder", onset
   strength ``ONSET_Z`` robust z over it is "sudden sounds"; cuts ``CUTS_Z`` over: "quick cuts".
 
@@ -23,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from retrieval_hl.select.events import MIN_SCALE, robust_z
+from retrieval_hl.select.events import MIN_SCALE, NEW_LOOK_LAB, look_novelty, robust_z
 from retrieval_hl.signals.meter import SliceSignals
 
 PRESENT = 0.5  # share of the sampled frames
@@ -36,12 +38,16 @@ CUTS_Z = 2.0
 ARTICLE = {"person": "a person", "animal": "an animal", "vehicle": "a vehicle"}
 
 
-def describe_evidence(sig: SliceSignals, positions: Sequence[int]) -> str:
+def describe_evidence(
+    sig: SliceSignals, positions: Sequence[int], mids_s: Sequence[float] | None = None
+) -> str:
     """What the signals saw on the slices at ``positions`` (indices into ``sig``).
 
     Args:
         sig: The video's signals, one value per slice.
         positions: The segment's slices.
+        mids_s: The middles of ``sig``'s slices in seconds, in time order; with
+            ``sig.looks`` it lets the label say whether the segment shows "a new view".
 
     Returns:
         A short English phrase, e.g. "a person moving fast, close to the camera; the sound gets
@@ -78,6 +84,10 @@ def describe_evidence(sig: SliceSignals, positions: Sequence[int]) -> str:
     camera = np.nan_to_num(np.asarray(sig.camera_motion, dtype=np.float64))
     if mean(camera) >= max(2 * float(np.median(camera)), MIN_CAMERA):
         parts.append("the camera moves")
+    if sig.looks is not None and mids_s is not None:
+        mids = np.asarray(mids_s, dtype=np.float64)
+        if look_novelty(sig.looks, mids, int(pos.min()), int(pos.max()) + 1) >= NEW_LOOK_LAB:
+            parts.append("a new view")
     sound = []
     loud = np.asarray(sig.audio_loudness, dtype=np.float64)
     if np.isfinite(loud).any() and mean(loud) - float(np.nanmedian(loud)) >= LOUDER_DB:
