@@ -63,9 +63,9 @@ Choice and budget
     always returns something to watch) the rest of the budget goes to the next-best events
     (stretches above the ordinary level that do not stand out), never to stretches at the
     ordinary level: a budget longer than the video's events is not filled with filler. With no
-    budget, a video where nothing stands out keeps the events that lift ``STAND_OUT`` spreads
-    even though they recur (a viewer keeps both of two plays), else its single best event, and
-    one with no event at all its best sustained stretch.
+    budget it keeps, after those that stand out, the events that lift ``STAND_OUT`` spreads even
+    though they recur (a viewer keeps both of two plays); with none of either, its single best
+    event, and with no event at all its best sustained stretch.
 """
 
 from __future__ import annotations
@@ -463,7 +463,7 @@ def select_highlights(
     pool = standing
     if not allow_empty:
         recurring = [e for e in rest if e.contrast >= min_contrast]
-        pool = standing + rest if budget_s is not None else standing or recurring or rest[:1]
+        pool = standing + rest if budget_s is not None else (standing + recurring) or rest[:1]
     fps, n_frames = info.fps, bounds[-1, 1]
     min_len_f = int(round((min_len_s if min_clip_s is None else min_clip_s) * fps))
     max_len_f = int(round(max_len_s * fps))
