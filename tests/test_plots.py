@@ -10,8 +10,9 @@ from retrieval_hl.config import Settings
 from retrieval_hl.models import ScoreTrack
 from retrieval_hl.pipeline import export_highlights, highlight_video
 from retrieval_hl.render.export import load_highlight
-from retrieval_hl.render.plots import plot_contact_sheet, plot_timeline
+from retrieval_hl.render.plots import axis_label, plot_contact_sheet, plot_timeline
 from retrieval_hl.select.events import keep_level
+from retrieval_hl.signals.meter import SliceSignals
 from tests.conftest import TINY, make_video
 
 YELLOW = np.array([255, 212, 0])
@@ -98,3 +99,10 @@ def test_find_highlights_carries_a_track_without_signals(tmp_path, tiny_encoder)
     assert t.decision_score == tuple(round(max(col), 4) for col in zip(*t.semantic_z, strict=True))
     assert t.decision_threshold == s.threshold_z
     assert Image.open(plot_timeline(hl, tmp_path / "t.png")).size[0] == 1200
+
+
+def test_every_signal_panel_names_its_unit():
+    for name in SliceSignals.names:
+        label = axis_label(name)
+        assert label.endswith(")") and "()" not in label, name
+    assert axis_label("unmeasured_thing") == "unmeasured_thing"  # no empty "()"

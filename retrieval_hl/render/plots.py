@@ -40,6 +40,10 @@ SIGNAL_LABELS: dict[str, tuple[str, str]] = {
     "sharpness": ("sharpness", "Laplacian var"),
     "exposure": ("exposure penalty", "0-1"),
     "speech_rate": ("speech", "words per s"),
+    "animals": ("animals", "fraction"),
+    "vehicles": ("vehicles", "fraction"),
+    "subject_size": ("subject size", "of frame"),
+    "camera_motion": ("camera motion", "grey levels"),
 }
 SEGMENT_COLOURS = ("#f28e2b", "#4e79a7", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948")
 THUMB_WIDTH_PX = 360
@@ -97,6 +101,14 @@ def _steps(track: ScoreTrack, values: Sequence[float | None]) -> tuple[np.ndarra
     x = np.column_stack([track.start_s, track.end_s]).ravel()
     y = np.array([np.nan if v is None else v for v in values], dtype=np.float64).repeat(2)
     return x, y
+
+
+def axis_label(signal: str) -> str:
+    """The y-axis label of a signal's panel: its name over its unit in parentheses (no
+    parentheses for a signal without a known unit).
+    """
+    label, unit = SIGNAL_LABELS.get(signal, (signal, ""))
+    return f"{label}\n({unit})" if unit else label
 
 
 def _shade(ax, highlight: Highlight, label: bool) -> None:  # noqa: ANN001
@@ -192,9 +204,8 @@ def plot_timeline(highlight: Highlight, out_path: str | Path) -> Path:
     for name, values in signals.items():
         ax = axes[row]
         _shade(ax, highlight, label=False)
-        label, unit = SIGNAL_LABELS.get(name, (name, ""))
         ax.plot(*_steps(track, values), color="#1f4e79", lw=0.9)
-        ax.set_ylabel(f"{label}\n({unit})", fontsize=8, rotation=0, ha="right", va="center")
+        ax.set_ylabel(axis_label(name), fontsize=8, rotation=0, ha="right", va="center")
         ax.tick_params(axis="y", labelsize=7)
         ax.locator_params(axis="y", nbins=3)
         row += 1
