@@ -20,6 +20,7 @@ from retrieval_hl.describe.vlm import ChatClient, VLMDescriber, sample_frame_ind
 from retrieval_hl.describe.vlm_parse import parse_highlights
 from rhl_common.errors import ConfigError, VLMResponseError
 from tests.conftest import ffmpeg
+from tests.vlm_server import ChatServer, completion
 
 # --- parser -----------------------------------------------------------------------------------
 
@@ -234,61 +235,21 @@ def test_templates_format_and_state_the_contract():
 # --- HTTP client against a real local server ---------------------------------------------------
 
 
-class FakeOpenAI:
-    """A local OpenAI-compatible chat server; replies are queued as (status, body, delay_s)."""
+class FakeOpenAI(ChatServer):
+    """The chat server with queued replies (status, body, delay_s); an empty queue gives 500."""
 
     def __init__(self) -> None:
         self.replies: list[tuple[int, str, float]] = []
-        self.requests: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                outer.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "json": json.loads(body)}
-                )
-                status, text, delay = outer.replies.pop(0) if outer.replies else (500, "empty", 0)
-                time.sleep(delay)
-                data = text.encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except OSError:
-                    pass  # the client gave up (timeout test)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-        self.thread.start()
+        super().__init__()
 
     def reply(self, content: str, status: int = 200, delay_s: float = 0.0) -> None:
-        body = {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "model": "test-vlm",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content},
-                    "finish_reason": "stop",
-                }
-            ],
-        }
-        self.replies.append((status, json.dumps(body) if status == 200 else content, delay_s))
+        body = completion(content).decode() if status == 200 else content
+        self.replies.append((status, body, delay_s))
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def answer(self, body: dict) -> tuple[int, str, bytes]:
+        status, text, delay = self.replies.pop(0) if self.replies else (500, "empty", 0)
+        time.sleep(delay)
+        return status, "application/json", text.encode()
 
 
 @pytest.fixture
@@ -325,7 +286,7 @@ def test_describe_end_to_end(server, video):
     # the 3 s video is one chunk: 2-4.5 s is clamped to its end, 6-7 s lies after it: dropped
     assert [d.text for d in out] == ["a dog catches a frisbee"]
     assert (out[0].start_hint_s, out[0].end_hint_s) == (2.0, video.info.duration_s)
-    (req,) = server.requests
+    (req,) = server.received
     assert req["path"] == "/v1/chat/completions"
     assert req["headers"]["Authorization"] == "Bearer sk-test"
     payload = req["json"]
@@ -380,14 +341,14 @@ def test_api_key_from_env(server, video, monkeypatch):
     ask()
     monkeypatch.delenv("RHL_VLM_API_KEY")
     ask()
-    auth = [r["headers"]["Authorization"] for r in server.requests]
+    auth = [r["headers"]["Authorization"] for r in server.received]
     assert auth == ["Bearer sk-rhl", "Bearer sk-openai"]
 
 
 def test_no_key_no_authorization_header(server):
     server.reply("[]")
     ChatClient(server.url, "m").chat([{"role": "user", "content": "hi"}])
-    assert "Authorization" not in server.requests[0]["headers"]
+    assert "Authorization" not in server.received[0]["headers"]
 
 
 def test_retry_after_500(server):
@@ -395,7 +356,7 @@ def test_retry_after_500(server):
     server.reply(FENCED)
     client = ChatClient(server.url, "m", retry_wait_s=0)
     assert client.chat([{"role": "user", "content": "hi"}]) == FENCED
-    assert len(server.requests) == 2
+    assert len(server.received) == 2
 
 
 def test_two_500s_raise(server):
@@ -412,7 +373,7 @@ def test_401_raises_without_retry(server):
     message = str(err.value)
     assert "401" in message and server.url in message and "Invalid API key" in message
     assert "\n" not in message and "bad" not in message.replace("Invalid", "")
-    assert len(server.requests) == 1
+    assert len(server.received) == 1
 
 
 def test_error_body_cut_to_200_chars(server):
@@ -430,7 +391,7 @@ def test_timeout_retried_then_raises(server):
         ChatClient(server.url, "m", timeout_s=0.2, retry_wait_s=0).chat(
             [{"role": "user", "content": "hi"}]
         )
-    assert len(server.requests) == 2
+    assert len(server.received) == 2
     assert time.perf_counter() - t0 < 2.0
 
 

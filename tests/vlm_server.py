@@ -33,33 +33,20 @@ _FRAME = re.compile(r"^Frame \d+/\d+ at ([\d.]+) s:")
 JUNK_KINDS = ("prose", "html", "500", "outside")
 
 
-class AnnotatedVLM:
-    """The server; ``events`` maps a video id to its (start_s, end_s, description) events.
+class ChatServer:
+    """A local OpenAI-compatible chat server on a free port; a subclass's ``answer`` says what
+    each request gets.
 
-    Counters: ``requests`` (every POST, retries included), ``images`` (image parts received),
-    ``max_in_flight`` (most requests handled at once), ``junk_sent``.
+    ``received`` holds every request as {"path", "headers", "json"}; every reply waits
+    ``delay_s``; ``max_in_flight`` is the most requests handled at once.
     """
 
-    def __init__(
-        self,
-        events: dict[str, list[tuple[float, float, str]]],
-        *,
-        jitter_s: float = 0.0,
-        miss: float = 0.0,
-        junk: float = 0.0,
-        delay_s: float = 0.0,
-        seed: int = 0,
-    ) -> None:
-        self.events = events
-        self.jitter_s, self.miss, self.junk, self.delay_s, self.seed = (
-            jitter_s, miss, junk, delay_s, seed)  # fmt: skip
-        self.requests = 0
-        self.images = 0
+    delay_s: float = 0.0
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
         self.max_in_flight = 0
-        self.junk_sent = 0
-        self.prompts: list[str] = []
         self._in_flight = 0
-        self._attempts: dict[tuple[str, float], int] = {}
         self._lock = threading.Lock()
         outer = self
 
@@ -67,6 +54,8 @@ class AnnotatedVLM:
             def do_POST(self):  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with outer._lock:
+                    outer.received.append(
+                        {"path": self.path, "headers": dict(self.headers), "json": body})
                     outer._in_flight += 1
                     outer.max_in_flight = max(outer.max_in_flight, outer._in_flight)
                 try:
@@ -94,6 +83,44 @@ class AnnotatedVLM:
             target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )
         self.thread.start()
+
+    def answer(self, body: dict) -> tuple[int, str, bytes]:
+        """(status, content type, body) for one chat request."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class AnnotatedVLM(ChatServer):
+    """The annotation-answering server; ``events`` maps a video id to its (start_s, end_s,
+    description) events.
+
+    Counters besides ``ChatServer``'s: ``requests`` (every POST, retries included), ``images``
+    (image parts received), ``junk_sent``; ``prompts`` holds every prompt's first text part.
+    """
+
+    def __init__(
+        self,
+        events: dict[str, list[tuple[float, float, str]]],
+        *,
+        jitter_s: float = 0.0,
+        miss: float = 0.0,
+        junk: float = 0.0,
+        delay_s: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        self.events = events
+        self.jitter_s, self.miss, self.junk, self.delay_s, self.seed = (
+            jitter_s, miss, junk, delay_s, seed)  # fmt: skip
+        self.requests = 0
+        self.images = 0
+        self.junk_sent = 0
+        self.prompts: list[str] = []
+        self._attempts: dict[tuple[str, float], int] = {}
+        super().__init__()
 
     def answer(self, body: dict) -> tuple[int, str, bytes]:
         """(status, content type, body) for one chat request."""
@@ -127,7 +154,7 @@ class AnnotatedVLM:
                 else json.dumps({"highlights": [{"description": "nothing", "priority": 1,
                                                  "start_s": b + 500, "end_s": b + 510}]})
             )
-            return 200, "application/json", _completion(content)
+            return 200, "application/json", completion(content)
         items = []
         for start, end, text in self.events.get(video, []):
             seen = [t for t in frames if start <= a + t < end]
@@ -142,15 +169,11 @@ class AnnotatedVLM:
                 hi = min(lo + 0.2, b - a)
             items.append({"description": text, "priority": 1, "start_s": round(lo, 2),
                           "end_s": round(hi, 2)})
-        return 200, "application/json", _completion(json.dumps({"highlights": items}))
-
-    def close(self) -> None:
-        """Stop serving."""
-        self.server.shutdown()
-        self.server.server_close()
+        return 200, "application/json", completion(json.dumps({"highlights": items}))
 
 
-def _completion(content: str) -> bytes:
+def completion(content: str) -> bytes:
+    """An OpenAI chat-completion body whose one choice says ``content``."""
     return json.dumps({
         "id": "chatcmpl-annotated", "object": "chat.completion", "model": "annotated",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
