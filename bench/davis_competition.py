@@ -17,25 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from _runner import centre_crops, ffmpeg, fpr_x100, print_methods, run_batch, window_at
 
 from retrieval_hl.competition.format import VideoPrediction, load_ground_truth
 from retrieval_hl.competition.metric import evaluate_files
 from retrieval_hl.config import parse_wh
-from retrieval_hl.models import CropBox
 from retrieval_hl.reframe.window import fixed_window_size
-from rhl_common.ffmpeg import ffmpeg_binary
 
 OUT = Path(__file__).parent / "out" / "davis_comp"
 HOLD_S = 3.0
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", *args],
-                   check=True)
 
 
 def build(data: Path, ratio: tuple[int, int]) -> tuple[Path, Path, Path]:
@@ -62,10 +54,7 @@ def build(data: Path, ratio: tuple[int, int]) -> tuple[Path, Path, Path]:
         cw, ch = fixed_window_size(W, H, ratio)
         boxes = []
         for f, (x, y, w, h) in enumerate(a["subject_boxes_xywh"]):
-            cx, cy = x + w / 2, y + h / 2
-            bx = int(round(min(max(cx - cw / 2, 0), W - cw)))
-            by = int(round(min(max(cy - ch / 2, 0), H - ch)))
-            boxes.append(CropBox(frame=hold + f, x_px=bx, y_px=by, w_px=cw, h_px=ch))
+            boxes.append(window_at(hold + f, x + w / 2, y + h / 2, (W, H), (cw, ch)))
         index.append({"video_id": seq, "targetRatioWH": list(ratio)})
         gt.append(VideoPrediction.from_crop_boxes(seq, ratio, boxes).to_json_line())
     for k, seq in enumerate(sorted(ann)[:2]):  # two videos with nothing happening
@@ -81,23 +70,6 @@ def build(data: Path, ratio: tuple[int, int]) -> tuple[Path, Path, Path]:
     (OUT / "index.json").write_text(json.dumps(index))
     (OUT / "gt.jsonl").write_text("\n".join(gt) + "\n")
     return OUT / "index.json", OUT / "gt.jsonl", vids
-
-
-def centre_crops(gt_path: Path, vids: Path, ratio, oracle_extent: bool) -> Path:
-    """The kit's centre-crop baseline on every frame, or on exactly the GT frames."""
-    from indexer.probe import probe_video
-
-    out = OUT / ("centre_gt_frames.jsonl" if oracle_extent else "centre_all.jsonl")
-    lines = []
-    for vid, rows in load_ground_truth(gt_path).items():
-        info = probe_video(vids / f"{vid}.mp4", vid)
-        cw, ch = fixed_window_size(info.width_px, info.height_px, ratio)
-        x, y = (info.width_px - cw) // 2, (info.height_px - ch) // 2
-        frames = [r.frame for r in rows.rows] if oracle_extent else range(info.n_frames)
-        boxes = [CropBox(frame=f, x_px=x, y_px=y, w_px=cw, h_px=ch) for f in frames]
-        lines.append(VideoPrediction.from_crop_boxes(vid, ratio, boxes).to_json_line())
-    out.write_text("\n".join(lines) + "\n")
-    return out
 
 
 def vlm_mechanism_oracle(gt_path: Path, vids: Path, ratio, every: int = 15) -> Path:
@@ -121,10 +93,9 @@ def vlm_mechanism_oracle(gt_path: Path, vids: Path, ratio, every: int = 15) -> P
             keys = np.unique(np.r_[np.arange(0, frames.size, every), frames.size - 1])
             px = np.interp(frames, frames[keys], cx[keys])
             py = np.interp(frames, frames[keys], cy[keys])
+            frame_wh = (info.width_px, info.height_px)
             for f, x, y in zip(frames.tolist(), px, py, strict=True):
-                bx = int(round(min(max(x - cw / 2, 0), info.width_px - cw)))
-                by = int(round(min(max(y - ch / 2, 0), info.height_px - ch)))
-                boxes.append(CropBox(frame=f, x_px=bx, y_px=by, w_px=cw, h_px=ch))
+                boxes.append(window_at(f, x, y, frame_wh, (cw, ch)))
         lines.append(VideoPrediction.from_crop_boxes(vid, ratio, boxes).to_json_line())
     out.write_text("\n".join(lines) + "\n")
     return out
@@ -140,25 +111,16 @@ def main() -> None:
     ratio = parse_wh(args.ratio)
     index, gt, vids = build(Path(args.data), ratio)
     pred = OUT / "ours.jsonl"
-    cmd = [sys.executable, "-m", "retrieval_hl", "-q", "batch", str(index), "--videos", str(vids),
-           "--out", str(pred)]
-    if args.encoder:
-        cmd += ["--encoder", args.encoder]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    wall = time.perf_counter() - t0
+    cmd, wall = run_batch(index, vids, pred, *(["--encoder", args.encoder] if args.encoder else []))
     rows = {
         "ours (rhl batch)": evaluate_files(gt, pred),
-        "centre crop, every frame": evaluate_files(gt, centre_crops(gt, vids, ratio, False)),
-        "centre crop, GT frames (oracle)": evaluate_files(gt, centre_crops(gt, vids, ratio, True)),
+        "centre crop, every frame": evaluate_files(gt, centre_crops(gt, vids, OUT, False)),
+        "centre crop, GT frames (oracle)": evaluate_files(gt, centre_crops(gt, vids, OUT, True)),
         "VLM baseline, oracle answers": evaluate_files(gt, vlm_mechanism_oracle(gt, vids, ratio)),
     }
     print(f"command: {' '.join(cmd)}  ({wall:.1f} s)")
     print(rows["ours (rhl batch)"].to_table())
-    print(f"\n{'method':34s} {'F x100':>7s} {'P x100':>7s} {'R x100':>7s}")
-    for name, r in rows.items():
-        print(f"{name:34s} {r.mean_f_x100:7.2f} {r.mean_precision_x100:7.2f} "
-              f"{r.mean_recall_x100:7.2f}")
+    print_methods({name: fpr_x100(r) for name, r in rows.items()}, 34)
 
 
 if __name__ == "__main__":

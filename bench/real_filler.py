@@ -26,18 +26,15 @@ import argparse
 import hashlib
 import json
 import subprocess
-import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from _runner import RHL, centre_crops, ffmpeg, fpr_x100, print_methods, run_batch, window_at
 
 from retrieval_hl.competition.format import VideoPrediction, load_ground_truth, load_predictions
 from retrieval_hl.competition.metric import evaluate_files
-from retrieval_hl.models import CropBox
 from retrieval_hl.reframe.window import fixed_window_size
-from rhl_common.ffmpeg import ffmpeg_binary
 
 OUT = Path(__file__).parent / "out" / "real_filler"
 FPS = 24
@@ -79,11 +76,6 @@ ITEMS = (
     Item("p_doorway_breakdance", DOORWAY, 0, 30, (("breakdance", 16.7),), portrait=True),
     Item("p_conveyor_none", CONVEYOR, 5, 30, portrait=True),
 )
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y", *args],
-                   check=True)
 
 
 def has_audio(path: Path) -> bool:
@@ -165,10 +157,7 @@ def build_item(item: Item, data: Path, vids: Path) -> tuple[dict, str]:
         else:
             boxes = [tuple(b) for b in ann[seq]["subject_boxes_xywh"]]
         for f, (x, y, w, h) in enumerate(boxes):
-            cx, cy = x + w / 2, y + h / 2
-            bx = int(round(min(max(cx - cw / 2, 0), W - cw)))
-            by = int(round(min(max(cy - ch / 2, 0), H - ch)))
-            rows.append(CropBox(frame=a + f, x_px=bx, y_px=by, w_px=cw, h_px=ch))
+            rows.append(window_at(a + f, x + w / 2, y + h / 2, (W, H), (cw, ch)))
     entry = {"video_id": item.video_id, "targetRatioWH": list(ratio)}
     return entry, VideoPrediction.from_crop_boxes(item.video_id, ratio, rows).to_json_line()
 
@@ -191,24 +180,6 @@ def build(data: Path, items: tuple[Item, ...]) -> tuple[Path, Path, Path]:
     (OUT / "index.json").write_text(json.dumps(index))
     (OUT / "gt.jsonl").write_text("\n".join(gt) + "\n")
     return OUT / "index.json", OUT / "gt.jsonl", vids
-
-
-def centre_crops(gt_path: Path, vids: Path, oracle_extent: bool) -> Path:
-    """A centre crop on every frame, or on exactly the true frames."""
-    from indexer.probe import probe_video
-
-    out = OUT / ("centre_gt_frames.jsonl" if oracle_extent else "centre_all.jsonl")
-    lines = []
-    for vid, rows in load_ground_truth(gt_path).items():
-        info = probe_video(vids / f"{vid}.mp4", vid)
-        ratio = rows.ratio_wh
-        cw, ch = fixed_window_size(info.width_px, info.height_px, ratio)
-        x, y = (info.width_px - cw) // 2, (info.height_px - ch) // 2
-        frames = [r.frame for r in rows.rows] if oracle_extent else range(info.n_frames)
-        boxes = [CropBox(frame=f, x_px=x, y_px=y, w_px=cw, h_px=ch) for f in frames]
-        lines.append(VideoPrediction.from_crop_boxes(vid, ratio, boxes).to_json_line())
-    out.write_text("\n".join(lines) + "\n")
-    return out
 
 
 def runs(frames: list[int]) -> str:
@@ -244,17 +215,13 @@ def main() -> None:
         gt.write_text("".join(x + "\n" for x in lines if json.loads(x)["video_id"] in ids))
     pred = index.parent / "ours.jsonl"
     pred.unlink(missing_ok=True)
-    rhl = [sys.executable, "-m", "retrieval_hl"]
-    cmd = [*rhl, "-q", "batch", str(index), "--videos", str(vids), "--out", str(pred)]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    wall = time.perf_counter() - t0
-    ev = subprocess.run([*rhl, "eval", str(gt), str(pred), "--videos", str(vids), "--json"],
+    cmd, wall = run_batch(index, vids, pred)
+    ev = subprocess.run([*RHL, "eval", str(gt), str(pred), "--videos", str(vids), "--json"],
                         check=True, capture_output=True, text=True).stdout
     ours = json.loads(ev)
     rows = {
-        "centre crop, every frame": evaluate_files(gt, centre_crops(gt, vids, False)),
-        "centre crop, true frames": evaluate_files(gt, centre_crops(gt, vids, True)),
+        "centre crop, every frame": evaluate_files(gt, centre_crops(gt, vids, OUT, False)),
+        "centre crop, true frames": evaluate_files(gt, centre_crops(gt, vids, OUT, True)),
     }
     truth, got = load_ground_truth(gt), load_predictions(pred)
     print(f"command: {' '.join(cmd[1:])}  ({wall:.1f} s)")
@@ -265,13 +232,10 @@ def main() -> None:
         p = runs([r.frame for r in got[vid].rows]) if vid in got else "-"
         print(f"{vid:22s} {100 * v['f']:5.1f} {100 * v['precision']:5.1f} "
               f"{100 * v['recall']:5.1f}  {t:24s} {p}")
-    print(f"\n{'method':28s} {'F x100':>7s} {'P x100':>7s} {'R x100':>7s}")
     p = 100 * np.mean([v["precision"] for v in ours["videos"]])
     r = 100 * np.mean([v["recall"] for v in ours["videos"]])
-    print(f"{'ours (rhl batch, rhl eval)':28s} {ours['mean_f_x100']:7.2f} {p:7.2f} {r:7.2f}")
-    for name, rep in rows.items():
-        print(f"{name:28s} {rep.mean_f_x100:7.2f} {rep.mean_precision_x100:7.2f} "
-              f"{rep.mean_recall_x100:7.2f}")
+    methods = {"ours (rhl batch, rhl eval)": (ours["mean_f_x100"], p, r)}
+    print_methods(methods | {name: fpr_x100(rep) for name, rep in rows.items()}, 28)
 
 
 if __name__ == "__main__":
