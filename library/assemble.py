@@ -47,7 +47,13 @@ from library.models import AssemblyPlan, LibraryClip, MissedEvent, PlanStep, Scr
 from library.scoring import default_min_z, normalise_scores
 from library.script import normalise_label, normalise_labels
 from retrieval_hl.render.export import srt_timestamp
-from retrieval_hl.render.renderer import DEFAULT_LOUDNESS_LUFS, Cut, music_file, render_cuts
+from retrieval_hl.render.renderer import (
+    DEFAULT_LOUDNESS_LUFS,
+    Cut,
+    join_fade_s,
+    music_file,
+    render_cuts,
+)
 from retrieval_hl.speech.hybrid import cap_unmatched_speech, fuse_scores
 from rhl_common.atomic import write_atomic
 from rhl_common.errors import ConfigError, EncoderError, RenderError
@@ -218,10 +224,7 @@ def build_plan(
         n_out = max(1, math.floor((end_s - start_s) * out_fps + 1e-6))
         start_frame = min(max(round(start_s * clip.fps), clip.start_frame), clip.end_frame - 1)
         cuts.append((a, clip, start_frame, n_out / out_fps))
-    fade = 0.0
-    if crossfade_s > 0 and len(cuts) > 1:
-        fade = min(crossfade_s, *(d / 2 for *_, d in cuts))
-        fade = math.floor(fade * out_fps) / out_fps
+    fade = math.floor(join_fade_s(crossfade_s, [d for *_, d in cuts]) * out_fps) / out_fps
     steps, t = [], 0.0
     for pos, (a, clip, start_frame, dur) in enumerate(cuts):
         start = start_frame / clip.fps

@@ -97,6 +97,15 @@ def output_timeline(
     return out
 
 
+def join_fade_s(crossfade_s: float, durations_s: Sequence[float]) -> float:
+    """The transition the cuts are joined with: ``crossfade_s`` shortened to half the shortest
+    cut; 0 (hard cuts) for fewer than two cuts.
+    """
+    if crossfade_s <= 0 or len(durations_s) < 2:
+        return 0.0
+    return min(crossfade_s, *(d / 2 for d in durations_s))
+
+
 def ffmpeg_file(path: str | Path) -> str:
     """``path`` as ffmpeg (and PyAV) should be given it: absolute, so never read as a protocol."""
     return str(Path(path).absolute())
@@ -145,9 +154,7 @@ def render_cuts(
     if transition not in TRANSITIONS:
         raise ConfigError(f"unknown transition {transition!r}; choose from "
                           f"{', '.join(TRANSITIONS)}")
-    fade = 0.0
-    if crossfade_s > 0 and len(cuts) > 1:
-        fade = min(crossfade_s, *(c.duration_s / 2 for c in cuts))
+    fade = join_fade_s(crossfade_s, [c.duration_s for c in cuts])
     if music is not None and not audio:  # the music needs a track; the cuts' part is silence
         audio, cuts = True, [c.model_copy(update={"has_audio": False}) for c in cuts]
     videos, audios = [], []
