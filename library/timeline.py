@@ -1,5 +1,6 @@
 """An assembly plan as an editor timeline (``edit.otio``): each cut references its source file
-with its exact frame range, a marker carries the event's text and the match scores.
+with its exact frame range, a marker carries the event's text and the match scores, and the cuts
+join with the plan's transition as the render joins them.
 """
 
 from __future__ import annotations
@@ -46,4 +47,6 @@ def write_plan_timelines(
         RenderError: the plan has no steps.
     """
     name = plan.script.title or Path(stem).name
-    return write_timelines(build_timeline(name, plan_clips(plan)), stem, formats)
+    timeline = build_timeline(name, plan_clips(plan), crossfade_s=plan.crossfade_s,
+                              transition=plan.transition)
+    return write_timelines(timeline, stem, formats)

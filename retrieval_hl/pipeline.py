@@ -718,7 +718,8 @@ def export_highlights(
     )
     if highlight.segments:
         timeline = build_timeline(f"{highlight.video.video_id} highlights",
-                                  highlight_clips(highlight))
+                                  highlight_clips(highlight), crossfade_s=s.crossfade_s,
+                                  transition=s.transition)
         written.update(write_timelines(timeline, Path(out_dir) / "highlights", s.timelines))
     if s.plots:
         from retrieval_hl.render.plots import write_plots

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from indexer.probe import probe_video
 from library.assemble import load_plan
+from library.timeline import write_plan_timelines
 from retrieval_hl.config import Settings
 from retrieval_hl.models import Description, Highlight, Segment
 from retrieval_hl.pipeline import export_highlights
@@ -71,6 +72,47 @@ def test_highlights_otio_reads_back_frame_for_frame(clip25, tmp_path):
     assert ref.available_range.duration.to_frames() == hl.video.n_frames
 
 
+def transitions(track):
+    return [(t.name, t.transition_type, t.in_offset.to_frames(), t.out_offset.to_frames())
+            for t in track if isinstance(t, otio.schema.Transition)]
+
+
+@pytest.mark.parametrize("transition", ["crossfade", "dip"])
+def test_crossfade_is_a_transition_at_every_join(clip25, tmp_path, transition):
+    hl = make_highlight(clip25, [(13, 61), (100, 177), (180, 200)])
+    settings = Settings(render=False, plots=False, crossfade_s=0.4, transition=transition)
+    back = read_timeline(export_highlights(hl, tmp_path, settings=settings)["otio"])
+    video, audio = back.tracks
+    # 0.4 s is 10 frames at 25 fps (no more than half the shortest cut, 20 frames), from the cut
+    # on: the last 10 frames of a stretch play under the transition into the next.
+    name, kind = {"crossfade": ("crossfade", otio.schema.TransitionTypes.SMPTE_Dissolve),
+                  "dip": ("dip to black", otio.schema.TransitionTypes.Custom)}[transition]
+    assert transitions(video) == [(name, kind, 0, 10)] * 2
+    assert transitions(audio) == [("crossfade", "SMPTE_Dissolve", 0, 10)] * 2
+    assert [f[1:3] for f in clip_frames(back)] == [(13, 38), (100, 67), (180, 20)]
+    assert clip_frames(back, track=1) == clip_frames(back)
+    # The timeline lasts as long as the render: every cut, less one transition per join.
+    assert video.duration().to_frames() == audio.duration().to_frames() == 48 + 77 + 20 - 2 * 10
+    # Under the transitions each clip shows the rest of its stretch, which its marker keeps.
+    for clip, (a, b) in zip(video.find_clips(), [(13, 61), (100, 177), (180, 200)], strict=True):
+        head, tail = video.handles_of_child(clip)
+        r = clip.source_range
+        start = r.start_time.to_frames() - (head.to_frames() if head else 0)
+        end = r.end_time_exclusive().to_frames() + (tail.to_frames() if tail else 0)
+        assert (start, end) == (a, b)
+        (m,) = clip.markers
+        assert (m.marked_range.start_time.to_frames(), m.marked_range.duration.to_frames()) == (
+            a, b - a)
+
+
+def test_short_cuts_shorten_the_transition(clip25, tmp_path):
+    hl = make_highlight(clip25, [(13, 61), (100, 106)])  # 6 frames: at most 3 frames of fade
+    settings = Settings(render=False, plots=False, crossfade_s=1.0)
+    back = read_timeline(export_highlights(hl, tmp_path, settings=settings)["otio"])
+    assert transitions(back.tracks[0]) == [("crossfade", "SMPTE_Dissolve", 0, 3)]
+    assert [f[1:3] for f in clip_frames(back)] == [(13, 45), (100, 6)]
+
+
 @pytest.mark.parametrize("fmt", ["fcpxml", "xml", "edl"])
 def test_editor_formats_hold_the_same_cuts(clip25, tmp_path, fmt):
     adapter = {"fcpxml": "fcpx_xml", "xml": "fcp_xml", "edl": "cmx_3600"}[fmt]
@@ -82,6 +124,19 @@ def test_editor_formats_hold_the_same_cuts(clip25, tmp_path, fmt):
     kwargs = {"rate": 25} if fmt == "edl" else {}
     back = otio.adapters.read_from_file(str(written[fmt]), **kwargs)
     assert [f[1:3] for f in clip_frames(back)] == [(13, 48), (100, 77)]
+
+
+@pytest.mark.parametrize("fmt", ["xml", "edl"])
+def test_editor_formats_hold_the_dissolves(clip25, tmp_path, fmt):
+    adapter = {"xml": "fcp_xml", "edl": "cmx_3600"}[fmt]
+    if adapter not in ADAPTERS:
+        pytest.skip(f"OTIO adapter {adapter} not installed")
+    hl = make_highlight(clip25, [(13, 61), (100, 177)])
+    written = export_highlights(hl, tmp_path, settings=Settings(
+        render=False, plots=False, crossfade_s=0.4, timelines=(fmt,)))
+    back = otio.adapters.read_from_file(str(written[fmt]), **({"rate": 25} if fmt == "edl" else {}))
+    assert [f[1:3] for f in clip_frames(back)] == [(13, 38), (100, 77)]
+    assert [t[1:] for t in transitions(back.video_tracks()[0])] == [("SMPTE_Dissolve", 0, 10)]
 
 
 def test_odd_frame_rates_keep_the_otio_and_skip_what_cannot_hold_them(tmp_path, caplog):
@@ -151,3 +206,15 @@ def test_assemble_writes_edit_otio(tmp_path):
     assert [m.name for m in markers] == [s.text for s in plan.steps]
     assert np.allclose([m.metadata["rhl"]["score_norm"] for m in markers],
                        [s.score_norm for s in plan.steps])
+    # With the plan's dip: one transition from the cut on, at the first source's rate (red 25 fps,
+    # blue 10 fps), whose tail plays under it; the silent blue clip's gap keeps the sound in step.
+    faded = plan.model_copy(update={"crossfade_s": 0.2, "transition": "dip"})
+    back = read_timeline(write_plan_timelines(faded, tmp_path / "faded")["otio"])
+    first = rates[plan.steps[0].source_path]
+    fade = round(0.2 * first)
+    assert transitions(back.tracks[0]) == [("dip to black", "Custom_Transition", 0, fade)]
+    assert back.tracks[0][1].out_offset.rate == first
+    assert clip_frames(back) == [want[0][:2] + (want[0][2] - fade, first), want[1]]
+    assert back.tracks[0].duration() == back.tracks[1].duration()
+    assert [type(x).__name__ for x in back.tracks[1]] == (
+        ["Clip", "Transition", "Gap"] if first == 25.0 else ["Gap", "Transition", "Clip"])

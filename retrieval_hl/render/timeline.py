@@ -5,7 +5,9 @@ Each kept stretch becomes a clip that references the *source* file (an absolute 
 with its exact frame range at the source's frame rate, on a video track and, when the source has
 sound, the same on an audio track. A marker on each video clip carries the description and the
 scores (name = description, colour = priority, ``metadata["rhl"]`` = the numbers), so an editor
-opens the picks and can lengthen, reorder or drop them.
+opens the picks and can lengthen, reorder or drop them. Where the render joins the cuts with a
+crossfade or a dip to black, the timeline has a transition of the same length at each join (see
+:func:`build_timeline`).
 
 OpenTimelineIO's core reads and writes only its own ``.otio``; the other formats come from
 separate adapter packages (``otio-fcpx-xml-adapter``, ``otio-fcp-adapter``,
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
+from retrieval_hl.render.renderer import join_fade_s
 from rhl_common.atomic import write_atomic
 from rhl_common.errors import ConfigError, RenderError
 from rhl_common.models import Frozen
@@ -44,6 +47,8 @@ FORMATS: dict[str, tuple[str, str, str]] = {
     "edl": ("cmx_3600", ".edl", "otio-cmx3600-adapter"),
 }
 PRIORITY_COLOURS = {1: "RED", 2: "ORANGE", 3: "YELLOW"}
+# Render transition (``renderer.TRANSITIONS``) -> (OTIO transition name, OTIO transition type).
+TRANSITIONS = {"crossfade": ("crossfade", "SMPTE_Dissolve"), "dip": ("dip to black", "Custom")}
 
 
 class TimelineClip(Frozen):
@@ -61,6 +66,11 @@ class TimelineClip(Frozen):
     name: str = Field(min_length=1)
     priority: int = Field(default=2, ge=1, le=3)
     metadata: dict = Field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        """Length of the stretch in seconds."""
+        return (self.end_frame - self.start_frame) / self.fps
 
     @model_validator(mode="after")
     def _check_order(self) -> TimelineClip:
@@ -82,21 +92,50 @@ def _otio():  # noqa: ANN202
     return otio
 
 
-def build_timeline(name: str, clips: Sequence[TimelineClip]) -> otio.schema.Timeline:
+def build_timeline(
+    name: str,
+    clips: Sequence[TimelineClip],
+    *,
+    crossfade_s: float = 0.0,
+    transition: str = "crossfade",
+) -> otio.schema.Timeline:
     """A timeline of ``clips`` in order: a video track, and an audio track when any has sound.
+
+    With ``crossfade_s`` the clips join as the render joins them (``renderer.join_fade_s``): a
+    transition of that length at every join, ``SMPTE_Dissolve`` for a crossfade and a
+    ``Custom`` one named "dip to black" for a dip (the sound is a dissolve in both). Each
+    transition starts at its cut and overlaps the last frames of one stretch with the first of
+    the next, as the render does: a clip's range is its stretch less the tail that plays under
+    the next transition, so the timeline lasts as long as the render (and a CMX 3600 dissolve
+    holds it exactly); the marker keeps the whole stretch.
 
     Raises:
         RenderError: no clips.
+        ConfigError: an unknown transition.
     """
     if not clips:
         raise RenderError("no clips to put on a timeline")
+    if transition not in TRANSITIONS:
+        raise ConfigError(f"unknown transition {transition!r}; choose from "
+                          f"{', '.join(TRANSITIONS)}")
     otio = _otio()
     rt, tr = otio.opentime.RationalTime, otio.opentime.TimeRange
     timeline = otio.schema.Timeline(name=name)
     video = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)
     audio = otio.schema.Track(name="A1", kind=otio.schema.TrackKind.Audio)
+    fade_s = join_fade_s(crossfade_s, [c.duration_s for c in clips])
     for k, cut in enumerate(clips):
-        span = tr(rt(cut.start_frame, cut.fps), rt(cut.end_frame - cut.start_frame, cut.fps))
+        stretch = tr(rt(cut.start_frame, cut.fps), rt(cut.end_frame - cut.start_frame, cut.fps))
+        tail = round(fade_s * cut.fps) if k < len(clips) - 1 else 0  # under the next transition
+        span = tr(stretch.start_time, rt(cut.end_frame - cut.start_frame - tail, cut.fps))
+        if k and (fade := round(fade_s * clips[k - 1].fps)):
+            offsets = {"in_offset": rt(0, cut.fps), "out_offset": rt(fade, clips[k - 1].fps)}
+            name, kind = TRANSITIONS[transition]
+            video.append(otio.schema.Transition(
+                name=name, transition_type=getattr(otio.schema.TransitionTypes, kind), **offsets))
+            audio.append(otio.schema.Transition(
+                name="crossfade", transition_type=otio.schema.TransitionTypes.SMPTE_Dissolve,
+                **offsets))
 
         def clip(cut: TimelineClip = cut, span=span, k: int = k):  # noqa: ANN001, ANN202
             ref = otio.schema.ExternalReference(
@@ -108,7 +147,7 @@ def build_timeline(name: str, clips: Sequence[TimelineClip]) -> otio.schema.Time
 
         shown = clip()
         shown.markers.append(otio.schema.Marker(
-            name=cut.name, marked_range=span,
+            name=cut.name, marked_range=stretch,
             color=getattr(otio.schema.MarkerColor, PRIORITY_COLOURS[cut.priority]),
             metadata={"rhl": cut.metadata},
         ))
@@ -166,15 +205,16 @@ def write_timeline(timeline: otio.schema.Timeline, path: str | Path, fmt: str = 
                           f"{package}")
     rate = timeline.video_tracks()[0].find_clips()[0].source_range.start_time.rate
     kwargs = {"rate": rate} if adapter == "cmx_3600" else {}
+    want = [f[1:] + (rate,) for f in _frames(timeline)]
     try:
-        text = otio.adapters.write_to_string(timeline, adapter, **kwargs)
+        # A copy: an adapter may change what it writes (cmx_3600 moves clips around transitions).
+        text = otio.adapters.write_to_string(timeline.deepcopy(), adapter, **kwargs)
         back = otio.adapters.read_from_string(text, adapter, **kwargs)
     except Exception as exc:  # adapters raise anything from ValueError to their own errors
         raise RenderError(f"{fmt} cannot hold this timeline ({rate:g} fps): "
                           f"{type(exc).__name__}: {exc}") from None
     got = [(c.source_range.start_time.to_frames(), c.source_range.duration.to_frames(),
             c.source_range.start_time.rate) for c in back.video_tracks()[0].find_clips()]
-    want = [f[1:] + (rate,) for f in _frames(timeline)]
     if fmt != "otio" and (
         [g[:2] for g in got] != [w[:2] for w in want]
         or any(abs(g[2] - w[2]) > 1e-3 * w[2] for g, w in zip(got, want, strict=True))
