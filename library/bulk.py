@@ -18,12 +18,12 @@ from typing import Any
 
 from indexer.encoders import Encoder, create_encoder
 from indexer.pipeline import IndexedVideo, embed_video
-from indexer.probe import probe_video, video_id_for
+from indexer.probe import probe_video
 from indexer.speech.models import Transcript
 from library.catalog import CLIP_MAX_S, Library, clip_id_for, embed_ranges
 from library.models import LibraryClip
 from retrieval_hl.config import Settings
-from retrieval_hl.executors import Executor, Outcome
+from retrieval_hl.executors import Executor, run_files
 from retrieval_hl.speech.channel import listen
 from rhl_common.errors import ConfigError
 
@@ -101,39 +101,27 @@ def add_paths(
     if mode not in ("auto", "clip", "video"):
         raise ConfigError(f"unknown add mode {mode!r}; choose auto, clip or video")
     have = {c.source_video_id for c in lib.list()}
-    reports: dict[int, AddReport] = {}
-    todo: list[tuple[int, str]] = []
-    for k, p in enumerate(map(str, paths)):
-        try:
-            vid = video_id_for(p)
-        except OSError as exc:
-            reports[k] = AddReport(p, error=f"cannot read {p!r}: {exc.strerror}")
-            continue
-        if vid in have:
-            log.info("%s is already in library %s; not sent", p, lib.name)
-            reports[k] = AddReport(p, skipped=True)
-            if progress:
-                progress(1)
-        else:
-            todo.append((k, p))
 
-    def finish(o: Outcome) -> None:
-        k, p = todo[o.index]
-        if o.ok:
-            kind, value, transcript = o.value
-            if kind == "video":
-                clips = lib.add_video(p, tags=tags, category=category, link=link, video=value,
-                                      transcript=transcript)
-            else:
-                clips = lib.add_clip_file(p, tags=tags, category=category, link=link,
-                                          embedded=value, transcript=transcript)
-            reports[k] = AddReport(p, tuple(clips))
-        else:
-            log.error("%s: not added: %s", p, o.error)
-            reports[k] = AddReport(p, error=o.error)
-        if progress:
-            progress(1)
+    def stored(p: str, vid: str) -> AddReport | None:
+        if vid not in have:
+            return None
+        log.info("%s is already in library %s; not sent", p, lib.name)
+        return AddReport(p, skipped=True)
 
-    work = EmbedForLibrary(lib.settings, lib.encoder_spec, mode)
-    executor.run(work, [p for _, p in todo], time_limit_s=time_limit_s, done=finish)
-    return [reports[k] for k in range(len(paths))]
+    def added(p: str, value: tuple[str, Any, Transcript | None], _elapsed_s: float) -> AddReport:
+        kind, embedded, transcript = value
+        if kind == "video":
+            clips = lib.add_video(p, tags=tags, category=category, link=link, video=embedded,
+                                  transcript=transcript)
+        else:
+            clips = lib.add_clip_file(p, tags=tags, category=category, link=link,
+                                      embedded=embedded, transcript=transcript)
+        return AddReport(p, tuple(clips))
+
+    def failed(p: str, reason: str) -> AddReport:
+        log.error("%s: not added: %s", p, reason)
+        return AddReport(p, error=reason)
+
+    return run_files(paths, executor, EmbedForLibrary(lib.settings, lib.encoder_spec, mode),
+                     stored=stored, done=added, failed=failed, time_limit_s=time_limit_s,
+                     progress=progress)

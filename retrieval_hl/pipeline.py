@@ -32,7 +32,7 @@ from retrieval_hl.config import Settings, parse_budget, parse_wh
 from retrieval_hl.describe.base import Describer, StaticDescriber
 from retrieval_hl.describe.request import ParsedRequest, RequestDescriber, parse_request
 from retrieval_hl.describe.vocab import VocabDescriber
-from retrieval_hl.executors import Executor, Outcome
+from retrieval_hl.executors import Executor, run_files
 from retrieval_hl.models import Description, Highlight, Hit, ScoreTrack, Segment
 from retrieval_hl.render.export import export_highlight
 from retrieval_hl.select.dedup import (
@@ -809,45 +809,29 @@ def index_videos(
     Raises:
         StoreError: the store cannot be opened or refuses the vectors (another encoder).
     """
-    from indexer.probe import video_id_for
-
     s = settings or Settings()
     write = s.store.strip().startswith(("http://", "https://"))
     db = open_store(s.store, **s.store_options())
-    reports: dict[int, IndexReport] = {}
-    todo: list[tuple[int, str]] = []
+
+    def stored(p: str, vid: str) -> IndexReport | None:
+        if reindex or not (n := db.count(vid)):
+            return None
+        log.info("%s already indexed (%d slices); skipped", vid, n)
+        return IndexReport(p, vid, n, reused=True)
+
+    def indexed(p: str, video: IndexedVideo, elapsed_s: float) -> IndexReport:
+        if not write:
+            store_video(db, video)
+        log.info("%s: %d slices in %.1f s", video.info.video_id, len(video.slices), elapsed_s)
+        return IndexReport(p, video.info.video_id, len(video.slices))
+
+    def failed(p: str, reason: str) -> IndexReport:
+        log.error("%s: not indexed: %s", p, reason)
+        return IndexReport(p, None, error=reason)
+
+    work = IndexWork(s, write=write, reindex=reindex, tags=tuple(tags))
     try:
-        for k, p in enumerate(map(str, paths)):
-            try:
-                vid = video_id_for(p)
-            except OSError as exc:
-                reports[k] = IndexReport(p, None, error=f"cannot read {p!r}: {exc.strerror}")
-                continue
-            if not reindex and (n := db.count(vid)):
-                log.info("%s already indexed (%d slices); skipped", vid, n)
-                reports[k] = IndexReport(p, vid, n, reused=True)
-                if progress:
-                    progress(1)
-            else:
-                todo.append((k, p))
-
-        def finish(o: Outcome) -> None:
-            k, p = todo[o.index]
-            if o.ok:
-                video: IndexedVideo = o.value
-                if not write:
-                    store_video(db, video)
-                reports[k] = IndexReport(p, video.info.video_id, len(video.slices))
-                log.info("%s: %d slices in %.1f s", video.info.video_id, len(video.slices),
-                         o.elapsed_s)
-            else:
-                log.error("%s: not indexed: %s", p, o.error)
-                reports[k] = IndexReport(p, None, error=o.error)
-            if progress:
-                progress(1)
-
-        work = IndexWork(s, write=write, reindex=reindex, tags=tuple(tags))
-        executor.run(work, [p for _, p in todo], time_limit_s=time_limit_s, done=finish)
+        return run_files(paths, executor, work, stored=stored, done=indexed, failed=failed,
+                         time_limit_s=time_limit_s, progress=progress)
     finally:
         db.close()
-    return [reports[k] for k in range(len(paths))]

@@ -7,7 +7,8 @@
   (``pip install retrieval-hl[ray]``) imported only when this executor runs.
 
 The caller (``run_batch``, ``index_videos``, the library's ``add_paths``) keeps resume, ordering
-and writing; an executor only runs ``work(item)`` for each item and reports each outcome.
+and writing (for video files, with :func:`~retrieval_hl.executors.files.run_files`); an executor
+only runs ``work(item)`` for each item and reports each outcome.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from __future__ import annotations
 import importlib
 
 from retrieval_hl.executors.base import Executor, Outcome, Work, failure_reason
+from retrieval_hl.executors.files import run_files
 from rhl_common.errors import ConfigError
 
-__all__ = ["EXECUTORS", "Executor", "Outcome", "Work", "create_executor", "failure_reason"]
+__all__ = ["EXECUTORS", "Executor", "Outcome", "Work", "create_executor", "failure_reason",
+           "run_files"]
 
 # Executor name -> "module:class", imported when one of that kind is created.
 EXECUTORS: dict[str, str] = {
