@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from pydantic import ValidationError
 
 from indexer.models import VideoInfo
 from indexer.probe import probe_video
@@ -426,11 +425,7 @@ def load_plan(path: str | Path) -> AssemblyPlan:
         ConfigError: the file is missing or not a plan.
 
     """
-    try:
-        return AssemblyPlan.model_validate_json(Path(path).read_bytes())
-    except (OSError, ValidationError) as exc:
-        first = str(exc).splitlines()[0]
-        raise ConfigError(f"not a readable assembly plan {str(path)!r}: {first}") from None
+    return AssemblyPlan.from_json_file(path, "assembly plan")
 
 
 def plan_srt(plan: AssemblyPlan) -> str:

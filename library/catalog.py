@@ -62,7 +62,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from pydantic import ValidationError
 
 from indexer.decode import decode_proxy
 from indexer.encoders import Encoder, create_encoder
@@ -432,11 +431,7 @@ class Library:
         if root is None or not (root / CATALOG_NAME).exists():
             return Catalog()
         path = root / CATALOG_NAME
-        try:
-            catalog = Catalog.model_validate_json(path.read_bytes())
-        except (OSError, ValidationError) as exc:
-            first = str(exc).splitlines()[0]
-            raise ConfigError(f"not a readable library catalog {str(path)!r}: {first}") from None
+        catalog = Catalog.from_json_file(path, "library catalog")
         if catalog.format_version != CATALOG_VERSION:
             raise ConfigError(
                 f"library catalog {str(path)!r} has format version {catalog.format_version}; "

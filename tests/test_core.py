@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -188,3 +190,22 @@ def test_extend_to_min_len_stays_inside_video_and_off_neighbours():
 def test_slice_rejects_empty():
     with pytest.raises(ValueError):
         Slice(video_id="v", index=0, start_frame=5, end_frame=5, start_s=0.5, end_s=0.5)
+
+
+@pytest.mark.parametrize("content", [None, "{not json", '{"unknown": 1}'])
+def test_saved_artefacts_that_cannot_be_read_are_one_line_errors(tmp_path, content):
+    from library.assemble import load_plan
+    from library.catalog import CATALOG_NAME, Library
+    from retrieval_hl.render.export import load_highlight
+
+    readers = {"highlights file": load_highlight, "assembly plan": load_plan,
+               "library catalog": lambda p: Library.open(p.parent)}
+    for what, read in readers.items():
+        path = tmp_path / what.replace(" ", "_") / CATALOG_NAME
+        path.parent.mkdir()
+        if content is not None:
+            path.write_text(content)
+        elif what == "library catalog":
+            continue  # a folder without a catalog is a new, empty library
+        with pytest.raises(ConfigError, match=re.escape(f"not a readable {what} '{path}': ")):
+            read(path)

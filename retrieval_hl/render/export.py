@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from pydantic import ValidationError
 
 from retrieval_hl.models import Highlight
 from retrieval_hl.render.renderer import (
@@ -26,7 +25,7 @@ from retrieval_hl.render.renderer import (
     render_cuts,
 )
 from rhl_common.atomic import write_atomic
-from rhl_common.errors import ConfigError, RenderError
+from rhl_common.errors import RenderError
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +82,7 @@ def load_highlight(path: str | Path) -> Highlight:
         ConfigError: the file is missing or not a highlights file.
 
     """
-    try:
-        return Highlight.model_validate_json(Path(path).read_bytes())
-    except (OSError, ValidationError) as exc:
-        first = str(exc).splitlines()[0]
-        raise ConfigError(f"not a readable highlights file {str(path)!r}: {first}") from None
+    return Highlight.from_json_file(path, "highlights file")
 
 
 def srt_timestamp(t: float) -> str:
