@@ -66,13 +66,7 @@ class IndexEntry(Frozen):
             ConfigError: not an object, or a field is missing or of the wrong type.
 
         """
-        if not isinstance(obj, Mapping):
-            raise ConfigError(
-                f"expected an object with video_id and targetRatioWH, got {_type_name(obj)}"
-            )
-        if "video_id" not in obj:
-            raise ConfigError(f"missing 'video_id' (keys: {sorted(obj)})")
-        video_id = _parse_video_id(obj["video_id"])
+        video_id = _video_id_of(obj, "targetRatioWH")
         if "targetRatioWH" not in obj:
             raise ConfigError(f"video {video_id!r}: missing 'targetRatioWH' (keys: {sorted(obj)})")
         try:
@@ -401,7 +395,18 @@ def _parse_ratio(value: Any) -> RatioWH:
     return out[0], out[1]
 
 
-def _parse_video_id(value: Any) -> str:
+def _video_id_of(obj: Any, wants: str) -> str:
+    """The ``video_id`` of a JSON object that should also hold ``wants``.
+
+    Raises:
+        ConfigError: not an object, or its ``video_id`` is missing or not a non-empty string
+            (an integer is taken as its decimal string).
+    """
+    if not isinstance(obj, Mapping):
+        raise ConfigError(f"expected an object with video_id and {wants}, got {_type_name(obj)}")
+    if "video_id" not in obj:
+        raise ConfigError(f"missing 'video_id' (keys: {sorted(obj)})")
+    value = obj["video_id"]
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, str) or not value:
@@ -440,13 +445,7 @@ def _parse_box(value: Any) -> tuple[tuple[float, float, float] | None, str | Non
 
 def _parse_video_line(obj: Any) -> VideoRows:
     """One JSON object of a predictions file -> ``VideoRows``; ConfigError if malformed."""
-    if not isinstance(obj, Mapping):
-        raise ConfigError(
-            f"expected an object with video_id and predictions, got {_type_name(obj)}"
-        )
-    if "video_id" not in obj:
-        raise ConfigError(f"missing 'video_id' (keys: {sorted(obj)})")
-    vid = _parse_video_id(obj["video_id"])
+    vid = _video_id_of(obj, "predictions")
     rows = obj.get("predictions")
     if not isinstance(rows, list):
         got = "missing" if "predictions" not in obj else _type_name(rows)
