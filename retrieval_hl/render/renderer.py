@@ -97,6 +97,13 @@ def output_timeline(
     return out
 
 
+def check_transition(transition: str) -> None:
+    """Raise ``ConfigError`` unless ``transition`` is one of :data:`TRANSITIONS`."""
+    if transition not in TRANSITIONS:
+        raise ConfigError(f"unknown transition {transition!r}; choose from "
+                          f"{', '.join(TRANSITIONS)}")
+
+
 def join_fade_s(crossfade_s: float, durations_s: Sequence[float]) -> float:
     """The transition the cuts are joined with: ``crossfade_s`` shortened to half the shortest
     cut; 0 (hard cuts) for fewer than two cuts.
@@ -151,9 +158,7 @@ def render_cuts(
     """
     if not cuts:
         raise RenderError("no cuts to render")
-    if transition not in TRANSITIONS:
-        raise ConfigError(f"unknown transition {transition!r}; choose from "
-                          f"{', '.join(TRANSITIONS)}")
+    check_transition(transition)
     fade = join_fade_s(crossfade_s, [c.duration_s for c in cuts])
     if music is not None and not audio:  # the music needs a track; the cuts' part is silence
         audio, cuts = True, [c.model_copy(update={"has_audio": False}) for c in cuts]

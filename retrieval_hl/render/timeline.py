@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
-from retrieval_hl.render.renderer import join_fade_s
+from retrieval_hl.render.renderer import check_transition, join_fade_s
 from rhl_common.atomic import write_atomic
 from rhl_common.errors import ConfigError, RenderError
 from rhl_common.models import Frozen
@@ -115,9 +115,7 @@ def build_timeline(
     """
     if not clips:
         raise RenderError("no clips to put on a timeline")
-    if transition not in TRANSITIONS:
-        raise ConfigError(f"unknown transition {transition!r}; choose from "
-                          f"{', '.join(TRANSITIONS)}")
+    check_transition(transition)
     otio = _otio()
     rt, tr = otio.opentime.RationalTime, otio.opentime.TimeRange
     timeline = otio.schema.Timeline(name=name)
