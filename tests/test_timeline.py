@@ -16,6 +16,7 @@ from library.timeline import write_plan_timelines
 from retrieval_hl.config import Settings
 from retrieval_hl.models import Description, Highlight, Segment
 from retrieval_hl.pipeline import export_highlights
+from retrieval_hl.render import renderer, timeline
 from retrieval_hl.render.timeline import (
     TimelineClip,
     build_timeline,
@@ -158,6 +159,9 @@ def test_bad_input(clip25, tmp_path):
             name="x")
     with pytest.raises(RenderError, match="no clips"):
         build_timeline("empty", [])
+    with pytest.raises(ConfigError, match="unknown transition 'wipe'; choose from crossfade, dip"):
+        build_timeline("t", highlight_clips(hl), crossfade_s=0.2, transition="wipe")
+    assert set(timeline.TRANSITIONS) == set(renderer.TRANSITIONS)  # every render has its OTIO
     with pytest.raises(ConfigError, match="choose from otio, fcpxml, xml, edl"):
         write_timeline(build_timeline("t", highlight_clips(hl)), tmp_path / "t.avi", "avi")
     (tmp_path / "junk.otio").write_text("{not json")
