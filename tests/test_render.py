@@ -27,6 +27,8 @@ def probe(path):
 def test_output_timeline_overlaps_by_the_crossfade():
     assert output_timeline([2.0, 3.0, 1.0]) == [(0.0, 2.0), (2.0, 5.0), (5.0, 6.0)]
     assert output_timeline([2.0, 3.0, 1.0], 0.5) == [(0.0, 2.0), (1.5, 4.5), (4.0, 5.0)]
+    # the render shortens a fade to half the shortest cut; captions placed with it must follow
+    assert output_timeline([1.0, 4.0], 0.8) == [(0.0, 1.0), (0.5, 4.5)]
 
 
 def test_same_cut_twice_and_two_equal_silences(tmp_path):

@@ -87,11 +87,14 @@ def output_timeline(
 ) -> list[tuple[float, float]]:
     """Where each cut lands in the rendered video, as (start, end) seconds.
 
-    With a crossfade each cut after the first starts ``crossfade_s`` before the previous ends.
+    With a crossfade each cut after the first starts the fade the render joins them with
+    (``join_fade_s``: at most half the shortest cut) before the previous ends, so captions and
+    timelines placed with it match the rendered video.
     """
+    fade = join_fade_s(crossfade_s, durations_s)
     out, t = [], 0.0
     for k, d in enumerate(durations_s):
-        start = max(0.0, t - (crossfade_s if k else 0.0))
+        start = max(0.0, t - (fade if k else 0.0))
         out.append((start, start + d))
         t = start + d
     return out
