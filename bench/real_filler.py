@@ -1,6 +1,7 @@
 """The main dev benchmark of highlight picking: real actions inside real ordinary footage.
 
     PYTHONPATH=. .venv/bin/python bench/real_filler.py [--data ../shared/data] [--only ID,...]
+        [--crop-only]
 
 Each item is a stretch of real ordinary footage from ``../shared/data/filler/`` or ``moments/``
 (traffic with its sound, people walking a corridor, a conveyor, a person at a doorway) into which
@@ -18,6 +19,11 @@ The set is built once into ``bench/out/real_filler/`` (rebuilt when the item lis
 ``rhl batch`` and ``rhl eval`` (the competition metric) run on it, and in the same run the
 reference lines: a centre crop on every frame, and a centre crop on exactly the true frames. A
 per-item table shows the true extents beside the kept ones.
+
+``--crop-only`` isolates the framing from the picking: it grounds exactly the true frames of
+every item that has an action (``ground_frames``, as ``rhl batch`` does, without cuts since the
+true frames are one shot) and reports, per item, the competition F on those frames (the crop IoU
+alone decides it) and the mean offset of our window from the true one along each axis.
 """
 
 from __future__ import annotations
@@ -193,16 +199,55 @@ def runs(frames: list[int]) -> str:
     return " ".join(f"{a / FPS:.1f}-{b / FPS:.1f}" for a, b in zip(starts, ends, strict=True))
 
 
+def crop_only(gt_path: Path, vids: Path, ids: set[str]) -> None:
+    """Ground exactly the true frames of each item; print the crop IoU and offsets per item."""
+    import torch  # noqa: F401  (before decord, see indexer.decode)
+
+    from indexer.probe import probe_video
+    from retrieval_hl.competition.metric import iou_xyw
+    from retrieval_hl.reframe.crops import ground_frames
+
+    truth = {v: r for v, r in load_ground_truth(gt_path).items() if v in ids and r.rows}
+    lines = []
+    print(f"{'item':22s} {'IoU':>6s} {'dx mean':>8s} {'dy mean':>8s} {'|dx|':>6s} {'|dy|':>6s}")
+    for vid, rows in truth.items():
+        info = probe_video(vids / f"{vid}.mp4", vid)
+        frames = [r.frame for r in rows.rows]
+        boxes = ground_frames(info, frames, rows.ratio_wh)
+        ours = np.array([[b.x_px, b.y_px, b.w_px] for b in boxes], dtype=float)
+        true = np.array([r.box for r in rows.rows], dtype=float)
+        iou = iou_xyw(ours, true, rows.ratio_wh)
+        d = ours[:, :2] - true[:, :2]
+        print(f"{vid:22s} {iou.mean():6.3f} {d[:, 0].mean():8.1f} {d[:, 1].mean():8.1f} "
+              f"{np.abs(d[:, 0]).mean():6.1f} {np.abs(d[:, 1]).mean():6.1f}")
+        lines.append(VideoPrediction.from_crop_boxes(vid, rows.ratio_wh, boxes).to_json_line())
+    pred = OUT / "crop_only.jsonl"
+    pred.write_text("".join(x + "\n" for x in lines))
+    sub = OUT / "crop_only_gt.jsonl"
+    sub.write_text("".join(x + "\n" for x in gt_path.read_text().splitlines()
+                           if json.loads(x)["video_id"] in truth))
+    rep = evaluate_files(sub, pred)
+    centre = evaluate_files(sub, centre_crops(sub, vids, True))
+    print(f"\n{'crop on the true frames':28s} {'F x100':>7s}")
+    print(f"{'ours (ground_frames)':28s} {rep.mean_f_x100:7.2f}")
+    print(f"{'centre crop':28s} {centre.mean_f_x100:7.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
     ap.add_argument("--only", default=None, help="Comma-separated item ids (a quick subset).")
+    ap.add_argument("--crop-only", action="store_true",
+                    help="Crop the true frames only (no picking); IoU and offsets per item.")
     args = ap.parse_args()
     items = ITEMS
     if args.only:
         keep = set(args.only.split(","))
         items = tuple(i for i in ITEMS if i.video_id in keep)
     index, gt, vids = build(Path(args.data), ITEMS)
+    if args.crop_only:
+        crop_only(gt, vids, {i.video_id for i in items})
+        return
     if args.only:
         sub = OUT / "subset"
         sub.mkdir(exist_ok=True)
