@@ -91,7 +91,7 @@ def test_pick_detection_prefers_the_box_it_followed():
         [148, 12, 40, 80.0]
     ))
     assert box[0] == 150 and cue.cx == pytest.approx(170)
-    assert cue.cy == pytest.approx(10 + 0.35 * 80)
+    assert cue.cy == pytest.approx(10 + 80 / 2)  # the box centre: the subject-centred window
     assert 0 < cue.conf < 1
     # no history: a tie, and the dominance of the winner is only one half
     cue2, _ = pick_detection(det, "person", (200, 100), None, 0.6)

@@ -19,9 +19,12 @@ Cues, in fusion priority:
 
 Fusion: the first cue in that order whose confidence reaches ``STRONG_CONF`` wins; else the most
 confident cue (weighted by its priority) if any reaches ``WEAK_CONF``; else the frame centre with
-confidence 0, which the camera path treats as "no measurement". Detections compete by score, size,
-motion inside them and overlap with the one picked on the previous sample (the camera should
-keep following the same subject); a detector's confidence drops when no single detection
+confidence 0, which the camera path treats as "no measurement". A detection is aimed at its box
+centre: the task's crop is the fixed window centred on the subject's box, and that window shows
+as much of the subject as fits. A face inside the picked person's box is that person's face, so it
+aims at the person's centre (the whole subject), not at the head. Detections compete by score,
+size, motion inside them and overlap with the one picked on the previous sample (the camera
+should keep following the same subject); a detector's confidence drops when no single detection
 dominates (a crowd is not *the* subject), and detections that stay still while something else
 clearly moves count less.
 """
@@ -46,9 +49,6 @@ WEAK_CONF = 0.12
 PRIORITY_WEIGHT = {
     "face": 1.0, "person": 0.9, "object": 0.85, "text": 0.85, "motion": 0.8, "saliency": 0.5
 }
-# Where in a detection the camera aims, as a fraction of the box height from its top: a person's
-# upper body, the middle of anything else.
-AIM_FRAC = {"face": 0.5, "person": 0.35, "object": 0.5}
 SALIENCY_SIDE_PX = 64
 FOCUS_MAX_FRAC = 0.6
 # Camera flow (px per sampled frame on the motion proxy) from which a shot counts as panning.
@@ -190,8 +190,7 @@ def pick_detection(
 
     Args:
         det: Detections of one cue (``face``, ``person`` or ``object``), proxy pixels.
-        kind: The cue's name, also picks the aim point (``AIM_FRAC``) and, for faces, counts the
-            body below the face when looking for motion.
+        kind: The cue's name; for faces, the body below the face counts when looking for motion.
         frame_wh: Proxy frame (w, h).
         motion: Motion map of this frame (any size), or ``None``.
         score_full: The detector's score that counts as certain.
@@ -227,7 +226,7 @@ def pick_detection(
     # Tiny detections are unreliable and rarely the subject.
     size = float(np.clip(h / (0.06 * fh), 0.0, 1.0))
     conf = float(score[best]) * dominance * size * float(support[best])
-    cue = Cue(kind, x + w / 2.0, y + h * AIM_FRAC.get(kind, 0.5), conf)
+    cue = Cue(kind, x + w / 2.0, y + h / 2.0, conf)
     return cue, boxes[best]
 
 
@@ -309,6 +308,7 @@ class SubjectLocator:
             else:
                 out.append(pick[0])
                 self._previous[name] = pick[1]
+        out = _face_on_its_body(out, self._previous)
         if self._relevance is not None:
             cue = _text_cue(self._relevance(rgb), (pw, ph), self._focus_frac)
             if cue is not None:
@@ -354,6 +354,19 @@ class SubjectLocator:
         k = cue.conf / (cue.conf + CENTRE_PRIOR)
         cx, cy = cue.cx * self._src[0] / pw, cue.cy * self._src[1] / ph
         return mx + k * (cx - mx), my + k * (cy - my), cue.conf
+
+
+def _face_on_its_body(found: list[Cue], boxes: dict[str, np.ndarray]) -> list[Cue]:
+    """Aim a face cue at the centre of the picked person box that holds it (its body)."""
+    face = next((c for c in found if c.name == "face"), None)
+    body = next((c for c in found if c.name == "person"), None)
+    if face is None or body is None:
+        return found
+    x, y, w, h = boxes["person"]
+    if not (x <= face.cx <= x + w and y <= face.cy <= y + h):
+        return found
+    aimed = Cue("face", body.cx, body.cy, face.conf)
+    return [aimed if c is face else c for c in found]
 
 
 def _text_cue(grid: np.ndarray, proxy_wh: tuple[int, int], focus_frac) -> Cue | None:  # noqa: ANN001
