@@ -172,3 +172,31 @@ def test_real_object_detector_on_davis(seq, frame, kind):
     det = objects.detect(rgb).of(kind)
     assert len(det.scores) > 0
     assert box_iou(det.boxes.astype(float), np.asarray(gt, float)).max() > 0.5
+
+
+class FixedDetector:
+    """A detector that reports the same boxes on every frame."""
+
+    name = "fixed"
+    score_full = 1.0
+
+    def __init__(self, kind: str, *boxes: tuple[float, float, float, float]) -> None:
+        self.kind, self.boxes = kind, np.array(boxes, np.float32).reshape(-1, 4)
+
+    def detect(self, rgb: np.ndarray) -> Detections:
+        n = len(self.boxes)
+        return Detections(self.boxes, np.full(n, 0.9, np.float32), np.array([self.kind] * n))
+
+
+@pytest.mark.parametrize(("face_box", "aim_y"), [((95, 20, 20, 20), 20 + 160 / 2),
+                                                 ((10, 150, 20, 20), 150 + 20 / 2)])
+def test_a_face_on_a_picked_body_aims_at_the_body_centre(face_box, aim_y):
+    # Portrait proxy 120x240, a person 40x160 with its head at the top: the subject-centred
+    # window is centred on the person's box, not the head. A face outside the body keeps its
+    # own centre.
+    frame = np.full((240, 120, 3), 90, np.uint8)
+    loc = SubjectLocator((120, 240), (120, 67), FixedDetector("face", face_box),
+                         FixedDetector("person", (85, 20, 40, 160)))
+    cues = {c.name: c for c in loc.cues(frame)}
+    assert cues["person"].cy == pytest.approx(20 + 160 / 2)
+    assert cues["face"].cy == pytest.approx(aim_y)
