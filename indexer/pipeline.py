@@ -275,10 +275,10 @@ def embed_video(
 
 
 def store_video(store: VectorStore, video: IndexedVideo) -> int:
-    """Put ``video``'s slices into ``store``, replacing any earlier slicing; returns new points."""
-    if store.count(video.info.video_id) and store.count(video.info.video_id) != len(video.slices):
-        store.delete_video(video.info.video_id)
-    return store.upsert(video.slices, video.vectors, video.encoder_spec)
+    """Put ``video``'s slices into ``store``, replacing any earlier slicing in one step
+    (:meth:`VectorStore.replace_video`); returns new points.
+    """
+    return store.replace_video(video.info.video_id, video.slices, video.vectors, video.encoder_spec)
 
 
 def load_video(store: VectorStore, info: VideoInfo) -> IndexedVideo | None:

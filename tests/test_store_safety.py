@@ -103,6 +103,73 @@ def test_kill_in_the_commit_path_keeps_the_last_commit(tmp_path, point):
         assert "d" in s.video_ids()
 
 
+REINDEX_VIDEO = """
+from indexer.models import VideoInfo
+from indexer.pipeline import IndexedVideo, store_video
+from indexer.stores import open_store
+uri, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+info = VideoInfo(path="a.mp4", video_id="a", width_px=64, height_px=48, fps=25.0,
+                 n_frames=25 * n, duration_s=float(n))
+video = IndexedVideo(info, tuple(make_slices("a", n)), unit(np.random.default_rng(seed), n), ENC)
+with open_store(uri) as s:
+    store_video(s, video)
+print("committed a", flush=True)
+"""
+
+
+def reindex(uri: str, n: int, seed: int, kill_at: str | None = None):
+    """Index video 'a' again (``n`` slices, vectors from ``seed``) in a child process."""
+    return child(REINDEX_VIDEO, uri, str(n), str(seed), kill_at=kill_at)
+
+
+@pytest.mark.parametrize("point", ["faiss.replace-deleted", "faiss.before-commit"])
+def test_kill_during_a_reindex_keeps_the_old_video(tmp_path, point):
+    """Re-indexing replaces a video's slices in one transaction: a kill midway keeps all of the
+    old ones, a rerun lands all of the new ones.
+    """
+    uri = str(tmp_path / "idx")
+    assert reindex(uri, 12, seed=1).returncode == 0
+    with open_store(uri) as s:
+        s.upsert(make_slices("b", 5), unit(np.random.default_rng(0), 5), ENC)
+        old_slices, old_vecs = s.get_video("a")
+    assert len(old_slices) == 12
+    res = reindex(uri, 7, seed=2, kill_at=point)  # re-sliced: 7 slices, other vectors
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    with open_store(uri, create=False) as s:
+        slices, vecs = s.get_video("a")
+        assert slices == old_slices
+        np.testing.assert_array_equal(vecs, old_vecs)
+        assert s.count("b") == 5
+        (hits,) = s.search(old_vecs[9], top_k=1)  # the cache agrees with the database
+        assert (hits[0].slice.video_id, hits[0].slice.index) == ("a", 9)
+    assert reindex(uri, 7, seed=2).returncode == 0
+    with open_store(uri, create=False) as s:
+        slices, vecs = s.get_video("a")
+        assert [x.index for x in slices] == list(range(7))
+        np.testing.assert_allclose(vecs, unit(np.random.default_rng(2), 7), atol=1e-6)
+        assert s.count() == 7 + 5
+        (hits,) = s.search(old_vecs[9], top_k=20)
+        assert ("a", 9) not in {(h.slice.video_id, h.slice.index) for h in hits}
+
+
+def test_kill_during_a_qdrant_reindex_leaves_old_and_new_never_nothing(tmp_path):
+    """Qdrant has no transaction: a kill between upserting the new points and deleting the
+    stale ones leaves both; the rerun removes the stale ones.
+    """
+    uri = f"qdrant:{tmp_path / 'qd'}"
+    assert reindex(uri, 12, seed=1).returncode == 0
+    res = reindex(uri, 7, seed=2, kill_at="qdrant.replace-upserted")
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    with open_store(uri, create=False) as s:
+        slices, vecs = s.get_video("a")
+        assert [x.index for x in slices] == list(range(12))  # 0..6 new, 7..11 old
+        np.testing.assert_allclose(vecs[:7], unit(np.random.default_rng(2), 7), atol=1e-6)
+        np.testing.assert_allclose(vecs[7:], unit(np.random.default_rng(1), 12)[7:], atol=1e-6)
+    assert reindex(uri, 7, seed=2).returncode == 0
+    with open_store(uri, create=False) as s:
+        assert [x.index for x in s.get_video("a")[0]] == list(range(7))
+
+
 def test_write_error_leaves_the_last_commit(tmp_path, restore_hook):
     root = seeded(tmp_path)
 

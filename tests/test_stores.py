@@ -198,6 +198,27 @@ def test_delete_video(filled):
     assert {h.slice.video_id for h in hits} == {"b"}
 
 
+def test_replace_video(filled):
+    store, va, vb = filled
+    rng = np.random.default_rng(9)
+    # Re-sliced: 4 slices where there were 10, one of them with a new index.
+    new = make_slices("a", 3) + make_slices("a", 1, start=20)
+    vn = unit(rng, 4)
+    assert store.replace_video("a", new, vn, ENC) == 1  # index 20 is new; 0..2 are replaced
+    slices, vecs = store.get_video("a")
+    assert [s.index for s in slices] == [0, 1, 2, 20]
+    np.testing.assert_allclose(vecs, vn, atol=1e-6)
+    assert store.count() == 4 + 6 and store.count("b") == 6
+    (hits,) = store.search(va[5], top_k=20)  # a's dropped slices are not found any more
+    assert {key(h) for h in hits if h.slice.video_id == "a"} == {("a", 0), ("a", 1), ("a", 2),
+                                                                 ("a", 20)}
+    assert store.replace_video("a", [], np.zeros((0, DIM), np.float32), ENC) == 0
+    assert store.video_ids() == ["b"]
+    with pytest.raises(StoreError, match="slice of video 'b'"):
+        store.replace_video("a", make_slices("b", 1), unit(rng, 1), ENC)
+    assert store.count() == 6
+
+
 def test_encoder_mismatch(filled):
     store, _, _ = filled
     with pytest.raises(StoreError, match=r"open_clip:rhl-tiny-vit:random.*other:enc"):

@@ -95,11 +95,7 @@ def embed_speech(
 
 def store_speech(store: VectorStore, speech: SpeechVectors, video_id: str) -> int:
     """Put a video's speech vectors into ``store`` (its speech collection), replacing what an
-    earlier slicing or transcript left there; returns how many points are new.
+    earlier slicing or transcript left there in one step (:meth:`VectorStore.replace_video`);
+    returns how many points are new.
     """
-    have, _ = store.get_video(video_id) if store.count(video_id) else ([], None)
-    if have and list(have) != list(speech.slices):
-        store.delete_video(video_id)
-    if not speech.slices:
-        return 0
-    return store.upsert(speech.slices, speech.vectors, speech.encoder_spec)
+    return store.replace_video(video_id, speech.slices, speech.vectors, speech.encoder_spec)

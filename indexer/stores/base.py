@@ -50,6 +50,16 @@ class VectorStore(Protocol):
         """Insert or replace slices and their vectors; return how many points were new."""
         ...
 
+    def replace_video(
+        self, video_id: str, slices: Sequence[Slice], vectors: np.ndarray, encoder_spec: str
+    ) -> int:
+        """Make ``slices`` the whole of ``video_id`` (its other points go); return new points.
+
+        Never leaves the video with nothing: a kill or error midway keeps its old slices or
+        lands the new ones (each back-end's docstring says which it can promise).
+        """
+        ...
+
     def search(
         self,
         queries: np.ndarray,
@@ -128,6 +138,16 @@ def check_upsert(
     if not np.isfinite(arr).all():
         raise StoreError("vectors contain NaN or infinite values")
     return arr
+
+
+def check_replace(video_id: str, slices: Sequence[Slice]) -> None:
+    """Refuse a ``replace_video`` whose slices are not all of ``video_id``."""
+    other = next((s.video_id for s in slices if s.video_id != video_id), None)
+    if other is not None:
+        raise StoreError(
+            f"replace_video({video_id!r}) was given a slice of video {other!r}; "
+            "replace one video at a time"
+        )
 
 
 def check_queries(store: VectorStore, queries: np.ndarray, top_k: int) -> np.ndarray:

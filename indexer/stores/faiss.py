@@ -37,6 +37,7 @@ from indexer.stores.base import (
     DEFAULT_COLLECTION,
     SearchHit,
     check_queries,
+    check_replace,
     check_upsert,
     dedup_last,
     payload_of,
@@ -151,10 +152,10 @@ class FaissStore:
 
     Persisted in ``DIR/<collection>/``: ``store.sqlite`` holds every point (id = :func:`faiss_id`,
     payload JSON, float32 vector, the generation that last wrote it), the ids deleted and when,
-    and the meta (format version, store id, encoder spec, dim, generation). Each ``upsert`` and
-    ``delete_video`` is one transaction; concurrent writers queue on SQLite's write lock (for up
-    to ``busy_timeout_s``) and each first catches up with what the others committed, so every
-    writer's points land. Readers only read the database.
+    and the meta (format version, store id, encoder spec, dim, generation). Each ``upsert``,
+    ``replace_video`` and ``delete_video`` is one transaction; concurrent writers queue on
+    SQLite's write lock (for up to ``busy_timeout_s``) and each first catches up with what the
+    others committed, so every writer's points land. Readers only read the database.
 
     In memory the store keeps an ``IndexIDMap2(IndexFlatIP(dim))`` (exact search) and, once a
     search needs it, an approximate ``IVF<nlist>,Flat`` index; both are caches. They are saved as
@@ -829,9 +830,43 @@ class FaissStore:
                 or the transaction failed (the store then keeps its last commit).
 
         """
+        return self._write(slices, vectors, encoder_spec, None)
+
+    def replace_video(
+        self, video_id: str, slices: Sequence[Slice], vectors: np.ndarray, encoder_spec: str
+    ) -> int:
+        """Make ``slices`` the whole of ``video_id`` in one transaction: its points that are not
+        among them go, theirs are upserted. A kill or error leaves the old slices or the new ones.
+
+        Args:
+            video_id: The video; every slice must belong to it.
+            slices: Its new slices, one per vector row (none: the video is removed).
+            vectors: float32 (n, dim) embeddings.
+            encoder_spec: The encoder that produced ``vectors``.
+
+        Returns:
+            How many points were new.
+
+        Raises:
+            StoreError: As :meth:`upsert`, or a slice of another video.
+
+        """
+        check_replace(video_id, slices)
+        return self._write(slices, vectors, encoder_spec, video_id)
+
+    def _write(
+        self,
+        slices: Sequence[Slice],
+        vectors: np.ndarray,
+        encoder_spec: str,
+        replace: str | None,
+    ) -> int:
+        """One transaction upserting ``slices`` and, with ``replace``, dropping that video's
+        other points; then the same change in memory.
+        """
         self._check_open()
         check_upsert(self, slices, vectors, encoder_spec)
-        if len(slices) == 0:
+        if len(slices) == 0 and replace is None:
             return 0
         ids = [faiss_id(point_id(encoder_spec, s.video_id, s.index)) for s in slices]
         keep = dedup_last(ids)
@@ -839,6 +874,10 @@ class FaissStore:
         with self._transaction(write=True) as db:
             self._catch_up(db)  # what other writers committed meanwhile
             arr = check_upsert(self, slices, vectors, encoder_spec)
+            stale = set() if replace is None else self._by_video.get(replace, set())
+            gone = np.array(sorted(stale.difference(ids_arr.tolist())), dtype=np.int64)
+            if not len(ids_arr) and not len(gone):
+                return 0
             # Qdrant's cosine distance normalises on insert; doing the same keeps the back-ends'
             # scores and get_video vectors identical.
             vecs = np.ascontiguousarray(arr[keep])
@@ -849,6 +888,12 @@ class FaissStore:
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)",
                     [("encoder_spec", encoder_spec), ("dim", str(vecs.shape[1]))],
                 )
+            for marks, part in _sql_chunks(gone):
+                db.execute(f"DELETE FROM points WHERE id IN ({marks})", part)
+            db.executemany(
+                "INSERT OR REPLACE INTO deleted VALUES (?, ?)", ((p, gen) for p in gone.tolist())
+            )
+            faults.reached("faiss.replace-deleted")
             db.executemany(
                 "INSERT OR REPLACE INTO points VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
@@ -865,12 +910,18 @@ class FaissStore:
         if self._index is None:
             self.dim = int(vecs.shape[1])
             self._index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-        self.encoder_spec, self._gen = encoder_spec, gen
+        if len(ids_arr):
+            self.encoder_spec = encoder_spec
+        self._gen = gen
         existing = np.array([i for i in ids_arr.tolist() if i in self._keys], dtype=np.int64)
-        if len(existing):
-            self._index.remove_ids(faiss.IDSelectorBatch(existing))
-        self._index.add_with_ids(vecs, ids_arr)
-        self._approx_after_change(existing, vecs, ids_arr)
+        removed = np.concatenate([existing, gone])
+        if len(removed):
+            self._index.remove_ids(faiss.IDSelectorBatch(removed))
+        if len(ids_arr):
+            self._index.add_with_ids(vecs, ids_arr)
+        self._approx_after_change(removed, vecs, ids_arr)
+        for pid in gone.tolist():
+            self._untrack(pid)
         for k, pid in zip(keep, ids_arr.tolist(), strict=True):
             self._untrack(pid)
             self._track(pid, slices[k].video_id, tuple(slices[k].tags))

@@ -17,11 +17,13 @@ from indexer.stores.base import (
     DEFAULT_COLLECTION,
     SearchHit,
     check_queries,
+    check_replace,
     check_upsert,
     dedup_last,
     payload_of,
     point_id,
 )
+from rhl_common import faults
 from rhl_common.errors import StoreError
 
 log = logging.getLogger(__name__)
@@ -261,6 +263,47 @@ class QdrantStore:
                         for k in chunk
                     ],
                     wait=True,
+                )
+        return new
+
+    def replace_video(
+        self, video_id: str, slices: Sequence[Slice], vectors: np.ndarray, encoder_spec: str
+    ) -> int:
+        """Make ``slices`` the whole of ``video_id``: upsert them, then delete the video's points
+        that are not among them.
+
+        Qdrant has no transaction across the two steps. Point ids are deterministic, so a kill
+        or error between them leaves the new slices plus the old ones they did not overwrite,
+        never nothing; the next ``replace_video`` of the video removes the leftovers.
+
+        Args:
+            video_id: The video; every slice must belong to it.
+            slices: Its new slices, one per vector row (none: the video is removed).
+            vectors: float32 (n, dim) embeddings.
+            encoder_spec: The encoder that produced ``vectors``.
+
+        Returns:
+            How many points were new.
+
+        Raises:
+            StoreError: As :meth:`upsert`, or a slice of another video.
+
+        """
+        check_replace(video_id, slices)
+        new = self.upsert(slices, vectors, encoder_spec)
+        faults.reached("qdrant.replace-upserted")
+        if self.dim is None:
+            return new
+        keep = {str(point_id(encoder_spec, s.video_id, s.index)) for s in slices}
+        stale = [
+            r.id for r in self._scroll(self._filter(video_id, ()), False, False)
+            if str(r.id) not in keep
+        ]
+        with _qdrant_errors(f"delete from {self.collection!r}"):
+            for start in range(0, len(stale), _QDRANT_BATCH):
+                batch = stale[start : start + _QDRANT_BATCH]
+                self.client.delete(
+                    self.collection, points_selector=models.PointIdsList(points=batch), wait=True
                 )
         return new
 
