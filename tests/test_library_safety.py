@@ -4,6 +4,7 @@ readers that never delete (not even with ``library.json`` gone).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,9 @@ from rhl_common import faults
 def _hook(point):
     if point == os.environ.get("KILL_AT"):
         os.kill(os.getpid(), signal.SIGKILL)
+    if point == os.environ.get("PAUSE_AT"):  # hold the commit here until the test says go
+        print("paused", flush=True)
+        sys.stdin.readline()
 faults.hook = _hook
 from retrieval_hl.cli.main import main
 sys.argv = ["rhl", "-q", "library", "add", *sys.argv[1:]]
@@ -29,12 +33,12 @@ main()
 """
 
 
-def add_process(lib: Path, clip: Path, kill_at: str = "") -> subprocess.Popen:
+def add_process(lib: Path, clip: Path, kill_at: str = "", pause_at: str = "") -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(ADD), str(clip), "--library", str(lib),
          "--encoder", TINY],
-        env={**os.environ, "PYTHONPATH": str(REPO), "KILL_AT": kill_at},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "KILL_AT": kill_at, "PAUSE_AT": pause_at},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
 
@@ -95,3 +99,39 @@ def test_reader_with_the_catalog_gone_deletes_nothing(tmp_path, clips, caplog):
     (tmp_path / "backup.json").rename(lib / CATALOG_NAME)
     with Library.open(lib, create=False) as opened:
         assert len(opened.list()) == 2
+
+
+@pytest.mark.parametrize(
+    "point", ["library.pending-saved", "library.media-copied", "library.vectors-upserted"]
+)
+def test_list_during_an_add_removes_nothing(tmp_path, clips, point):
+    """Issue 11, case 6: ``rhl library list`` while another process is inside an add (held at a
+    point of its commit) lists the last catalog and leaves the new clip's vectors and media.
+    """
+    from click.testing import CliRunner
+
+    from retrieval_hl.cli.main import cli
+
+    lib = tmp_path / "lib"
+    with Library.open(lib, encoder=TINY) as opened:
+        (first,) = opened.add_clip_file(clips[0])
+    proc = add_process(lib, clips[1], pause_at=point)
+    try:
+        assert proc.stdout.readline().strip() == "paused"
+        res = CliRunner().invoke(cli, ["-q", "library", "list", "--library", str(lib), "--json"])
+        assert res.exit_code == 0, res.output
+        assert [json.loads(x)["clip_id"] for x in res.stdout.splitlines()] == [first.clip_id]
+        before = {p.name for p in (lib / "media").iterdir()}
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert before <= {p.name for p in (lib / "media").iterdir()}
+    with Library.open(lib, create=False) as opened:
+        listed = opened.list()
+        assert len(listed) == 2
+        assert all(opened.store.count(c.clip_id) > 0 and not opened.media_missing(c)
+                   for c in listed)

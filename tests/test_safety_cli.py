@@ -72,6 +72,8 @@ def test_batch_refuses_log_on_out_and_unwritable_outputs(kit, tmp_path):
     assert "is the --out file" in res.stderr
     res = run("batch", index, "--videos", videos, "--out", f"{READ_ONLY}/p.jsonl", code=1)
     assert "cannot be written" in res.stderr
+    res = run("batch", index, "--videos", videos, "--out", out, "--log", f"{READ_ONLY}/l", code=1)
+    assert "--log" in res.stderr and "cannot be written" in res.stderr and not out.exists()
     res = run("batch", index, "--videos", videos, "--out", tmp_path, code=1)
     assert "is a directory" in res.stderr
 
@@ -148,9 +150,14 @@ def test_reads_never_create_a_mistyped_path(tmp_path):
     assert not (tmp_path / "typo").exists() and not (tmp_path / "typo-lib").exists()
 
 
-def test_library_export_to_unwritable_out(tmp_path):
+def test_library_export_and_assemble_to_unwritable_out(tmp_path):
     res = run("library", "export", "--library", tmp_path, "--out", f"{READ_ONLY}/c.json", code=1)
     assert "cannot be written" in res.stderr
+    script = tmp_path / "s.txt"
+    script.write_text("a red screen\n")
+    res = run("assemble", script, "--library", tmp_path / "none", "--out", f"{READ_ONLY}/e.mp4",
+              code=1)
+    assert "cannot be written" in res.stderr  # before the (missing) library is opened
 
 
 @pytest.mark.parametrize(
