@@ -243,17 +243,21 @@ import random
 from indexer.stores import open_store
 root, seed = sys.argv[1], int(sys.argv[2])
 rnd = random.Random(seed)
-points = ["faiss.before-commit", "faiss.committed", "faiss.flat-cache-written"]
+points = ["faiss.before-commit", "faiss.replace-deleted", "faiss.committed",
+          "faiss.flat-cache-written"]
 os.environ["KILL_AT"] = rnd.choice(points) if rnd.random() < 0.3 else ""
 for k in range(3):
-    video = f"s{seed}-{k}"
     n = rnd.choice([3, 40, 2100])
     with open_store(root) as s:
         if rnd.random() < 0.2 and s.video_ids():
             victim = rnd.choice(s.video_ids())
             print("deleting", victim, flush=True)
             s.delete_video(victim)
-        s.upsert(make_slices(video, n), unit(np.random.default_rng(seed * 10 + k), n), ENC)
+        # Index a new video, or index one again with another slicing (a re-index).
+        again = rnd.random() < 0.3 and s.video_ids()
+        video = rnd.choice(s.video_ids()) if again else f"s{seed}-{k}"
+        vecs = unit(np.random.default_rng(seed * 10 + k), n)
+        s.replace_video(video, make_slices(video, n), vecs, ENC)
         print("committed", video, flush=True)
         s.search(unit(np.random.default_rng(seed), 1), top_k=5)
 """
@@ -289,7 +293,8 @@ def test_soak_random_kills(tmp_path):
             assert s.count(v) in (3, 40, 2100)
         (hits,) = s.search(unit(np.random.default_rng(0), 1), top_k=5)
         assert len(hits) == min(5, s.count())
-    # Every commit a process reported is there, unless a process set out to delete it.
+    # Every commit a process reported is there (re-indexed ones whole, with one of the slice
+    # counts), unless a process set out to delete it.
     assert committed - deleting <= present, committed - deleting - present
     assert committed
     print(f"soak: {seed} processes, {died} killed ({kills} at random times, the rest at commit "
