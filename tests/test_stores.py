@@ -599,6 +599,14 @@ def test_approx_delete_and_upsert_patch_the_index(approx_store, monkeypatch):
     assert key(hits[0]) == ("v05", 7) and hits[0].score_raw == pytest.approx(1.0, abs=1e-5)
     (hits,) = store.search(vecs[5 * PER_VIDEO + 7], top_k=10)
     assert ("v05", 7) not in [key(h) for h in hits]
+    # Re-indexing v06 with half its slices drops the other half from the approximate index.
+    v06 = vecs[6 * PER_VIDEO : 7 * PER_VIDEO]
+    store.replace_video("v06", make_slices("v06", PER_VIDEO // 2), v06[: PER_VIDEO // 2], ENC)
+    assert store._approx is built and store.count("v06") == PER_VIDEO // 2
+    res = store.search(v06[PER_VIDEO // 2 :: 10], top_k=10)
+    dropped = {("v06", i) for i in range(PER_VIDEO // 2, PER_VIDEO)}
+    assert not {key(x) for h in res for x in h} & dropped
+    store.replace_video("v06", make_slices("v06", PER_VIDEO), v06, ENC)
     d = store.path.parent
     store.close()
     # The patched index was saved with the data: reopening loads it, and a change made before
