@@ -219,6 +219,22 @@ def test_replace_video(filled):
     assert store.count() == 6
 
 
+def test_speech_of_a_resliced_video_is_replaced(tmp_path):
+    from indexer.speech.store import SpeechVectors, open_speech_store, store_speech
+
+    rng = np.random.default_rng(10)
+    first = make_slices("a", 6)
+    with open_speech_store(str(tmp_path / "idx")) as db:
+        spoken = SpeechVectors(tuple(first), ("hi",) * 6, unit(rng, 6), ENC)
+        assert store_speech(db, spoken, "a") == 6
+        # Re-sliced, and speech now on slices 1 and 8 only: slices 0, 2..5 are gone.
+        again = (make_slices("a", 1, start=1)[0], make_slices("a", 1, start=8)[0])
+        assert store_speech(db, SpeechVectors(again, ("x", "y"), unit(rng, 2), ENC), "a") == 1
+        assert [x.index for x in db.get_video("a")[0]] == [1, 8]
+        nobody = SpeechVectors((), (), np.zeros((0, DIM), np.float32), ENC)
+        assert store_speech(db, nobody, "a") == 0 and db.count() == 0
+
+
 def test_encoder_mismatch(filled):
     store, _, _ = filled
     with pytest.raises(StoreError, match=r"open_clip:rhl-tiny-vit:random.*other:enc"):

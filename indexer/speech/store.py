@@ -97,5 +97,10 @@ def store_speech(store: VectorStore, speech: SpeechVectors, video_id: str) -> in
     """Put a video's speech vectors into ``store`` (its speech collection), replacing what an
     earlier slicing or transcript left there in one step (:meth:`VectorStore.replace_video`);
     returns how many points are new.
+
+    The speech collection is a store of its own, written after the visual one (the transcript
+    comes later), so the two are two commits: a kill between them leaves the video's new visual
+    slices beside its previous speech points, never without either; indexing the video again
+    (it is then reused, and its speech laid on the new slices) brings them back in step.
     """
     return store.replace_video(video_id, speech.slices, speech.vectors, speech.encoder_spec)
