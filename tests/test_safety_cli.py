@@ -136,7 +136,11 @@ def test_reused_out_keeps_no_files_of_the_earlier_run(video, tmp_path):
     out.mkdir()
     for name in ("highlight.mp4", "highlight_9x16.mp4", "predictions.jsonl", "notes.txt"):
         (out / name).write_text("from an earlier run")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not ours")
+    (out / "highlights.srt").symlink_to(victim)  # an output that is a link: replaced, not followed
     run("highlight", video, "--out", out, "--semantic", "off", "--no-render", "--budget", "none")
+    assert victim.read_text() == "not ours" and not (out / "highlights.srt").is_symlink()
     names = {p.name for p in out.iterdir()}
     assert {"highlights.json", "highlights.srt", "notes.txt"} <= names  # the user's file stays
     assert not names & {"highlight.mp4", "highlight_9x16.mp4", "predictions.jsonl"}
