@@ -33,10 +33,12 @@ main()
 """
 
 
-def add_process(lib: Path, clip: Path, kill_at: str = "", pause_at: str = "") -> subprocess.Popen:
+def add_process(
+    lib: Path, clip: Path, kill_at: str = "", pause_at: str = "", json_out: bool = False
+) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(ADD), str(clip), "--library", str(lib),
-         "--encoder", TINY],
+         "--encoder", TINY, *(["--json"] if json_out else [])],
         env={**os.environ, "PYTHONPATH": str(REPO), "KILL_AT": kill_at, "PAUSE_AT": pause_at},
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -135,3 +137,55 @@ def test_list_during_an_add_removes_nothing(tmp_path, clips, point):
         assert len(listed) == 2
         assert all(opened.store.count(c.clip_id) > 0 and not opened.media_missing(c)
                    for c in listed)
+
+
+def test_soak_adds_and_lists_killed_at_random(tmp_path, clips):
+    """Short ``rhl library add`` and ``rhl library list`` processes at once, some killed at
+    commit points or random times, for a bounded time: every clip an add reported is listed,
+    with its vectors and media, and the library stays usable.
+    """
+    import random
+    import time
+
+    lib = tmp_path / "lib"
+    rnd = random.Random(5)
+    points = ["library.pending-saved", "library.media-copied", "faiss.before-commit",
+              "library.vectors-upserted"]
+    reported: set[str] = set()
+    rounds = kills = died = 0
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline or not reported or not died:
+        rounds += 1
+        procs = [
+            add_process(lib, rnd.choice(clips), json_out=True,
+                        kill_at=rnd.choice(points) if rnd.random() < 0.5 else "")
+            for _ in range(2)
+        ]
+        lister = subprocess.Popen(
+            [sys.executable, "-m", "retrieval_hl", "-q", "library", "list", "--library", str(lib)],
+            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )
+        time.sleep(rnd.uniform(1.0, 6.0))
+        for p in procs:
+            if rnd.random() < 0.3 and p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                kills += 1
+        for p in procs:
+            out, err = p.communicate(timeout=300)
+            assert "Traceback" not in err, err
+            died += p.returncode == -signal.SIGKILL
+            reported |= {json.loads(x)["clip_id"] for x in out.splitlines() if x.startswith("{")}
+        _, err = lister.communicate(timeout=300)
+        assert "Traceback" not in err, err
+    with Library.open(lib) as opened:  # a writer: clears what killed ones left
+        listed = {c.clip_id: c for c in opened.list()}
+        assert reported <= listed.keys(), reported - listed.keys()
+        assert all(opened.store.count(c) > 0 and not opened.media_missing(listed[c])
+                   for c in listed)
+        assert sorted(opened.store.video_ids()) == sorted(listed)
+        assert sorted(p.stem for p in (lib / "media").iterdir()) == sorted(listed)
+        assert opened.search("anything", top_k=1)
+    print(f"library soak: {rounds} rounds, {2 * rounds} adds ({died} killed, {kills} at random "
+          "times, the rest at commit points), "
+          f"{len(reported)} clips reported, {len(listed)} listed")
