@@ -164,7 +164,10 @@ def test_speech_index_is_idempotent_and_searchable(narration, tmp_path, kind):
     found = search_text("a pet that figured out how a door works", s, top_k=3)
     assert found and found[0].channels == ("speech",)
     top = found[0].slice
-    assert _tiou((top.start_s, top.end_s), spans[1]) > 0.3, (top, spans[1])
+    # The top 2-s slice lies on the paraphrased sentence (index 1) more than on any other; how
+    # much of it the slice covers depends on where the 2-s grid happens to cut the sentence.
+    overlap = [_tiou((top.start_s, top.end_s), span) for span in spans]
+    assert max(range(len(spans)), key=overlap.__getitem__) == 1 and overlap[1] > 0, (top, spans)
 
 
 def test_fusion_keeps_the_stronger_channel_and_says_which() -> None:
