@@ -245,7 +245,7 @@ def find_highlights(
         hits = fuse_hits(hits, speech.hits(descriptions))
     segments = _segments_from_hits(video.slices, hits, descriptions, s, video.info)
     if speech is not None:
-        segments = speech.snap(segments, video.info, hits)
+        segments = speech.snap(segments, video.info, hits, min_keep_s=s.min_len_s)
     _log_result(video.info, segments)
     match = _match_matrix(video.slices, hits, len(descriptions))
     return Highlight(
@@ -516,6 +516,8 @@ def highlight_video(
         ticks = (lambda n: progress(n * s.sample_fps / SAMPLE_FPS)) if progress else None
         sig, cuts = measure_signals_and_cuts(info, fine, cuts, reader=s.reader, progress=ticks)
     budget_s = parse_budget(s.budget, info.duration_s)
+    # the shortest clip: the main job's are long enough to watch
+    shortest_s = s.min_len_s if s.allow_empty else max(s.min_len_s, s.min_clip_s)
     if pending is not None:
         answer = _vlm_answer(pending, s, method, enc is not None)
     if pool is not None:
@@ -599,16 +601,15 @@ def highlight_video(
         segments = select_highlights(
             slices, score, info, cuts=cuts, min_len_s=s.min_len_s, max_len_s=s.max_len_s,
             max_gap_s=s.max_gap_s, budget_s=budget_s, allow_empty=s.allow_empty,
-            # the main job: every clip long enough to watch
-            min_clip_s=None if s.allow_empty else max(s.min_len_s, s.min_clip_s),
+            min_clip_s=shortest_s,
             looks=sig.looks,
         )
         segments, descriptions = _label_segments(
             segments, slices, sig, descriptions, hits, s.threshold_z
         )
         segments = order_segments(segments, s.order)
-    if speech is not None:  # no clip starts or ends mid-word
-        segments = speech.snap(segments, info, hits)
+    if speech is not None:  # no clip starts or ends mid-word, none cut below the shortest
+        segments = speech.snap(segments, info, hits, min_keep_s=shortest_s)
     segments = limit_count(segments, s.max_clips)
     _log_result(info, segments)
     crops = ()

@@ -231,6 +231,9 @@ def test_cuts_snap_out_of_words_and_keep_sentences_whole() -> None:
     # Only the tail of sentence 2 (4.5-5.9): left out, the cut lands where it ends.
     a, b = snap_span(5.6, 7.0, words, sents)
     assert a == pytest.approx(5.9) and b == 7.0
+    # ... unless what remains would be shorter than the shortest clip: then only off the word.
+    a, b = snap_span(5.6, 7.0, words, sents, min_keep_s=1.5)
+    assert a == pytest.approx(5.45) and b == 7.0  # "seven" starts at 5.5; half the 0.1 s gap
     # Silence trimmed from a span chosen for what is said.
     a, b = snap_span(0.2, 3.8, words, sents, tighten=True)
     assert (a, b) == (pytest.approx(1.0 - PAD_S), pytest.approx(2.9 + PAD_S))

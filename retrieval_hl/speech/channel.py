@@ -16,7 +16,7 @@ from retrieval_hl.config import Settings
 from retrieval_hl.describe.request import is_vague, split_request
 from retrieval_hl.models import Description, Hit, Segment
 from retrieval_hl.speech.hybrid import speech_hits
-from retrieval_hl.speech.snap import snap_segments
+from retrieval_hl.speech.snap import MIN_KEEP_S, snap_segments
 from rhl_common.errors import EncoderError, SpeechError, StoreError
 
 log = logging.getLogger(__name__)
@@ -38,13 +38,16 @@ class SpeechChannel:
         return speech_hits(self.grid, self.spoken.slices, self.spoken.vectors, queries)
 
     def snap(
-        self, segments: Sequence[Segment], info: VideoInfo, hits: Sequence[Hit] = ()
+        self, segments: Sequence[Segment], info: VideoInfo, hits: Sequence[Hit] = (),
+        min_keep_s: float = MIN_KEEP_S,
     ) -> list[Segment]:
         """``segments`` with no end inside a word (:mod:`retrieval_hl.speech.snap`); those whose
-        best hit in ``hits`` came from the speech channel are tightened to their words.
+        best hit in ``hits`` came from the speech channel are tightened to their words; a
+        sentence's tail or head is left out only where ``min_keep_s`` remains.
         """
         return snap_segments(segments, self.transcript.words, self.sentences, info,
-                             tighten=[led_by_speech(seg, hits) for seg in segments])
+                             tighten=[led_by_speech(seg, hits) for seg in segments],
+                             min_keep_s=min_keep_s)
 
 
 def led_by_speech(segment: Segment, hits: Sequence[Hit]) -> bool:

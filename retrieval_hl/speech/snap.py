@@ -2,7 +2,8 @@
 
 A boundary inside a sentence goes out to the sentence's edge when the segment already holds
 at least half of that sentence and the move is at most ``max_extend_s``, and in to leave the
-sentence out when the segment holds less than half of it and keeps ``MIN_KEEP_S`` without it;
+sentence out when the segment holds less than half of it and keeps ``MIN_KEEP_S`` (or the
+caller's shortest clip) without it;
 otherwise a boundary inside a word goes out to the word's edge. A cut at a word's edge gets
 ``pad_s`` of air (never into the next word); every cut lands on a frame outside every word.
 Segments that then overlap are joined (the earlier one's description and the better score
@@ -35,9 +36,11 @@ def snap_span(
     max_extend_s: float = MAX_EXTEND_S,
     pad_s: float = PAD_S,
     tighten: bool = False,
+    min_keep_s: float = MIN_KEEP_S,
 ) -> tuple[float, float]:
     """``(start_s, end_s)`` moved so neither end falls inside a word (see the module doc);
     with ``tighten`` (a span chosen for what is said) silence at either end is trimmed too.
+    A sentence's tail or head is left out only if at least ``min_keep_s`` remains.
     """
     for s in sentences:
         held = min(end_s, s.end_s) - max(start_s, s.start_s)
@@ -46,9 +49,9 @@ def snap_span(
                 start_s = s.start_s
             if s.start_s < end_s < s.end_s and s.end_s - end_s <= max_extend_s:
                 end_s = s.end_s
-        elif s.start_s < start_s < s.end_s and end_s - s.end_s >= MIN_KEEP_S:
+        elif s.start_s < start_s < s.end_s and end_s - s.end_s >= min_keep_s:
             start_s = s.end_s  # a sentence's tail: leave it out
-        elif s.start_s < end_s < s.end_s and s.start_s - start_s >= MIN_KEEP_S:
+        elif s.start_s < end_s < s.end_s and s.start_s - start_s >= min_keep_s:
             end_s = s.start_s  # a sentence's first words: leave them out
     w0 = np.array([w.start_s for w in words])
     w1 = np.array([w.end_s for w in words])
@@ -80,10 +83,12 @@ def snap_segments(
     *,
     max_extend_s: float = MAX_EXTEND_S,
     tighten: Sequence[bool] | None = None,
+    min_keep_s: float = MIN_KEEP_S,
 ) -> list[Segment]:
     """``segments`` with their ends off words (and sentences kept whole where nearly whole),
     in frames of ``info``; overlapping results are joined. The given order is kept.
-    ``tighten[k]`` trims silence at the ends of segment k (one chosen for what is said).
+    ``tighten[k]`` trims silence at the ends of segment k (one chosen for what is said);
+    leaving a sentence's tail or head out must keep ``min_keep_s`` (the shortest clip).
     """
     if not words or not segments:
         return list(segments)
@@ -98,7 +103,8 @@ def snap_segments(
     snapped = []
     for k, seg in enumerate(segments):
         a, b = snap_span(seg.start_s, seg.end_s, words, sentences, max_extend_s=max_extend_s,
-                         tighten=bool(tighten[k]) if tighten is not None else False)
+                         tighten=bool(tighten[k]) if tighten is not None else False,
+                         min_keep_s=min_keep_s)
         f0 = max(0, math.floor(a * fps + 1e-6))
         if in_word(f0):  # rounding down crossed into the word before
             f0 = min(n - 1, math.ceil(a * fps - 1e-6))
