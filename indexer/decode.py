@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SHORT_SIDE_PX = 224
 CHUNK_FRAMES = 32
+SEQUENTIAL_STEP_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,8 @@ def decode_proxy(
     wanted = np.unique(np.concatenate([np.asarray(s.wanted, dtype=np.int64) for s in sinks]))
     size = proxy_size(info, max(s.short_side_px for s in sinks))
     n = 0
-    for chunk in prefetch(open_reader(info, reader).iter_chunks(info, wanted, size, CHUNK_FRAMES)):
+    chunks = open_reader(info, reader, wanted).iter_chunks(info, wanted, size, CHUNK_FRAMES)
+    for chunk in prefetch(chunks):
         for sink in sinks:
             sink.feed(chunk.indices, chunk.frames)
         n += len(chunk.indices)
@@ -260,8 +262,15 @@ def decode_proxy(
 READERS: dict[str, type[VideoReader]] = {"decord": DecordReader, "pyav": PyAVReader}
 
 
-def open_reader(info: VideoInfo, backend: str = "auto") -> VideoReader:
+def open_reader(
+    info: VideoInfo, backend: str = "auto", indices: Sequence[int] | None = None
+) -> VideoReader:
     """Pick a reader: ``decord`` (default) or ``pyav``; ``auto`` falls back to PyAV when needed.
+
+    ``auto`` also takes PyAV for a dense pass (``indices`` at least one frame per
+    ``SEQUENTIAL_STEP_S`` on average, as the indexing and signal passes are): every frame has
+    to be decoded to reach them anyway, PyAV does that in order with less CPU than decord's
+    seek-and-skip, and it spares the process decord's CUDA libraries (about 400 MiB resident).
 
     Raises:
         ConfigError: ``backend`` is not one of ``auto``, ``decord``, ``pyav``.
@@ -278,5 +287,7 @@ def open_reader(info: VideoInfo, backend: str = "auto") -> VideoReader:
         return PyAVReader()
     if info.variable_frame_rate:
         log.info("variable frame rate: using the PyAV reader (frames counted in decode order)")
+        return PyAVReader()
+    if indices is not None and len(indices) * SEQUENTIAL_STEP_S * info.fps >= info.n_frames:
         return PyAVReader()
     return FallbackReader()

@@ -60,9 +60,35 @@ def test_still_frames_reuse_and_the_gap_forces_a_fresh_one(planted, tiny_encoder
     assert np.allclose(vec, vec[0], atol=1e-4)
 
 
+def test_dense_in_a_lively_region_sparse_in_slow_drift(tiny_encoder):
+    """30 s at 2 fps: 20 s of a picture drifting slowly (4 grey levels a frame, below
+    active_change), then 10 s where every frame is new noise."""
+    rng = np.random.default_rng(0)
+    ramp = np.tile(np.linspace(0, 80, 64, dtype=np.float32), (48, 1))
+    slow = [ramp + 4.0 * k for k in range(40)]
+    lively = [rng.uniform(0, 255, (48, 64)) for _ in range(20)]
+    frames = np.stack([np.repeat(f[..., None], 3, axis=2) for f in slow + lively]).astype(np.uint8)
+    idx = np.arange(60) * 15  # 30 fps video sampled at 2 fps
+    plan = EmbedPlan()
+    emb = FrameEmbedder(idx, tiny_encoder, plan=plan, fps=30.0)
+    taken = []
+    for a in range(0, 60, 16):  # in chunks, as a decoding pass feeds it
+        before = emb.n_embedded
+        emb.feed(idx[a : a + 16], frames[a : a + 16])
+        taken.append(emb.n_embedded - before)
+    _, vec = emb.embeddings()
+    fresh = np.r_[True, np.any(np.abs(vec[1:] - vec[:-1]) > 1e-6, axis=1)]
+    # Slow drift: a fresh frame once it drifted sparse_change (12 levels: every 3rd frame).
+    assert fresh[:39].sum() == len(range(0, 39, 3))
+    assert fresh[39:].all()  # the lively stretch (and the frame before it): every frame
+    assert emb.n_embedded == fresh.sum() == sum(taken)
+
+
 def test_bad_plans_are_refused(tiny_encoder):
     with pytest.raises(ValueError, match="duplicate_change"):
         EmbedPlan(duplicate_change=20.0, sparse_change=10.0)
+    with pytest.raises(ValueError, match="lively"):
+        EmbedPlan(lively=-1.0)
     with pytest.raises(ValueError, match="fps"):
         FrameEmbedder(np.arange(3), tiny_encoder, plan=EmbedPlan())
 
