@@ -63,3 +63,14 @@ def test_no_sinks_decodes_nothing_and_bad_reader_raises(videos):
     assert decode_proxy(info, []) == 0
     with pytest.raises(ConfigError, match="opencv"):
         decode_proxy(info, [Collect([0], 64)], reader="opencv")
+
+
+def test_auto_reads_a_dense_pass_in_order_and_sparse_picks_by_seeking():
+    from indexer.decode import DecordReader, FallbackReader, PyAVReader, open_reader
+    from tests.conftest import video_info
+
+    info = video_info(seconds=40.0, fps=10.0)  # 400 frames
+    assert isinstance(open_reader(info, "auto", np.arange(0, 400, 5)), PyAVReader)  # 2 fps
+    assert isinstance(open_reader(info, "auto", np.arange(0, 400, 40)), FallbackReader)
+    assert isinstance(open_reader(info, "auto"), FallbackReader)  # nothing said: seek
+    assert isinstance(open_reader(info, "decord", np.arange(400)), DecordReader)  # as asked
