@@ -136,6 +136,7 @@ def run_one(args: argparse.Namespace, minutes: float) -> None:
     from indexer.slicing import sample_frames
     from retrieval_hl.config import load_settings, parse_wh
     from retrieval_hl.pipeline import export_highlights, highlight_video
+    from rhl_common.errors import RenderError
 
     ratio = parse_wh(args.ratio) if args.ratio else None
     info = probe_video(video)
@@ -149,26 +150,32 @@ def run_one(args: argparse.Namespace, minutes: float) -> None:
         hl = highlight_video(video, settings=s, encoder=enc, ratio_wh=ratio)
         t_find = time.perf_counter() - t0
         cpu_find = time.process_time() - c0
-        export_highlights(hl, f"{tmp}/run", settings=s)
+        rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        grounded = " + ground" if ratio else ""
+        print(f"video                          {video.name} ({info.duration_s / 60:.1f} min, "
+              f"{info.width_px}x{info.height_px}, {info.fps:g} fps)")
+        print(f"reference ffmpeg               {ffmpeg_binary()} ({ffmpeg_version()})")
+        print(f"encoder                        {s.encoder}")
+        print(f"load average after analysis    {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"ffmpeg -f null                 {t_ref:7.1f} s")
+        print(f"highlight_video{grounded:9s}       {t_find:7.1f} s  ({len(hl.slices)} slices, "
+              f"{len(hl.segments)} segments, {hl.duration_s:.0f} s kept)")
+        print(f"frames embedded / sampled      {enc.n_images} / {n_sampled} "
+              f"({enc.n_images / max(n_sampled, 1):.0%})")
+        print(f"ratio analysis/ffmpeg-decode   {t_find / t_ref:5.2f}")
+        cpu = f"{cpu_find / cpu_ref:5.2f} ({cpu_find:.0f} / {cpu_ref:.0f} CPU s)"
+        print(f"ratio CPU analysis/decode      {cpu}")
+        print(f"peak RSS analysis (this proc)  {rss_mib:7.0f} MiB", flush=True)
+        try:
+            export_highlights(hl, f"{tmp}/run", settings=s)
+        except RenderError as exc:
+            print(f"export failed                  {exc}")
+            return
         t_all = time.perf_counter() - t0
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    grounded = " + ground" if ratio else ""
-    print(f"video                          {video.name} ({info.duration_s / 60:.1f} min, "
-          f"{info.width_px}x{info.height_px}, {info.fps:g} fps)")
-    print(f"reference ffmpeg               {ffmpeg_binary()} ({ffmpeg_version()})")
-    print(f"encoder                        {s.encoder}")
-    print(f"load average at the end        {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"ffmpeg -f null                 {t_ref:7.1f} s")
-    print(f"highlight_video{grounded:9s}       {t_find:7.1f} s  ({len(hl.slices)} slices, "
-          f"{len(hl.segments)} segments, {hl.duration_s:.0f} s kept)")
-    print(f"frames embedded / sampled      {enc.n_images} / {n_sampled} "
-          f"({enc.n_images / max(n_sampled, 1):.0%})")
     print(f"... + export (render)          {t_all:7.1f} s")
-    print(f"ratio analysis/ffmpeg-decode   {t_find / t_ref:5.2f}")
     print(f"ratio end-to-end/ffmpeg-decode {t_all / t_ref:5.2f}")
-    cpu = f"{cpu_find / cpu_ref:5.2f} ({cpu_find:.0f} / {cpu_ref:.0f} CPU s)"
-    print(f"ratio CPU analysis/decode      {cpu}")
-    print(f"peak RSS (this process)        {rss_mib:7.0f} MiB", flush=True)
+    print(f"peak RSS with export           {rss_mib:7.0f} MiB", flush=True)
 
 
 def main() -> None:
