@@ -43,11 +43,22 @@ def make_slices(
             start_frame=s,
             end_frame=e,
             start_s=info.time_of(s),
-            end_s=min(info.time_of(e), info.duration_s) if e == info.n_frames else info.time_of(e),
+            end_s=_end_s(info, s, e),
             tags=tuple(tags),
         )
         for i, (s, e) in enumerate(zip(edges[:-1], edges[1:], strict=True))
     ]
+
+
+def _end_s(info: VideoInfo, start: int, end: int) -> float:
+    """End time of the slice ``[start, end)``: the last one ends with the video's duration where
+    that is shorter than its frames say (an audio-led container), never before the slice starts
+    (a stream-copied cut can report a duration shorter than its frame count covers).
+    """
+    t = info.time_of(end)
+    if end == info.n_frames and info.time_of(start) < info.duration_s:
+        return min(t, info.duration_s)
+    return t
 
 
 def sample_frames(info: VideoInfo, sample_fps: float) -> np.ndarray:

@@ -46,6 +46,14 @@ def test_short_rest_joins_previous_slice():
     assert len(sl) == 10 and sl[-1].duration_s == pytest.approx(2.5)
 
 
+def test_last_slice_valid_when_the_duration_is_shorter_than_the_frames():
+    # a stream-copied cut: 122 s of frames at 10 fps, a container duration of 120 s
+    info = video_info(20.0).model_copy(update={"n_frames": 1220, "duration_s": 120.0})
+    sl = make_slices(info, window_s=2.0)
+    assert sl[-1].end_frame == 1220 and sl[-1].end_s > sl[-1].start_s
+    assert sl[-2].end_s == pytest.approx(120.0)  # the slices before it end at their frames
+
+
 def test_slices_never_cross_cuts():
     sl = make_slices(video_info(20.0), window_s=2.0, cuts=[35, 120])
     bounds = {s.start_frame for s in sl}
