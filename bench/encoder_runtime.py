@@ -24,24 +24,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def real_frames(n: int) -> np.ndarray:
-    from indexer.decode import decode_proxy
+    from indexer.decode import open_reader, proxy_size
     from indexer.probe import probe_video
-
-    class Keep:
-        short_side_px = 224
-
-        def __init__(self, wanted: np.ndarray) -> None:
-            self.wanted, self.frames = wanted, []
-
-        def feed(self, indices: np.ndarray, frames: np.ndarray) -> None:
-            self.frames += list(frames[np.isin(indices, self.wanted)])
 
     out: list[np.ndarray] = []
     for path in sorted((REPO.parent / "shared" / "data" / "davis16").glob("*.mp4")):
         info = probe_video(path)
-        k = Keep(np.linspace(0, info.n_frames - 1, 8).astype(np.int64))
-        decode_proxy(info, [k])
-        out += [f[: 224, : 224] for f in k.frames if min(f.shape[:2]) >= 224]
+        wanted = np.linspace(0, info.n_frames - 1, 8).astype(np.int64)
+        for chunk in open_reader(info).iter_chunks(info, wanted, proxy_size(info, 224), 8):
+            out += [f[: 224, : 224] for f in chunk.frames if min(f.shape[:2]) >= 224]
         if len(out) >= n:
             break
     return np.stack(out[:n])

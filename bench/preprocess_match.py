@@ -41,7 +41,7 @@ def main() -> None:
     args = ap.parse_args()
     import open_clip
 
-    from indexer.decode import decode_proxy
+    from indexer.decode import open_reader, proxy_size
     from indexer.encoders.base import EncoderSpec
     from indexer.encoders.open_clip import OpenClipEncoder
     from indexer.probe import probe_video
@@ -55,24 +55,14 @@ def main() -> None:
     videos = [data / "clips" / "juggle.mp4", data / "clips" / "long_jump.mp4",
               *sorted((data / "davis16").glob("*.mp4"))[:3], data / "filler" / "car-detection.mp4"]
 
-    class Keep:
-        short_side_px = 224
-
-        def __init__(self, wanted: np.ndarray) -> None:
-            self.wanted, self.frames = wanted, []
-
-        def feed(self, indices: np.ndarray, frames: np.ndarray) -> None:
-            self.frames += list(frames[np.isin(indices, self.wanted)])
-
     worst_max, means, cosines = 0.0, [], []
     for path in videos:
         if not path.is_file():
             continue
         info = probe_video(path)
         wanted = np.linspace(0, info.n_frames - 1, args.frames + 2)[1:-1].astype(np.int64)
-        keep = Keep(wanted)
-        decode_proxy(info, [keep])
-        ours = enc._preprocess(np.stack(keep.frames))
+        chunks = open_reader(info).iter_chunks(info, wanted, proxy_size(info, 224), len(wanted))
+        ours = enc._preprocess(np.concatenate([c.frames for c in chunks]))
         theirs = torch.stack([theirs_tf(Image.fromarray(f)) for f in full_frames(path, wanted)])
         d = (ours - theirs).abs()
         with torch.no_grad():
