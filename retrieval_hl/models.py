@@ -81,16 +81,19 @@ class ScoreTrack(Frozen):
     Row ``k`` of every sequence belongs to the slice ``[start_s[k], end_s[k])`` (the signal grid,
     in time order). ``decision_score`` is what the selection compared with
     ``decision_threshold``: the fused highlightness for query-free runs, the best description's
-    match (z-score lifted by the signals) for a request. ``fused_z`` is the fused signal score
-    (0 = a typical slice of this video); ``signals`` holds each measured signal in its own unit
-    (see ``retrieval_hl.signals.meter``; ``None`` = not measured); ``semantic_z`` holds, per
-    description, the per-slice match z-scores when a semantic encoder ran.
+    match (z-score lifted by the signals) for a request; in query-free runs an event that shows a
+    new view needs only ``new_view_threshold`` (see ``retrieval_hl.select.events``). ``fused_z``
+    is the fused signal score (0 = a typical slice of this video); ``signals`` holds each
+    measured signal in its own unit (see ``retrieval_hl.signals.meter``; ``None`` = not
+    measured); ``semantic_z`` holds, per description, the per-slice match z-scores when a
+    semantic encoder ran.
     """
 
     start_s: tuple[float, ...]
     end_s: tuple[float, ...]
     decision_score: tuple[float, ...]
     decision_threshold: float | None = None
+    new_view_threshold: float | None = None
     decision_label: str = "fused highlightness (signal z)"
     fused_z: tuple[float, ...] = ()
     signals: dict[str, tuple[float | None, ...]] = Field(default_factory=dict)

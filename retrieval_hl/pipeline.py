@@ -464,7 +464,13 @@ def highlight_video(
         VLMResponseError: with ``vlm_strict``, the VLM failed, answered junk or found nothing.
         SpeechError: ``speech="on"`` and the whisper model is unavailable.
     """
-    from retrieval_hl.select.events import fuse_signals, keep_level, select_highlights
+    from retrieval_hl.select.events import (
+        NEW_LOOK_FRACTION,
+        STAND_OUT,
+        fuse_signals,
+        keep_level,
+        select_highlights,
+    )
     from retrieval_hl.signals.meter import SAMPLE_FPS, SignalMeter, measure_signals_and_cuts
     from retrieval_hl.speech.channel import open_speech_channel, prompt_descriptions
     from retrieval_hl.speech.hybrid import fuse_hits
@@ -597,7 +603,8 @@ def highlight_video(
                     for k, sl in enumerate(fine) for d in range(len(descriptions))]
         slices = fine
         score = fuse_signals(sig, semantic=semantic)
-        track = _score_track(fine, sig, score, keep_level(score), semantic=semantic)
+        track = _score_track(fine, sig, score, keep_level(score), semantic=semantic,
+                             new_view=keep_level(score, NEW_LOOK_FRACTION * STAND_OUT))
         segments = select_highlights(
             slices, score, info, cuts=cuts, min_len_s=s.min_len_s, max_len_s=s.max_len_s,
             max_gap_s=s.max_gap_s, budget_s=budget_s, allow_empty=s.allow_empty,
@@ -646,6 +653,7 @@ def _score_track(
     threshold: float,
     label: str = "fused highlightness (signal z)",
     semantic: np.ndarray | None = None,
+    new_view: float = float("nan"),
 ) -> ScoreTrack:
     """What the selection saw, per slice of ``fine`` (time order), for the pictures; without
     signals (``sig`` is ``None``) only the decision and the semantic match.
@@ -660,6 +668,7 @@ def _score_track(
         end_s=r([x.end_s for x in fine]),
         decision_score=r(decision),
         decision_threshold=round(float(threshold), 4) if np.isfinite(threshold) else None,
+        new_view_threshold=round(float(new_view), 4) if np.isfinite(new_view) else None,
         decision_label=label,
         fused_z=r(fuse_signals(sig)) if sig is not None else (),
         signals={k: tuple(None if v is None else round(v, 4) for v in vals)

@@ -11,7 +11,7 @@ from retrieval_hl.models import ScoreTrack
 from retrieval_hl.pipeline import export_highlights, highlight_video
 from retrieval_hl.render.export import load_highlight
 from retrieval_hl.render.plots import axis_label, plot_contact_sheet, plot_timeline
-from retrieval_hl.select.events import keep_level
+from retrieval_hl.select.events import NEW_LOOK_FRACTION, STAND_OUT, keep_level
 from retrieval_hl.signals.meter import SliceSignals
 from tests.conftest import TINY, make_video
 
@@ -42,6 +42,10 @@ def test_track_holds_what_the_selection_saw(run):
     # Signals only: the decision is the fused score, compared with the keep level of the rule.
     assert t.decision_score == t.fused_z
     assert t.decision_threshold == pytest.approx(keep_level(np.array(t.decision_score)), abs=1e-3)
+    # A new view stands out at a fraction of that contrast: its own, lower line.
+    new_view = keep_level(np.array(t.decision_score), NEW_LOOK_FRACTION * STAND_OUT)
+    assert t.new_view_threshold == pytest.approx(new_view, abs=1e-3)
+    assert np.median(t.decision_score) <= t.new_view_threshold <= t.decision_threshold
     assert set(t.signals) >= {"motion", "audio_loudness", "sharpness"}
     assert t.semantic_z == ()
     # The track round-trips through highlights.json.

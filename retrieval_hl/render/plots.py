@@ -182,6 +182,9 @@ def plot_timeline(highlight: Highlight, out_path: str | Path) -> Path:
         if track.decision_threshold is not None:
             top.axhline(track.decision_threshold, color="#d62728", ls="--", lw=1.1,
                         label=f"threshold {track.decision_threshold:.2f}")
+        if track.new_view_threshold is not None:
+            top.axhline(track.new_view_threshold, color="#d62728", ls=":", lw=1.0,
+                        label=f"a new view: {track.new_view_threshold:.2f}")
         top.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=3, fontsize=8,
                    frameon=False, borderaxespad=0.1)
         top.set_ylabel("score")
