@@ -42,10 +42,12 @@ import numpy as np
 
 from indexer.models import VideoInfo
 from indexer.probe import probe_video
+from indexer.speech.models import Transcript
+from indexer.speech.windows import cut_transcript
 from library.models import AssemblyPlan, LibraryClip, MissedEvent, PlanStep, Script
 from library.scoring import default_min_z, normalise_scores
 from library.script import normalise_label, normalise_labels
-from retrieval_hl.render.export import srt_timestamp
+from retrieval_hl.render.export import srt_of
 from retrieval_hl.render.renderer import (
     DEFAULT_LOUDNESS_LUFS,
     Cut,
@@ -53,6 +55,7 @@ from retrieval_hl.render.renderer import (
     music_file,
     render_cuts,
 )
+from retrieval_hl.speech.captions import stretch_cues
 from retrieval_hl.speech.hybrid import cap_unmatched_speech, fuse_scores
 from rhl_common.atomic import write_atomic
 from rhl_common.errors import ConfigError, EncoderError, RenderError
@@ -248,6 +251,7 @@ def build_plan(
                 score_norm=float(z[a.event_index, a.clip_index]),
                 channel="speech" if by_speech is not None
                 and by_speech[a.event_index, a.clip_index] else "visual",
+                transcript=_words_of_cut(clip, start, start + dur),
             )
         )
         t = out_start + dur
@@ -265,6 +269,17 @@ def build_plan(
         min_z=min_z,
         allow_reuse=allow_reuse,
     )
+
+
+def _words_of_cut(clip: LibraryClip, start_s: float, end_s: float) -> Transcript | None:
+    """What is said in ``clip`` between source seconds ``start_s`` and ``end_s``, on the cut's
+    own time line; ``None`` where nobody speaks.
+    """
+    if clip.transcript is None:
+        return None
+    said = cut_transcript(clip.transcript, start_s - clip.start_s, end_s - clip.start_s,
+                          clip.clip_id, retime=True)
+    return said if said.has_speech else None
 
 
 def _missed(
@@ -429,11 +444,15 @@ def load_plan(path: str | Path) -> AssemblyPlan:
 
 
 def plan_srt(plan: AssemblyPlan) -> str:
-    """Captions for the rendered edit: each event's text over its cut."""
-    return "\n".join(
-        f"{n}\n{srt_timestamp(s.out_start_s)} --> {srt_timestamp(s.out_end_s)}\n{s.text}\n"
-        for n, s in enumerate(plan.steps, 1)
-    )
+    """Captions for the rendered edit: the spoken words of each cut, a few at a time and timed
+    to the edit, as ``highlights.srt`` of ``rhl highlight`` (``retrieval_hl.speech.captions``);
+    the cut's event text where nobody speaks.
+    """
+    cues = []
+    for s in plan.steps:
+        words = s.transcript.words if s.transcript is not None else ()
+        cues += stretch_cues(words, (0.0, s.duration_s), (s.out_start_s, s.out_end_s), s.text)
+    return srt_of(cues)
 
 
 # -- rendering ----------------------------------------------------------------------------------

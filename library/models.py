@@ -132,6 +132,8 @@ class PlanStep(Frozen):
 
     Frames and times are the source's; the cut is taken from ``media_path`` (the library's copy,
     which starts at source time ``media_start_s``) when there is one, else from ``source_path``.
+    ``transcript`` is what is said in the cut, on the cut's own time line (0 = ``start_s``), so a
+    saved plan captions its edit without the library; ``None`` where nobody speaks.
     """
 
     position: int = Field(ge=0)
@@ -150,6 +152,7 @@ class PlanStep(Frozen):
     score_raw: float
     score_norm: float
     channel: Channel = "visual"
+    transcript: Transcript | None = None
 
     @model_validator(mode="after")
     def _check_order(self) -> PlanStep:

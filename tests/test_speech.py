@@ -390,10 +390,25 @@ def _library(location: str):  # noqa: ANN202
     return Library.open(location, encoder=TINY, settings=Settings(encoder=TINY, **LIB_SETTINGS))
 
 
+def _srt_cues(srt: str) -> list[tuple[float, float, str]]:
+    """(start_s, end_s, text) of each cue of an SRT file's text."""
+
+    def seconds(stamp: str) -> float:
+        h, m, s = stamp.replace(",", ".").split(":")
+        return 3600 * int(h) + 60 * int(m) + float(s)
+
+    cues = []
+    for block in srt.strip().split("\n\n"):
+        _, times, *text = block.strip().splitlines()
+        a, b = times.split(" --> ")
+        cues.append((seconds(a), seconds(b), " ".join(text)))
+    return cues
+
+
 @needs_speech
 @pytest.mark.parametrize("kind", ["faiss", "qdrant"])
 def test_library_clips_keep_their_words_and_are_found_by_them(spoken_clips, tmp_path, kind):
-    from library.assemble import plan_assembly
+    from library.assemble import load_plan, plan_assembly, plan_srt, save_plan
     from library.models import Script, ScriptStep
 
     loc = str(tmp_path / "lib") if kind == "faiss" else f"qdrant:{tmp_path / 'qlib'}"
@@ -426,6 +441,18 @@ def test_library_clips_keep_their_words_and_are_found_by_them(spoken_clips, tmp_
         said = [w for w in cat.words if "cat" in w.text.lower()][0]
         step = plan.steps[1]
         assert step.start_s - home.start_s <= said.start_s + 0.5 <= step.end_s - home.start_s + 1
+        # The edit's captions are the words said in each cut, timed to the edit (not the
+        # event texts: both cuts have speech), and a saved plan keeps them.
+        cues = _srt_cues(plan_srt(plan))
+        text = " ".join(t for *_, t in cues).lower()
+        assert "championship" in text and "cat" in text and PARAPHRASE_1 not in text
+        assert "weekend" in text or "north coast" in text
+        assert all(0 <= a < b <= plan.duration_s + 1e-3 for a, b, _ in cues)
+        cat_cue = next(c for c in cues if "cat" in c[2].lower())
+        assert step.out_start_s <= cat_cue[0] < step.out_end_s
+        assert cat_cue[0] == pytest.approx(
+            step.out_start_s + max(0.0, said.start_s - (step.start_s - home.start_s)), abs=0.7)
+        assert plan_srt(load_plan(save_plan(plan, tmp_path / "p.plan.json"))) == plan_srt(plan)
 
         assert lib.remove([ids["home"]]) == 1
         assert lib.speech_store.count(ids["home"]) == 0

@@ -9,7 +9,7 @@ publishing size (``publish_size``), with the same transitions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +101,11 @@ def srt_text(highlight: Highlight, crossfade_s: float = 0.0) -> str:
     from retrieval_hl.speech.captions import caption_cues
 
     durations = [s.duration_s for s in highlight.segments]
-    cues = caption_cues(highlight, output_timeline(durations, crossfade_s))
+    return srt_of(caption_cues(highlight, output_timeline(durations, crossfade_s)))
+
+
+def srt_of(cues: Sequence[tuple[float, float, str]]) -> str:
+    """The text of an SRT file holding ``cues`` ((start_s, end_s, text), output seconds)."""
     return "\n".join(
         f"{n}\n{srt_timestamp(a)} --> {srt_timestamp(b)}\n{text}\n"
         for n, (a, b, text) in enumerate(cues, 1)

@@ -1,7 +1,9 @@
 """Captions of what is said, timed to the rendered highlight video. Pure.
 
-Each kept segment's words become cues on the output time line (a few words each, broken at
-sentence ends and pauses); a segment where nobody speaks gets its description for its length.
+Each kept stretch's words become cues on the output time line (a few words each, broken at
+sentence ends and pauses); a stretch where nobody speaks gets its description for its length.
+Highlights (``caption_cues``) and assembled edits (``library.assemble.plan_srt``) both place
+their stretches with :func:`stretch_cues`.
 """
 
 from __future__ import annotations
@@ -58,26 +60,49 @@ def caption_cues(
 ) -> list[Cue]:
     """Cues for the rendered video whose segment k occupies ``timeline[k]`` (output seconds).
 
-    A word belongs to the segment holding its middle; its cue runs from its group's first word
-    to the next group (or its last word), clipped to the segment's stretch. A segment without
-    words gets its description (``describe_silence``) or nothing.
+    Each segment's cues come from :func:`stretch_cues`; a segment without words gets its
+    description (``describe_silence``) or nothing.
     """
     words = highlight.transcript.words if highlight.transcript is not None else ()
+    descs = highlight.descriptions  # may be empty (e.g. a VLM that found nothing)
     cues: list[Cue] = []
-    for seg, (a, b) in zip(highlight.segments, timeline, strict=True):
-        mine = [w for w in words if seg.start_s <= (w.start_s + w.end_s) / 2 < seg.end_s]
-        if not mine:
-            descs = highlight.descriptions  # may be empty (e.g. a VLM that found nothing)
-            if describe_silence:
-                cues.append(Cue(a, b, descs[seg.description_index].text
-                                if seg.description_index < len(descs) else "highlight"))
-            continue
-        groups = group_words(mine, max_words)
-        for k, g in enumerate(groups):
-            t0 = a + g[0].start_s - seg.start_s
-            t1 = a + (groups[k + 1][0].start_s if k + 1 < len(groups) else g[-1].end_s) \
-                - seg.start_s
-            t0, t1 = max(a, t0), min(b, t1)
-            if t1 > t0:
-                cues.append(Cue(t0, t1, join_words(g)))
+    for seg, out in zip(highlight.segments, timeline, strict=True):
+        silent = (descs[seg.description_index].text if seg.description_index < len(descs)
+                  else "highlight") if describe_silence else None
+        cues += stretch_cues(words, (seg.start_s, seg.end_s), out, silent, max_words)
+    return cues
+
+
+def stretch_cues(
+    words: Sequence[Word],
+    span_s: tuple[float, float],
+    out_s: tuple[float, float],
+    silent_text: str | None = None,
+    max_words: int = MAX_WORDS,
+) -> list[Cue]:
+    """Cues for one stretch ``span_s`` of a source shown at ``out_s`` (output seconds).
+
+    A word belongs to the stretch holding its middle; its cue runs from its group's first word
+    (:func:`group_words`) to the next group (or its last word), clipped to ``out_s``. Without a
+    word in the stretch: one cue of ``silent_text`` over all of ``out_s``, or none if ``None``.
+
+    Args:
+        words: Words on the source's time line (any order of stretches; only those inside count).
+        span_s: (start, end) of the stretch in source seconds.
+        out_s: (start, end) where the stretch plays in the output, in seconds.
+        silent_text: What to show where nobody speaks.
+        max_words: Most words per cue.
+    """
+    (s0, s1), (a, b) = span_s, out_s
+    mine = [w for w in words if s0 <= (w.start_s + w.end_s) / 2 < s1]
+    if not mine:
+        return [Cue(a, b, silent_text)] if silent_text is not None else []
+    cues: list[Cue] = []
+    groups = group_words(mine, max_words)
+    for k, g in enumerate(groups):
+        t0 = a + g[0].start_s - s0
+        t1 = a + (groups[k + 1][0].start_s if k + 1 < len(groups) else g[-1].end_s) - s0
+        t0, t1 = max(a, t0), min(b, t1)
+        if t1 > t0:
+            cues.append(Cue(t0, t1, join_words(g)))
     return cues
