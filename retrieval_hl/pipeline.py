@@ -474,7 +474,7 @@ def highlight_video(
     from retrieval_hl.signals.meter import SAMPLE_FPS, SignalMeter, measure_signals_and_cuts
     from retrieval_hl.speech.channel import open_speech_channel, prompt_descriptions
     from retrieval_hl.speech.hybrid import fuse_hits
-    from retrieval_hl.speech.rate import words_per_second
+    from retrieval_hl.speech.rate import emphasis_db, words_per_second
 
     s = settings or Settings()
     request = parse_request(prompt) if prompt else None
@@ -535,8 +535,10 @@ def highlight_video(
         hits, query_vectors, slices = [], None, fine
     grid = video.slices if video is not None else tuple(make_slices(info, s.window_s, cuts or ()))
     speech = open_speech_channel(info, grid, s, progress=speech_progress)
-    if speech is not None and not vlm_only:  # what is said, as a query-free signal
-        sig = dataclasses.replace(sig, speech_rate=words_per_second(speech.transcript.words, fine))
+    if speech is not None and not vlm_only:  # what is said, and how, as query-free signals
+        rate = words_per_second(speech.transcript.words, fine)
+        sig = dataclasses.replace(sig, speech_rate=rate,
+                                  speech_emphasis_db=emphasis_db(sig.voice_loudness_db, rate > 0))
     if query and enc is None and speech is None and answer is None:
         raise EncoderError(
             "--prompt needs CLIP weights or speech in the video, and neither is available here "

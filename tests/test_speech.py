@@ -548,3 +548,81 @@ def test_cut_transcript_keeps_the_words_of_a_span_and_retimes_them() -> None:
     assert [(w.start_s, round(w.end_s, 6)) for w in own.words] == [(0.0, 0.5), (0.7, 1.5)]
     assert own.audio_duration_s == pytest.approx(1.9) and own.language == "en"
     assert not cut_transcript(t, 6.5, 9.0, "clip").has_speech
+
+
+# -- how it is said: emphasis as a query-free signal -----------------------------------------
+
+
+def test_voicing_takes_a_pitched_buzz_and_not_noise() -> None:
+    import numpy as np
+
+    from retrieval_hl.signals.meter import AUDIO_FFT, AUDIO_RATE_HZ, voiced_hops
+
+    rng = np.random.default_rng(0)
+    t = np.arange(AUDIO_FFT) / AUDIO_RATE_HZ
+    buzz = [np.sign(np.sin(2 * np.pi * f0 * t)) + 0.3 * rng.standard_normal(t.size)
+            for f0 in (95.0, 180.0, 310.0)]
+    noise = rng.standard_normal((200, AUDIO_FFT))
+    window = np.hanning(AUDIO_FFT)
+    assert voiced_hops(np.array(buzz), window).all()
+    assert not voiced_hops(noise, window).any()
+    assert not voiced_hops(np.zeros((3, AUDIO_FFT)), window).any()
+
+
+def test_emphasis_is_the_rise_over_the_speakers_own_level() -> None:
+    import numpy as np
+
+    from retrieval_hl.speech.rate import emphasis_db
+
+    level = np.array([np.nan, -20.0, -21.0, -19.0, -12.0, -3.0, -20.0, np.nan])
+    speaking = np.array([False, True, True, True, True, False, True, True])
+    # the speaker's level is the median of the speaking slices (-20 dB); -3 dB where nobody
+    # speaks (a pitched sound, not a voice) does not count; softer is 0, like silence
+    assert emphasis_db(level, speaking).tolist() == [0, 0, 0, 1, 8, 0, 0, 0]
+    assert not emphasis_db(level, np.zeros(8, bool)).any()
+
+
+@pytest.fixture(scope="module")
+def emphatic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[float, float]]]:
+    path = tmp_path_factory.mktemp("emphatic") / "emphatic.mp4"
+    return path, make_narration_video(path, SENTENCES, emphasised={2})
+
+
+@needs_speech
+def test_the_emphasised_sentence_has_the_highest_emphasis(emphatic) -> None:
+    import numpy as np
+
+    from indexer.slicing import make_slices
+    from retrieval_hl.select.events import Weights, fuse_signals
+    from retrieval_hl.signals.meter import measure_signals_and_cuts
+    from retrieval_hl.speech.rate import emphasis_db, words_per_second
+
+    path, spans = emphatic
+    info = probe_video(path)
+    fine = make_slices(info, 1.0, ())
+    sig, _ = measure_signals_and_cuts(info, fine, None)
+    rate = words_per_second(transcribe_video(info).words, fine)
+    emph = emphasis_db(sig.voice_loudness_db, rate > 0)
+    mids = np.array([(s.start_s + s.end_s) / 2 for s in fine])
+    a, b = spans[2]
+    inside = (mids > a) & (mids < b)
+    others = ~inside & np.any([(mids > x) & (mids < y) for x, y in spans], axis=0)
+    assert a < mids[emph.argmax()] < b
+    # espeak-ng's amplitude 200 is ~6 dB over its 100: the raised sentence, not the others
+    assert np.median(emph[inside]) > 3.0 and emph[others].max() < 1.5
+    sig = dataclasses.replace(sig, speech_rate=rate, speech_emphasis_db=emph)
+    assert a < mids[fuse_signals(sig, Weights(speech_emphasis=1.0)).argmax()] < b
+
+
+@needs_speech
+def test_without_speech_emphasis_is_zero(videos, tmp_path) -> None:
+    from retrieval_hl.config import Settings
+    from retrieval_hl.pipeline import highlight_video
+
+    # a 440 Hz tone is pitched (voiced to the meter) but nobody speaks
+    s = Settings(encoder="none", semantic="off", speech="on")
+    hl = highlight_video(videos["plain"], settings=s)
+    assert hl.transcript is None  # nobody speaks: no transcript kept
+    track = hl.track.signals
+    assert any(v is not None for v in track["voice_loudness_db"])
+    assert set(track["speech_emphasis_db"]) == {0.0}

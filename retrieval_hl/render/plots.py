@@ -40,6 +40,8 @@ SIGNAL_LABELS: dict[str, tuple[str, str]] = {
     "sharpness": ("sharpness", "Laplacian var"),
     "exposure": ("exposure penalty", "0-1"),
     "speech_rate": ("speech", "words per s"),
+    "voice_loudness_db": ("voice loudness", "dBFS"),
+    "speech_emphasis_db": ("speech emphasis", "dB over the speaker's level"),
     "animals": ("animals", "fraction"),
     "vehicles": ("vehicles", "fraction"),
     "subject_size": ("subject size", "of frame"),

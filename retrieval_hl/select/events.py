@@ -104,6 +104,7 @@ MIN_SCALE: dict[str, float] = {
     "exposure": 0.05,  # penalty 0-1
     "semantic": 0.25,  # query z-score
     "speech_rate": 0.5,  # words per second
+    "speech_emphasis_db": 3.0,  # dB over the speaker's level (a stressed word varies by ~3)
 }
 
 # Segment length bounds of the query-free events (the Settings defaults are these).
@@ -146,6 +147,9 @@ class Weights(Frozen):
     # Off by default: where someone talks throughout (a vlog, commentary) it is flat and adds
     # nothing; in mostly silent footage any remark becomes the event (bench/speech_signal.py).
     speech_rate: float = Field(0.0, ge=0)
+    # A voice raised above the speaker's own level (see retrieval_hl.speech.rate.emphasis_db);
+    # ordinary speech, at its own level, is 0 like silence (bench/speech_signal.py).
+    speech_emphasis: float = Field(0.5, ge=0)
     blur_penalty: float = Field(0.5, ge=0)
     exposure_penalty: float = Field(0.5, ge=0)
     quality_gate_z: float = Field(1.5, ge=0)
@@ -213,6 +217,7 @@ def fuse_signals(
         (w.faces, sig.faces, "faces"),
         (w.people, sig.people, "people"),
         (w.speech_rate, sig.speech_rate, "speech_rate"),
+        (w.speech_emphasis, sig.speech_emphasis_db, "speech_emphasis_db"),
     ]
     if semantic is not None:
         sem = np.asarray(semantic, dtype=np.float64)
