@@ -539,6 +539,10 @@ def test_labels_say_what_was_seen():
     )
     assert describe_evidence(SliceSignals(**base), [3, 4]) == "an ordinary moment"
     assert describe_evidence(SliceSignals(**base), []) == "an ordinary moment"
+    raised = dict(base)
+    raised["speech_emphasis_db"] = np.r_[np.zeros(14), np.full(2, 6.0), np.full(4, 1.5)]
+    assert describe_evidence(SliceSignals(**raised), [13, 14, 15]) == "a raised voice"
+    assert describe_evidence(SliceSignals(**raised), [16, 17]) == "an ordinary moment"
 
 
 def test_labels_say_a_new_view_where_nothing_else_looks_alike():

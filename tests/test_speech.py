@@ -609,7 +609,7 @@ def test_the_emphasised_sentence_has_the_highest_emphasis(emphatic) -> None:
     others = ~inside & np.any([(mids > x) & (mids < y) for x, y in spans], axis=0)
     assert a < mids[emph.argmax()] < b
     # espeak-ng's amplitude 200 is ~6 dB over its 100: the raised sentence, not the others
-    assert np.median(emph[inside]) > 3.0 and emph[others].max() < 1.5
+    assert np.median(emph[inside]) > 3.0 and emph[others].max() < 2.5
     sig = dataclasses.replace(sig, speech_rate=rate, speech_emphasis_db=emph)
     assert a < mids[fuse_signals(sig, Weights(speech_emphasis=1.0)).argmax()] < b
 

@@ -13,7 +13,9 @@ the frame where it is not (presence, size):
 - look: a stretch nothing else in the video looks like (``events.look_novelty`` of at least
   ``events.NEW_LOOK_LAB``) is "a new view";
 - sound: loudness ``LOUDER_DB`` over the video's median is "the sound gets louder", onset
-  strength ``ONSET_Z`` robust z over it is "sudden sounds"; cuts ``CUTS_Z`` over: "quick cuts".
+  strength ``ONSET_Z`` robust z over it is "sudden sounds", a voice ``RAISED_DB`` or more over
+  the speaker's own level somewhere in it (``speech_emphasis_db``) "a raised voice"; cuts
+  ``CUTS_Z`` over: "quick cuts".
 
 For example "a person moving fast, close to the camera; the sound gets louder". A segment with no
 evidence at all is "an ordinary moment", never the bare word "highlight".
@@ -33,6 +35,7 @@ CLOSE, FAR = 0.5, 0.2  # subject size, share of the frame
 FAST_Z, MOVING_Z = 3.0, 1.0
 MIN_CAMERA = 2.0  # grey levels
 LOUDER_DB = 6.0
+RAISED_DB = 4.0  # a stressed word in ordinary speech stays under ~2 dB (bench/speech_signal.py)
 ONSET_Z = 2.0
 CUTS_Z = 2.0
 ARTICLE = {"person": "a person", "animal": "an animal", "vehicle": "a vehicle"}
@@ -94,6 +97,8 @@ def describe_evidence(
         sound.append("the sound gets louder")
     if z("audio_onset") >= ONSET_Z:
         sound.append("sudden sounds")
+    if float(np.max(sig.speech_emphasis_db[pos])) >= RAISED_DB:
+        sound.append("a raised voice")
     if sound:
         parts.append(", ".join(sound))
     if z("shot_density") >= CUTS_Z:
