@@ -593,7 +593,7 @@ def test_the_emphasised_sentence_has_the_highest_emphasis(emphatic) -> None:
     import numpy as np
 
     from indexer.slicing import make_slices
-    from retrieval_hl.select.events import Weights, fuse_signals
+    from retrieval_hl.select.events import fuse_signals
     from retrieval_hl.signals.meter import measure_signals_and_cuts
     from retrieval_hl.speech.rate import emphasis_db, words_per_second
 
@@ -611,7 +611,7 @@ def test_the_emphasised_sentence_has_the_highest_emphasis(emphatic) -> None:
     # espeak-ng's amplitude 200 is ~6 dB over its 100: the raised sentence, not the others
     assert np.median(emph[inside]) > 3.0 and emph[others].max() < 2.5
     sig = dataclasses.replace(sig, speech_rate=rate, speech_emphasis_db=emph)
-    assert a < mids[fuse_signals(sig, Weights(speech_emphasis=1.0)).argmax()] < b
+    assert a < mids[fuse_signals(sig).argmax()] < b  # on by default
 
 
 @needs_speech
