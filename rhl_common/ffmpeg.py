@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 # A run whose progress report (frames, output time, bytes written) has not moved for this long
 # is stalled: ffmpeg 9 has been seen to deadlock at 0 % CPU, forever. Generous, because a legit
-# run can go quiet for a while: opening a long file, seeking far into a long GOP, the
-# +faststart rewrite of a big output on a busy machine all take seconds, never minutes.
+# run can go quiet for a while: opening a long file, seeking far into a long GOP, x264's
+# lookahead before its first frame, the +faststart rewrite of a big output on a busy machine
+# all take seconds, never minutes.
 STALL_TIMEOUT_S = 120.0
 # The progress fields that move while ffmpeg works (``speed`` and ``fps`` change when stalled).
 _PROGRESS_KEYS = (b"frame", b"out_time_us", b"total_size", b"progress")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import av
 import numpy as np
 import pytest
 
 from retrieval_hl.render.renderer import Cut, output_timeline, render_cropped, render_cuts
 from rhl_common.errors import RenderError
-from tests.conftest import make_video
+from tests.conftest import ffmpeg, make_video
 
 
 def probe(path):
@@ -78,3 +80,74 @@ def test_bad_input_raises(tmp_path):
     with pytest.raises(RenderError, match="ffmpeg failed while rendering y.mp4"):
         render_cuts([missing], tmp_path / "y.mp4", fps=10, audio=False)
     assert not (tmp_path / "y.mp4").exists()
+
+
+def counter_video(path, seconds: int, fps: int = 10):
+    """A flat grey picture whose level counts the frames (16 + 3 * (frame mod 70)), with a tone."""
+    ffmpeg("-f", "lavfi", "-i",
+           f"nullsrc=size=160x120:rate={fps}:duration={seconds},"
+           "geq=lum='16+3*mod(N,70)':cb=128:cr=128",
+           "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", str(fps), "-c:a", "aac", "-shortest",
+           str(path))
+    return path
+
+
+def ffmpeg_inputs(records) -> list[int]:
+    """How many inputs each logged ffmpeg run read."""
+    runs = [r.args[0] for r in records if r.name == "rhl_common.ffmpeg" and r.msg == "ffmpeg: %s"]
+    return [cmd.count("-i") for cmd in runs]
+
+
+@pytest.mark.parametrize("crossfade_s", [0.0, 0.5])
+def test_many_cuts_of_a_long_source(tmp_path, caplog, crossfade_s):
+    # The design guard for the render hang: 9 cuts of one 3-minute source (6 cuts of a 1-hour
+    # 720p file stalled ffmpeg in one graph; this small source never did). Every cut lands
+    # frame-exact, the sound lasts as long as the picture, and no ffmpeg run reads more than
+    # two inputs, whatever the number of cuts.
+    fps = 10
+    src = counter_video(tmp_path / "long.mp4", seconds=180, fps=fps)
+    starts = [2.0, 21.0, 37.0, 58.0, 75.0, 96.0, 113.0, 134.0, 151.0]  # frame mod 70 <= 50
+    cuts = [Cut(source_path=str(src), start_s=s, duration_s=1.5, has_audio=True) for s in starts]
+    with caplog.at_level(logging.DEBUG, logger="rhl_common.ffmpeg"):
+        out = render_cuts(cuts, tmp_path / "many.mp4", fps=fps, crossfade_s=crossfade_s,
+                          loudness_lufs=-14.0)
+    fade = int(crossfade_s * fps)
+    size, n_frames, audio = probe(out)
+    assert n_frames == 9 * 15 - 8 * fade
+    assert audio[:2] == (48000, 2)
+    assert abs(audio[2] - n_frames / fps * 48000) < 2048  # one AAC frame of slack
+    inputs = ffmpeg_inputs(caplog.records)
+    assert len(inputs) == 9 + (8 if fade else 0) + 1 and max(inputs) <= 2, inputs
+    levels = frame_levels(out)
+    t = 0
+    for s in starts:  # the frames no transition touches are the source's, in order
+        want = [16 + 3 * ((round(s * fps) + j) % 70) for j in range(fade, 15 - fade)]
+        got = levels[t + fade : t + 15 - fade]
+        assert np.allclose(got, want, atol=1.2), (s, got, want)
+        t += 15 - fade
+
+
+def frame_levels(path) -> list[float]:
+    """The mean luma (Y) of every frame."""
+    with av.open(str(path)) as c:
+        return [float(f.to_ndarray(format="yuv420p")[: f.height].mean())
+                for f in c.decode(video=0)]
+
+
+def test_a_cut_past_the_source_end_holds_its_last_frame(tmp_path):
+    src = counter_video(tmp_path / "short.mp4", seconds=3, fps=10)
+    cut = Cut(source_path=str(src), start_s=2.0, duration_s=2.5, has_audio=True)
+    out = render_cuts([cut, cut], tmp_path / "held.mp4", fps=10)
+    size, n_frames, audio = probe(out)
+    assert n_frames == 50
+    assert abs(audio[2] - 5 * 48000) < 2048
+    levels = frame_levels(out)
+    assert np.allclose(levels[9:25], 16 + 3 * 29, atol=1.2)  # frame 29, the last, held
+
+
+def test_cuts_of_two_sources_need_a_size(tmp_path):
+    a = Cut(source_path=str(tmp_path / "a.mp4"), start_s=0, duration_s=1, has_audio=False)
+    b = a.model_copy(update={"source_path": str(tmp_path / "b.mp4")})
+    with pytest.raises(RenderError, match="need an output size"):
+        render_cuts([a, b], tmp_path / "x.mp4", fps=10)

@@ -254,8 +254,11 @@ class _Pieces:
     def _render_cut(self, cut: Cut, spans: list[tuple[int, int]], paths: list[Path]) -> None:
         """One ffmpeg reading one source: ``cut`` normalised, one file per span of frames."""
         end_s = max(b for _, b in spans) / self.fps
+        # reinit_filter 0: a file joined from parts by stream copy can change its picture format
+        # mid-cut (yuv420p <-> yuvj420p); rebuilding the graph then would restart trim and
+        # tpad (too many frames, too little sound). The scale filter takes the change instead.
         src = ffmpeg.input(ffmpeg_file(cut.source_path), ss=f"{cut.start_s:.6f}",
-                           t=f"{end_s + READ_MARGIN_S:.6f}")
+                           t=f"{end_s + READ_MARGIN_S:.6f}", reinit_filter=0)
         v = src["v:0"]
         if self.size is None:
             v = v.filter("scale", "trunc(iw/2)*2", "trunc(ih/2)*2")
@@ -343,7 +346,9 @@ def _audio(src: Any, duration_s: float) -> Any:
             f="lavfi",
         )["a:0"]
     else:
-        a = src["a:0"].filter("aresample", AUDIO_RATE_HZ)
+        # first_pts: the sound starts with the picture (silence where it starts late), so its
+        # spans are counted in samples from there
+        a = src["a:0"].filter("aresample", AUDIO_RATE_HZ, first_pts=0)
     a = a.filter(
         "aformat", sample_fmts="fltp", sample_rates=AUDIO_RATE_HZ, channel_layouts="stereo"
     )
