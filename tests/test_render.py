@@ -128,6 +128,39 @@ def test_many_cuts_of_a_long_source(tmp_path, caplog, crossfade_s):
         t += 15 - fade
 
 
+def mixed_range_video(folder, parts: int = 10, seconds: int = 10):
+    """A file joined by stream copy from parts alternately yuv420p and yuvj420p (limited and
+    full range), as a long recording assembled from clips is: its decoded picture format
+    changes every ``seconds``, and ffmpeg rebuilds a filter graph at every change.
+    """
+    listing = folder / "parts.txt"
+    for fmt in ("yuv420p", "yuvj420p"):
+        ffmpeg("-f", "lavfi", "-i", f"testsrc2=size=160x120:rate=10:duration={seconds}",
+               "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+               "-c:v", "libx264", "-pix_fmt", fmt, "-g", "10", "-c:a", "aac", "-shortest",
+               str(folder / f"{fmt}.mp4"))
+    listing.write_text("".join(f"file '{('yuv420p', 'yuvj420p')[k % 2]}.mp4'\n"
+                               for k in range(parts)))
+    ffmpeg("-f", "concat", "-i", str(listing), "-c", "copy", str(folder / "mixed.mp4"))
+    return folder / "mixed.mp4"
+
+
+def test_cuts_across_picture_format_changes(tmp_path, caplog):
+    # The render hang, reproduced small: these cuts, each across a yuv420p <-> yuvj420p change,
+    # in one graph of one input per cut stalled ffmpeg 9 for good from 5 cuts on (the graph
+    # rebuilt at a change restarts concat on inputs that have ended); 2 cuts rendered 61
+    # frames and 7.5 s of sound for 6 s. Each cut now keeps its own filters through the change.
+    src = mixed_range_video(tmp_path)
+    cuts = [Cut(source_path=str(src), start_s=10 * j - 1.5, duration_s=3, has_audio=True)
+            for j in range(1, 10)]
+    with caplog.at_level(logging.DEBUG, logger="rhl_common.ffmpeg"):
+        out = render_cuts(cuts, tmp_path / "out.mp4", fps=10)
+    size, n_frames, audio = probe(out)
+    assert n_frames == 9 * 30
+    assert abs(audio[2] - 9 * 3 * 48000) < 2048
+    assert max(ffmpeg_inputs(caplog.records)) <= 2
+
+
 def frame_levels(path) -> list[float]:
     """The mean luma (Y) of every frame."""
     with av.open(str(path)) as c:
