@@ -3,7 +3,9 @@
     .venv/bin/python bench/render.py [--video FILE] [--segments 6] [--seconds 5] [--repeat 3]
 
 The plain cut is one ffmpeg command: every segment input-seeked (``-ss``/``-t``), joined with
-the concat filter, encoded with the same codec settings (libx264 veryfast crf 20, AAC). Against
+the concat filter, encoded with the same codec settings (libx264 veryfast crf 20, AAC); its
+inputs take ``-reinit_filter 0``, without which a file whose picture format changes mid-way
+(clips joined by stream copy) stalls that one graph for good. Against
 it: ``render_highlight`` with hard cuts and no loudness target (what the renderer adds: per-cut
 normalisation of size, rate and sound), then with the default -14 LUFS loudness target, then
 with a 0.5 s crossfade; and, reported apart, the reframed 9:16 render at its publishing size
@@ -47,7 +49,8 @@ def make_video() -> Path:
 def plain_cut(path: str, spans: list[tuple[float, float]], out: Path, audio: bool) -> None:
     args = [ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-y"]
     for a, d in spans:
-        args += ["-ss", f"{a:.6f}", "-t", f"{d:.6f}", "-i", ffmpeg_file(path)]
+        args += ["-reinit_filter", "0", "-ss", f"{a:.6f}", "-t", f"{d:.6f}", "-i",
+                 ffmpeg_file(path)]
     n = len(spans)
     pads = "".join(f"[{k}:v:0]" + (f"[{k}:a:0]" if audio else "") for k in range(n))
     graph = f"{pads}concat=n={n}:v=1:a={int(audio)}[v]" + ("[a]" if audio else "")
