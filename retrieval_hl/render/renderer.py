@@ -6,6 +6,8 @@ re-encode), normalises each cut to one output format (frame size, frame rate, 48
 audio or none), makes it last exactly its duration (the last frame is held if the source ends
 early) and joins the cuts, with hard cuts, crossfades or dips to black, and normalises the
 loudness of the result (EBU R128, ffmpeg's ``loudnorm``) so every export sits at one level.
+Each ffmpeg run reads at most two inputs: cuts and transitions are rendered one at a time into
+pieces in a temporary folder, then joined by stream copy.
 ``render_cropped`` encodes a stream of cropped frames, scaled to the publishing size, over the
 audio of an earlier render.
 
@@ -146,8 +148,9 @@ def render_cuts(
     sources: each distinct cut is rendered alone from its source into a normalised piece (one
     input), each transition alone from the two pieces it joins (two inputs), and the pieces are
     joined by the concat demuxer, the picture stream-copied and the sound encoded once (where
-    loudness and music apply). One filter graph with every cut as its own input of one long
-    source stalled ffmpeg 9 at 0 % CPU for good (6 cuts of a 1-hour 720p file).
+    loudness and music apply). (One graph with every cut as its own input stalled ffmpeg 9 at
+    0 % CPU for good when a source's picture format changed inside a cut: ffmpeg rebuilt the
+    whole graph there, and the new concat filter waited on inputs that had ended.)
 
     Args:
         cuts: The cuts, in output order; a cut used twice is rendered once.
