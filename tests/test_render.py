@@ -159,13 +159,22 @@ def test_cuts_across_picture_format_changes(tmp_path, caplog):
     assert n_frames == 9 * 30
     assert abs(audio[2] - 9 * 3 * 48000) < 2048
     assert max(ffmpeg_inputs(caplog.records)) <= 2
+    # Cuts 1 and 2 end on the first 1.5 s of a full-range and of a limited-range part: the
+    # same pictures, once the range is converted.
+    luma = frame_lumas(out)
+    assert np.abs(luma[45:60] - luma[75:90]).mean() < 3
+
+
+def frame_lumas(path) -> np.ndarray:
+    """The luma (Y) plane of every frame."""
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="yuv420p")[: f.height].astype(float)
+                         for f in c.decode(video=0)])
 
 
 def frame_levels(path) -> list[float]:
     """The mean luma (Y) of every frame."""
-    with av.open(str(path)) as c:
-        return [float(f.to_ndarray(format="yuv420p")[: f.height].mean())
-                for f in c.decode(video=0)]
+    return [float(y.mean()) for y in frame_lumas(path)]
 
 
 def test_a_cut_past_the_source_end_holds_its_last_frame(tmp_path):
