@@ -1,6 +1,9 @@
 """Render time: the renderer against a plain ffmpeg cut of the same segments.
 
     .venv/bin/python bench/render.py [--video FILE] [--segments 6] [--seconds 5] [--repeat 3]
+        [--starts S1,S2,...]
+
+The segments are spread evenly over the video, or start at ``--starts`` (seconds).
 
 The plain cut is one ffmpeg command: every segment input-seeked (``-ss``/``-t``), joined with
 the concat filter, encoded with the same codec settings (libx264 veryfast crf 20, AAC); its
@@ -77,12 +80,15 @@ def main() -> None:
     ap.add_argument("--segments", type=int, default=6)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--starts", default=None, help="comma-separated segment starts, seconds")
     a = ap.parse_args()
     info = probe_video(a.video or make_video())
     step = info.duration_s / a.segments
+    starts = ([float(x) for x in a.starts.split(",")] if a.starts
+              else [k * step + 0.5 for k in range(a.segments)])
     segs = []
-    for k in range(a.segments):
-        f0 = info.frame_at(k * step + 0.5)
+    for start_s in starts:
+        f0 = info.frame_at(start_s)
         f1 = min(f0 + round(a.seconds * info.fps), info.n_frames)
         segs.append(Segment(video_id=info.video_id, start_frame=f0, end_frame=f1,
                             start_s=f0 / info.fps, end_s=f1 / info.fps, description_index=0,
