@@ -85,6 +85,7 @@ def ffmpeg_process(
 
     With ``stdin`` the caller writes the input to ``proc.stdin`` inside the block (closed on
     exit); a write that fails because the watchdog killed ffmpeg is reported as the stall.
+    ffmpeg's stdout carries its progress report, so no output may go to ``pipe:1``.
 
     Raises:
         RenderError: ffmpeg failed, or made no progress for ``stall_timeout_s`` and was killed.
