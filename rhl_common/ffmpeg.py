@@ -60,16 +60,22 @@ DIE_WITH_PARENT = _die_with_parent if sys.platform.startswith("linux") else None
 
 
 def run_ffmpeg(
-    args: Sequence[str], *, what: str, stall_timeout_s: float = STALL_TIMEOUT_S
+    args: Sequence[str],
+    *,
+    what: str,
+    stall_timeout_s: float = STALL_TIMEOUT_S,
+    cancel: threading.Event | None = None,
 ) -> None:
     """Run ffmpeg with ``args``; raise ``RenderError`` naming ``what`` on failure.
 
     On Linux the ffmpeg process dies with ours, so a killed run leaves no encoder running.
+    Setting ``cancel`` kills it (runs side by side stop when one of them fails).
 
     Raises:
-        RenderError: ffmpeg failed, or made no progress for ``stall_timeout_s`` and was killed.
+        RenderError: ffmpeg failed, was cancelled, or made no progress for ``stall_timeout_s``
+            and was killed.
     """
-    with ffmpeg_process(args, what=what, stall_timeout_s=stall_timeout_s):
+    with ffmpeg_process(args, what=what, stall_timeout_s=stall_timeout_s, cancel=cancel):
         pass
 
 
@@ -80,15 +86,18 @@ def ffmpeg_process(
     what: str,
     stall_timeout_s: float = STALL_TIMEOUT_S,
     stdin: bool = False,
+    cancel: threading.Event | None = None,
 ) -> Iterator[subprocess.Popen]:
     """Start ffmpeg with ``args`` under a stall watchdog; yield the process; wait for it on exit.
 
     With ``stdin`` the caller writes the input to ``proc.stdin`` inside the block (closed on
     exit); a write that fails because the watchdog killed ffmpeg is reported as the stall.
-    ffmpeg's stdout carries its progress report, so no output may go to ``pipe:1``.
+    ffmpeg's stdout carries its progress report, so no output may go to ``pipe:1``. Setting
+    ``cancel`` kills ffmpeg (within a second).
 
     Raises:
-        RenderError: ffmpeg failed, or made no progress for ``stall_timeout_s`` and was killed.
+        RenderError: ffmpeg failed, was cancelled, or made no progress for ``stall_timeout_s``
+            and was killed.
     """
     cmd = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats",
            "-progress", "pipe:1", "-y", *args]
@@ -100,7 +109,7 @@ def ffmpeg_process(
         stderr=subprocess.PIPE,
         preexec_fn=DIE_WITH_PARENT,  # noqa: PLW1509
     )
-    watch = _Watchdog(proc, stall_timeout_s)
+    watch = _Watchdog(proc, stall_timeout_s, cancel)
     watch.start()
     try:
         try:
@@ -116,6 +125,8 @@ def ffmpeg_process(
         if proc.poll() is None:  # the block raised: do not leave ffmpeg running
             proc.kill()
             watch.join()
+    if watch.cancelled:
+        raise RenderError(f"ffmpeg cancelled while {what}")
     if watch.stalled:
         raise RenderError(f"ffmpeg stalled while {what}: no progress for {stall_timeout_s:g} s, "
                           "killed")
@@ -125,16 +136,22 @@ def ffmpeg_process(
 
 
 class _Watchdog(threading.Thread):
-    """Reads ffmpeg's progress report and its errors; kills it when the report stops moving."""
+    """Reads ffmpeg's progress report and its errors; kills it when the report stops moving or
+    ``cancel`` is set.
+    """
 
-    def __init__(self, proc: subprocess.Popen, timeout_s: float) -> None:
+    def __init__(
+        self, proc: subprocess.Popen, timeout_s: float, cancel: threading.Event | None
+    ) -> None:
         super().__init__(name="ffmpeg-watchdog", daemon=True)
-        self.proc, self.timeout_s = proc, timeout_s
-        self.stalled = False
+        self.proc, self.timeout_s, self.cancel = proc, timeout_s, cancel
+        self.stalled = self.cancelled = False
         self.stderr = ""
 
     def run(self) -> None:
-        """Until ffmpeg closes its pipes: collect stderr, note progress, kill it if stalled."""
+        """Until ffmpeg closes its pipes: collect stderr, note progress, kill it if stalled or
+        cancelled.
+        """
         err, report = bytearray(), bytearray()
         seen: dict[bytes, bytes] = {}
         last_progress = time.monotonic()
@@ -157,6 +174,9 @@ class _Watchdog(threading.Thread):
                 if time.monotonic() - last_progress > self.timeout_s and not self.stalled:
                     log.warning("ffmpeg made no progress for %g s; killing it", self.timeout_s)
                     self.stalled = True
+                    self.proc.kill()
+                if self.cancel is not None and self.cancel.is_set() and not self.cancelled:
+                    self.cancelled = True
                     self.proc.kill()
         self.proc.wait()
         self.stderr = err.decode(errors="replace")

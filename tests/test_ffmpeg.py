@@ -4,6 +4,7 @@ ffmpeg that stalls (real ffmpeg, an input that never delivers a byte)."""
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -26,6 +27,16 @@ def test_a_stalled_ffmpeg_is_killed(tmp_path):
     with pytest.raises(RenderError, match=r"stalled while reading a fifo: no progress for 1 s"):
         run_ffmpeg(["-i", str(silent_fifo(tmp_path)), str(out)], what="reading a fifo",
                    stall_timeout_s=1.0)
+    assert not out.exists()
+
+
+def test_a_cancelled_ffmpeg_is_killed(tmp_path):
+    # Stalled for good, but far from its stall timeout: only the cancel can end it.
+    out, cancel = tmp_path / "out.mp4", threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    with pytest.raises(RenderError, match=r"^ffmpeg cancelled while reading a fifo$"):
+        run_ffmpeg(["-i", str(silent_fifo(tmp_path)), str(out)], what="reading a fifo",
+                   stall_timeout_s=600.0, cancel=cancel)
     assert not out.exists()
 
 

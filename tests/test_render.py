@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import tempfile
 
 import av
 import numpy as np
@@ -80,6 +81,25 @@ def test_bad_input_raises(tmp_path):
     with pytest.raises(RenderError, match="ffmpeg failed while rendering y.mp4"):
         render_cuts([missing], tmp_path / "y.mp4", fps=10, audio=False)
     assert not (tmp_path / "y.mp4").exists()
+
+
+@pytest.mark.parametrize("crossfade_s", [0.0, 0.5])
+def test_a_failed_piece_stops_the_render_and_leaves_nothing(tmp_path, monkeypatch, crossfade_s):
+    # Pieces render side by side: one cut of a missing source among good ones raises its own
+    # one-line error, writes no output and leaves no temporary folder behind.
+    src = make_video(tmp_path / "src.mp4", seconds=4, size="64x48", fps=10)
+    good = [Cut(source_path=str(src), start_s=s, duration_s=1, has_audio=True) for s in (0, 2)]
+    missing = Cut(source_path=str(tmp_path / "nope.mp4"), start_s=0, duration_s=1,
+                  has_audio=True)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with pytest.raises(RenderError, match=r"^ffmpeg failed while rendering y.mp4 \(the cut of "
+                       r"nope.mp4 at 0.00 s\): [^\n]*No such file[^\n]*$"):
+        render_cuts([good[0], missing, good[1]], tmp_path / "y.mp4", fps=10, size=(64, 48),
+                    crossfade_s=crossfade_s)
+    assert not (tmp_path / "y.mp4").exists()
+    assert list(scratch.iterdir()) == []
 
 
 def counter_video(path, seconds: int, fps: int = 10):

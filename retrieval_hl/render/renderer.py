@@ -6,8 +6,8 @@ re-encode), normalises each cut to one output format (frame size, frame rate, 48
 audio or none), makes it last exactly its duration (the last frame is held if the source ends
 early) and joins the cuts, with hard cuts, crossfades or dips to black, and normalises the
 loudness of the result (EBU R128, ffmpeg's ``loudnorm``) so every export sits at one level.
-Each ffmpeg run reads at most two inputs: cuts and transitions are rendered one at a time into
-pieces in a temporary folder, then joined by stream copy.
+Each ffmpeg run reads at most two inputs: cuts and transitions are rendered into pieces in a
+temporary folder, side by side (one ffmpeg per CPU), then joined by stream copy.
 ``render_cropped`` encodes a stream of cropped frames, scaled to the publishing size, over the
 audio of an earlier render.
 
@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ffmpeg
 import numpy as np
@@ -146,9 +149,10 @@ def render_cuts(
 
     Work is bounded per ffmpeg process, whatever the number of cuts and the length of the
     sources: each distinct cut is rendered alone from its source into a normalised piece (one
-    input), each transition alone from the two pieces it joins (two inputs), and the pieces are
-    joined by the concat demuxer, the picture stream-copied and the sound encoded once (where
-    loudness and music apply). (One graph with every cut as its own input stalled ffmpeg 9 at
+    input), each transition alone from the two pieces it joins (two inputs), up to one ffmpeg
+    per CPU at a time (a transition as soon as its two pieces exist), and the pieces are joined
+    by the concat demuxer, the picture stream-copied and the sound encoded once (where loudness
+    and music apply). (One graph with every cut as its own input stalled ffmpeg 9 at
     0 % CPU for good when a source's picture format changed inside a cut: ffmpeg rebuilt the
     whole graph there, and the new concat filter waited on inputs that had ended.)
 
@@ -193,6 +197,7 @@ def render_cuts(
             order = pieces.faded(cuts, frames, fade_frames, TRANSITIONS[transition])
         else:
             order = [pieces.cut(c, [(0, n)])[0] for c, n in zip(cuts, frames, strict=True)]
+        pieces.render()
         total_s = (sum(frames) - (len(cuts) - 1) * fade_frames) / fps
         with atomic_path(out_path) as tmp_out:
             _join(order, Path(tmp) / "pieces.txt", tmp_out, audio=audio, music=music,
@@ -207,9 +212,20 @@ def frame_count(duration_s: float, fps: float) -> int:
     return max(1, math.ceil(duration_s * fps - 1e-6))
 
 
+class _Job(NamedTuple):
+    """One ffmpeg run making pieces: its arguments, what it does (for errors) and the jobs whose
+    pieces it reads (indices).
+    """
+
+    args: list[str]
+    what: str
+    after: tuple[int, ...]
+
+
 class _Pieces:
-    """Normalised pieces of the output ``name``, each rendered once into ``folder`` by its own
-    ffmpeg: spans of cuts (one input each) and transitions (two inputs each).
+    """Normalised pieces of the output ``name``, each made once into ``folder`` by its own
+    ffmpeg: spans of cuts (one input each) and transitions (two inputs each). ``cut`` and
+    ``transition`` plan the pieces and name their files; ``render`` makes them.
 
     A piece of ``k`` frames carries exactly ``samples(k)`` of sound, so pieces joined end to end
     keep picture and sound together.
@@ -221,6 +237,8 @@ class _Pieces:
         self.folder, self.name = folder, name
         self.fps, self.size, self.audio = fps, size, audio
         self.made: dict[tuple, Path] = {}
+        self.jobs: list[_Job] = []
+        self.job_of: dict[Path, int] = {}  # piece -> the job that makes it
         self.codecs: dict[str, Any] = {**VIDEO_CODEC, **(PIECE_AUDIO if audio else {})}
 
     def samples(self, n_frames: int) -> int:
@@ -228,7 +246,7 @@ class _Pieces:
         return round(n_frames * AUDIO_RATE_HZ / self.fps)
 
     def cut(self, cut: Cut, spans: Sequence[tuple[int, int]]) -> list[Path]:
-        """Pieces of frames ``[a, b)`` of ``cut``, one per span; the new ones by one ffmpeg."""
+        """Pieces of frames ``[a, b)`` of ``cut``, one per span; the new ones by one job."""
         todo = [sp for sp in spans if (cut, sp) not in self.made]
         if todo:
             paths = [self.folder / f"piece_{len(self.made) + k:04d}{PIECE_TYPE}"
@@ -285,7 +303,7 @@ class _Pieces:
                                             end_sample=first + self.samples(b - a))
                                .filter("asetpts", "PTS-STARTPTS"))
             outs.append(ffmpeg.output(*streams, ffmpeg_file(path), **self.codecs))
-        run_ffmpeg(ffmpeg.merge_outputs(*outs).get_args(),
+        self._plan(ffmpeg.merge_outputs(*outs).get_args(), paths,
                    what=f"rendering {self.name} (the cut of {Path(cut.source_path).name} at "
                    f"{cut.start_s:.2f} s)")
 
@@ -299,10 +317,45 @@ class _Pieces:
             if self.audio:
                 streams.append(ffmpeg.filter([a["a:0"], b["a:0"]], "acrossfade",
                                              ns=self.samples(frames)))
-            run_ffmpeg(ffmpeg.output(*streams, ffmpeg_file(path), **self.codecs).get_args(),
-                       what=f"rendering {self.name} (a transition)")
+            self._plan(ffmpeg.output(*streams, ffmpeg_file(path), **self.codecs).get_args(),
+                       [path], what=f"rendering {self.name} (a transition)",
+                       after=(self.job_of[tail], self.job_of[head]))
             self.made[(tail, head)] = path
         return self.made[(tail, head)]
+
+    def _plan(
+        self, args: list[str], paths: Sequence[Path], *, what: str, after: tuple[int, ...] = ()
+    ) -> None:
+        """Add the job making ``paths`` with ffmpeg ``args``, after the jobs ``after``."""
+        self.job_of.update({p: len(self.jobs) for p in paths})
+        self.jobs.append(_Job(args, what, after))
+
+    def render(self) -> None:
+        """Run the planned jobs, at most one per CPU at a time, each as soon as the jobs it
+        reads from are done. The first failure kills the runs still going and is raised.
+
+        Raises:
+            RenderError: an ffmpeg run failed or stalled.
+        """
+        waiting = dict(enumerate(self.jobs))
+        running: dict[Future, int] = {}
+        done: set[int] = set()
+        cancel = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
+                                  thread_name_prefix="rhl-render")
+        try:
+            while waiting or running:
+                for k in [k for k, job in waiting.items() if done.issuperset(job.after)]:
+                    job = waiting.pop(k)
+                    running[pool.submit(run_ffmpeg, job.args, what=job.what,
+                                        cancel=cancel)] = k
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    done.add(running.pop(future))
+                    future.result()  # the first failure
+        finally:
+            cancel.set()  # nothing is left running on success
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _join(
