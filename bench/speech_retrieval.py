@@ -40,8 +40,8 @@ sys.path.insert(0, str(REPO))
 from indexer.probe import probe_video  # noqa: E402
 from indexer.speech.transcribe import (  # noqa: E402
     SAMPLE_RATE_HZ,
+    AudioTrack,
     create_recognizer,
-    decode_audio,
     whisper_model_dir,
 )
 from retrieval_hl.config import load_settings  # noqa: E402
@@ -154,14 +154,14 @@ def transcription_speed(path: Path, label: str) -> None:
     """Real-time factors of VAD on/off and the batched pipeline on ``path``'s audio."""
     from faster_whisper import BatchedInferencePipeline
 
-    audio = decode_audio(path)
+    audio = AudioTrack(path).read()
     minutes = len(audio) / SAMPLE_RATE_HZ / 60
     ref = ffmpeg_null_s(path)
     rec = create_recognizer()
     model = rec._model  # noqa: SLF001
     rows = []
     t = time.perf_counter()
-    tr = rec.transcribe(audio, "bench", language="en", vad=True)
+    tr = rec.transcribe(AudioTrack(path), "bench", language="en", vad=True)
     rows.append(("product (vad, batched)", time.perf_counter() - t, len(tr.words)))
     for name, vad in (("vad on, sequential", True), ("vad off, sequential", False)):
         t = time.perf_counter()
@@ -325,7 +325,7 @@ def long_run(work: Path, filler: Path, minutes: float, gap_s: float) -> None:
     stages = {
         "probe": "probe_video",
         "signals: decode + measure": "measure_signals_and_cuts",
-        "audio decode (16 kHz, for whisper)": "decode_audio",
+        "audio decode (16 kHz, whisper's 2 passes)": "blocks",
         "whisper model load": "create_recognizer",
         "transcription (whisper, VAD, batched)": "transcribe",
         "MiniLM load": "create_text_encoder",

