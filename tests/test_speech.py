@@ -103,16 +103,17 @@ def test_a_video_without_audio_has_an_empty_transcript(videos, tmp_path) -> None
 @needs_speech
 def test_streamed_vad_finds_faster_whispers_regions(narration) -> None:
     """Fed in blocks of any size, the VAD finds the very regions faster-whisper finds on the
-    whole track, across a batch of its ONNX runs and with a last window cut short or not.
+    whole track, over more than one of its ONNX runs, with a last window cut short or not.
     """
     from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-    from indexer.speech.vad import BATCH, WINDOW, StreamingVad, speech_regions
+    from indexer.speech.vad import WINDOW, StreamingVad, speech_regions
 
+    theirs = 10_000 * WINDOW  # the samples faster-whisper gives the model at once
     speech = tr.AudioTrack(narration[0]).read()
-    looped = np.tile(speech, 2 * BATCH * WINDOW // len(speech) + 1)
+    looped = np.tile(speech, 2 * theirs // len(speech) + 1)
     options = VadOptions(max_speech_duration_s=30, min_silence_duration_ms=160)
-    for n, block in ((BATCH * WINDOW + 3 * WINDOW + 100, 7777), (2 * BATCH * WINDOW, 1024)):
+    for n, block in ((theirs + 3 * WINDOW + 100, 7777), (2 * theirs, 1024)):
         track = looped[:n]
         want = get_speech_timestamps(track, options)
         vad = StreamingVad()

@@ -28,6 +28,7 @@ from indexer.models import VideoInfo
 from indexer.speech.models import SpeechSegment, Transcript, Word
 from rhl_common.atomic import atomic_path, write_atomic
 from rhl_common.errors import SpeechError
+from rhl_common.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -381,6 +382,9 @@ def transcribe_video(
             log.warning("ignoring unreadable cached transcript %s: %s", path, exc)
     rec = recognizer or create_recognizer()
     audio = AudioTrack(info.path if info.has_audio else None)
+    # A batch of 8 30-s windows takes ~600 MiB for a moment (the encoder's attention): give it
+    # what the earlier stages (decoding, image encoder, detectors) freed but still hold.
+    release_free_memory()
     transcript = rec.transcribe(audio, info.video_id, language=language, vad=vad,
                                 progress=progress)
     log.info("%s: %d words in %d segments, language %s (%.2f)", info.video_id,
