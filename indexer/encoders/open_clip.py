@@ -77,13 +77,47 @@ def bf16_supported() -> bool:
         return False
 
 
+def default_threads() -> int:
+    """Torch threads for the towers: half the cores, at least one.
+
+    The indexing pass decodes in a thread of its own beside the encoder (``indexer.decode``), so
+    torch never has all the cores: with as many threads as cores, its OpenMP threads wait for
+    each other at every layer, spinning. On this project's 2-core machine under load, 2 threads
+    took 279 CPU-ms an image at the indexing pass's batches of about 8 frames, 1 thread 76
+    (``bench/encoder_runtime.py --threads``).
+    """
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Torch's intra-op thread count set to ``n`` inside the block, restored after it."""
+    old = torch.get_num_threads()
+    if n == old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 class OpenClipEncoder:
-    """open_clip model behind the ``Encoder`` interface: batched, bf16 autocast where it helps."""
+    """open_clip model behind the ``Encoder`` interface: batched, bf16 autocast where it helps,
+    on ``default_threads()`` torch threads.
+    """
 
     name = "open_clip"
     per_frame = True
 
-    def __init__(self, spec: EncoderSpec, batch_size: int = 64, bf16: bool | None = None) -> None:
+    def __init__(
+        self,
+        spec: EncoderSpec,
+        batch_size: int = 64,
+        bf16: bool | None = None,
+        threads: int | None = None,
+    ) -> None:
         import open_clip
 
         open_clip.add_model_config(_CONFIG_DIR)
@@ -95,6 +129,7 @@ class OpenClipEncoder:
         self.spec = str(spec)
         self.batch_size = batch_size
         self.bf16 = bf16_supported() if bf16 is None else bf16
+        self.threads = threads or default_threads()
         self.model, self.tokenizer = self._load(open_clip, spec)
         self.model.eval()
         cfg = self.model.visual.preprocess_cfg
@@ -107,7 +142,8 @@ class OpenClipEncoder:
         # Patch relevance needs trained weights: with random ones the maps are noise.
         self.patch_relevance = not spec.is_random
         self._texts = TextEmbeddingCache(self._cache_key(spec, open_clip), self.dim)
-        log.info("encoder %s (dim %d, %s)", self.spec, self.dim, "bf16" if self.bf16 else "fp32")
+        log.info("encoder %s (dim %d, %s, %d threads)", self.spec, self.dim,
+                 "bf16" if self.bf16 else "fp32", self.threads)
 
     def _cache_key(self, spec: EncoderSpec, open_clip) -> str:  # noqa: ANN001
         weights = spec.weights
@@ -176,18 +212,20 @@ class OpenClipEncoder:
         x = x[:, :, top : top + th, left : left + tw]
         return (x - self.mean) / self.std
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.bf16:
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def _compute(self) -> Iterator[None]:
+        """Run inside the encoder's thread count and precision (bf16 autocast where it helps)."""
+        bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
+        with torch_threads(self.threads), bf16 if self.bf16 else contextlib.nullcontext():
+            yield
 
     @torch.no_grad()  # not inference_mode: under it autocast re-casts the weights every call
     def encode_images(self, frames: np.ndarray) -> np.ndarray:
         """See ``Encoder.encode_images``."""
         out = []
         for start in range(0, len(frames), self.batch_size):
-            x = self._preprocess(frames[start : start + self.batch_size])
-            with self._autocast():
+            with self._compute():
+                x = self._preprocess(frames[start : start + self.batch_size])
                 out.append(self.model.encode_image(x).float())
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -213,7 +251,7 @@ class OpenClipEncoder:
         q = torch.from_numpy(np.asarray(query, dtype=np.float32)).reshape(-1)
         visual.output_tokens = True
         try:
-            with self._autocast():
+            with self._compute():
                 _, tokens = visual(x)
             tokens = F.normalize(tokens.float() @ visual.proj.float(), dim=-1)
         finally:
@@ -229,7 +267,7 @@ class OpenClipEncoder:
     @torch.no_grad()  # not inference_mode: under it autocast re-casts the weights every call
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         tokens = self.tokenizer(texts)
-        with self._autocast():
+        with self._compute():
             z = self.model.encode_text(tokens).float()
         return F.normalize(z, dim=-1).numpy().astype(np.float32)
 
