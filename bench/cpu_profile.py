@@ -113,7 +113,7 @@ def instrument() -> None:
     decode.prefetch = lambda chunks, depth=2: chunks  # sequential: clean CPU deltas
     patch(pipe, "probe_video", "probe")
     patch(ipipe.FrameEmbedder, "feed", "embed: other (isin, bookkeeping)")
-    patch(ipipe.FrameEmbedder, "_embed_coarse_to_fine", "embed: EmbedPlan (thumbnails, change)")
+    patch(ipipe.FrameEmbedder, "_plan", "embed: EmbedPlan (thumbnails, change)")
     patch(shots.ShotDetector, "feed", "shot detection")
     patch(shots.ShotDetector, "cuts", "shot detection")
     patch(meter.SignalMeter, "feed", "meter: other (grey, blur, bookkeeping)")
@@ -194,6 +194,7 @@ def main() -> None:
         print(f"{name:42s} {CPU[name]:8.1f} {CPU[name] / cpu:6.1%} {WALL[name]:8.1f} "
               f"{CALLS.get(name, 0):7d}")
     print(f"{'total':42s} {cpu:8.1f} {1:6.1%} {wall:8.1f}")
+    print("segments (s): " + ", ".join(f"{g.start_s:.2f}-{g.end_s:.2f}" for g in hl.segments))
 
 
 if __name__ == "__main__":

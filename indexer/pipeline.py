@@ -110,11 +110,18 @@ def frame_change(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return d.mean(axis=(2, 4)).max(axis=(1, 2))
 
 
+EMBED_BATCH = 32
+"""Frames the encoder is given at once: a decoded chunk holds fewer of the frames to embed,
+so they wait for the next chunks (bf16 ViT-B-32 on one thread: 76 CPU-ms an image at batches of
+8, 67 at 32; ``bench/encoder_runtime.py``)."""
+
+
 class FrameEmbedder:
     """A ``FrameSink`` that embeds the frames it wants, and finds shot cuts in them, as they pass.
 
     With a ``plan`` it embeds coarse to fine (see ``EmbedPlan``); without one, every wanted
-    frame. Memory holds one vector per wanted frame.
+    frame. Frames to embed are gathered into batches of ``EMBED_BATCH``. Memory holds one
+    vector per embedded frame, one index per wanted frame and at most one batch of frames.
     """
 
     def __init__(
@@ -153,14 +160,15 @@ class FrameEmbedder:
         self._encoder = encoder
         self._progress = progress
         self._idx: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+        self._uses: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]  # row of _vec per frame
         self._vec: list[np.ndarray] = [np.zeros((0, encoder.dim), dtype=np.float32)]
+        self._batch: list[np.ndarray] = []  # frames taken, not embedded yet
         self._prev_thumb: np.ndarray | None = None  # the previous sampled frame's
         step = float(np.median(np.diff(self.wanted))) if len(self.wanted) > 1 else 1.0
         context = max(1, int(plan.context_s * fps / step)) if plan is not None and fps else 1
         self._recent: deque[float] = deque(maxlen=context)  # changes of the last context_s
         self._kept_thumb: np.ndarray | None = None  # the last embedded frame's
         self._kept_idx = -1
-        self._kept_vec: np.ndarray | None = None
 
     def feed(self, indices: np.ndarray, frames_rgb: np.ndarray) -> None:
         """Embed the wanted frames among ``frames_rgb`` (source frames ``indices``, in order)."""
@@ -169,19 +177,24 @@ class FrameEmbedder:
             return
         idx, frames = indices[mine], frames_rgb[mine]
         cuts = self.shots.feed(idx, frames) if self.shots is not None else []
-        if self.plan is None:
-            vec = self._encoder.encode_images(frames)
-            self.n_embedded += len(idx)
-        else:
-            vec = self._embed_coarse_to_fine(idx, frames, cuts)
+        take = np.ones(len(idx), bool) if self.plan is None else self._plan(idx, frames, cuts)
+        # Each frame uses the vector of the last embedded frame at or before it.
+        self._uses.append(self.n_embedded - 1 + np.cumsum(take))
         self._idx.append(idx)
-        self._vec.append(vec)
+        self._batch.extend(frames[take])
+        self.n_embedded += int(take.sum())
+        if len(self._batch) >= EMBED_BATCH:
+            self._embed_batch()
         if self._progress:
             self._progress(len(idx))
 
-    def _embed_coarse_to_fine(
-        self, idx: np.ndarray, frames: np.ndarray, cuts: Sequence[int]
-    ) -> np.ndarray:
+    def _embed_batch(self) -> None:
+        if self._batch:
+            self._vec.append(self._encoder.encode_images(np.stack(self._batch)))
+            self._batch = []
+
+    def _plan(self, idx: np.ndarray, frames: np.ndarray, cuts: Sequence[int]) -> np.ndarray:
+        """Which of these frames to embed, by ``self.plan``."""
         plan = self.plan
         assert plan is not None
         thumbs = grey_thumbnails(frames)
@@ -206,24 +219,15 @@ class FrameEmbedder:
             if take[k]:
                 kept_thumb, kept_idx = thumbs[k], int(idx[k])
         self._kept_thumb, self._kept_idx = kept_thumb, kept_idx
-        fresh = self._encoder.encode_images(frames[take])
-        self.n_embedded += len(fresh)
-        # Each frame takes the vector of the last embedded frame at or before it.
-        last = np.maximum.accumulate(np.where(take, np.arange(len(idx)), -1))
-        out = np.empty((len(idx), self._encoder.dim), np.float32)
-        carried = last < 0
-        if carried.any():
-            out[carried] = self._kept_vec
-        out[~carried] = fresh[np.cumsum(take)[~carried] - 1]
-        if len(fresh):
-            self._kept_vec = fresh[-1]
-        return out
+        return take
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """The frames taken so far and their vectors (row i belongs to frame i); frames that
         were not embedded carry the vector they reuse.
         """
-        return np.concatenate(self._idx), np.concatenate(self._vec)
+        self._embed_batch()
+        self._vec = [np.concatenate(self._vec)]
+        return np.concatenate(self._idx), self._vec[0][np.concatenate(self._uses)]
 
 
 def embed_video(
