@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from indexer.decode import CHUNK_FRAMES, decode_proxy, proxy_size
-from indexer.pipeline import FrameEmbedder
+from indexer.pipeline import EMBED_BATCH, FrameEmbedder
 from indexer.probe import probe_video
 from rhl_common.errors import ConfigError
 
@@ -74,3 +74,44 @@ def test_auto_reads_a_dense_pass_in_order_and_sparse_picks_by_seeking():
     assert isinstance(open_reader(info, "auto", np.arange(0, 400, 40)), FallbackReader)
     assert isinstance(open_reader(info, "auto"), FallbackReader)  # nothing said: seek
     assert isinstance(open_reader(info, "decord", np.arange(400)), DecordReader)  # as asked
+
+
+def test_embedder_batches_frames_across_chunks(tiny_encoder):
+    calls = []
+
+    class Counting:
+        dim = tiny_encoder.dim
+
+        def encode_images(self, frames):
+            calls.append(len(frames))
+            return tiny_encoder.encode_images(frames)
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (EMBED_BATCH + 10, 24, 32, 3), dtype=np.uint8)
+    emb = FrameEmbedder(np.arange(len(frames)), Counting())
+    for start in range(0, len(frames), 7):  # chunks of 7 frames, as a decode pass feeds them
+        emb.feed(np.arange(start, min(start + 7, len(frames))), frames[start : start + 7])
+    idx, vec = emb.embeddings()
+    assert calls == [35, 7]  # a batch once EMBED_BATCH frames waited, the rest at the end
+    assert idx.tolist() == list(range(len(frames)))
+    np.testing.assert_allclose(vec, tiny_encoder.encode_images(frames), atol=1e-5)
+
+
+def test_encoder_threads_are_scoped(tiny_encoder):
+    import torch
+
+    before = torch.get_num_threads()
+    seen = []
+    model = tiny_encoder.model
+    real = model.encode_image
+
+    def spy(x):
+        seen.append(torch.get_num_threads())
+        return real(x)
+
+    model.encode_image = spy
+    try:
+        tiny_encoder.encode_images(np.zeros((2, 24, 32, 3), np.uint8))
+    finally:
+        del model.encode_image
+    assert seen == [tiny_encoder.threads] and torch.get_num_threads() == before
