@@ -113,7 +113,7 @@ def frame_change(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 EMBED_BATCH = 32
 """Frames the encoder is given at once: a decoded chunk holds fewer of the frames to embed,
 so they wait for the next chunks (bf16 ViT-B-32 on one thread: 76 CPU-ms an image at batches of
-8, 67 at 32; ``bench/encoder_runtime.py``)."""
+8, 67 at 32, process CPU time on this project's 2-core machine under load)."""
 
 
 class FrameEmbedder:
