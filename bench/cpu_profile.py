@@ -85,8 +85,6 @@ def patch(obj: object, attr: str, name: str) -> None:
 
 def instrument() -> None:
     """Wrap every stage of the main job (see the module docstring)."""
-    import faster_whisper.transcribe as fw
-
     import indexer.decode as decode
     import indexer.pipeline as ipipe
     import indexer.shots as shots
@@ -127,8 +125,7 @@ def instrument() -> None:
     patch(meter.SignalMeter, "finish", "meter: per-slice reduction")
     patch(pipe, "store_video", "store (visual)")
     patch(channel, "transcribe_video", "transcription: other (whisper)")
-    patch(tr, "decode_audio", "transcription: audio decode")
-    patch(fw, "get_speech_timestamps", "VAD")
+    patch(tr.FasterWhisperRecognizer, "_speech_regions", "VAD (audio read in blocks)")
     patch(tr, "create_recognizer", "transcription: model load")
     patch(channel, "create_text_encoder", "text encoding (MiniLM): model load")
     patch(channel, "embed_speech", "text encoding (MiniLM)")
