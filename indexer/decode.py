@@ -2,9 +2,11 @@
 
 ``decode_proxy`` is the one decoding loop: every consumer of frames (embedding and shots,
 signals, grounding, the library) is a ``FrameSink`` fed from it, and sinks that ride along the
-same pass share one decode. Memory stays flat however long the video is: a reader yields
-``FrameChunk``s of at most ``CHUNK_FRAMES`` proxy frames and keeps nothing else. Readers sit
-behind one interface (decord2 first, PyAV as the fallback).
+same pass share one decode. A reader yields the chosen frames full size, converted to RGB at
+full size; ``proxy_chunks`` scales each straight to the proxy size of every sink that wants it
+(see there why). Memory stays flat however long the video is: ``FrameChunk``s of at most
+``CHUNK_FRAMES`` proxy frames per size, and nothing else. Readers sit behind one interface
+(decord2 first, PyAV as the fallback).
 
 ``torch`` is imported before ``decord`` on purpose: decord2 pulls in an NVBLAS shim that
 segfaults when it loads first.
@@ -15,9 +17,9 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import av
 import numpy as np
@@ -27,9 +29,11 @@ from indexer.models import VideoInfo
 from rhl_common.errors import VideoOpenError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_SHORT_SIDE_PX = 224
 CHUNK_FRAMES = 32
+DECORD_BATCH = 8  # full-size frames decord holds at once
 SEQUENTIAL_STEP_S = 1.0
 
 
@@ -66,10 +70,69 @@ def _decode_size(info: VideoInfo, size: tuple[int, int]) -> tuple[int, int]:
     return (h, w) if info.rotation_deg in (90, 270) else (w, h)
 
 
+def _scaled(rgb: av.VideoFrame, info: VideoInfo, size: tuple[int, int]) -> np.ndarray:
+    w, h = _decode_size(info, size)
+    return rgb.reformat(width=w, height=h, interpolation="BICUBIC").to_ndarray()
+
+
+def proxy_chunks(
+    info: VideoInfo,
+    frames: Iterator[tuple[int, av.VideoFrame]],
+    wanted_by_size: Mapping[tuple[int, int], Container[int] | None],
+    chunk_size: int,
+) -> Iterator[dict[tuple[int, int], FrameChunk]]:
+    """Scale full-size RGB frames straight to each proxy size that wants them, in chunks.
+
+    Colour is converted at full size and only then scaled, in RGB, bicubic: what open_clip's
+    transform sees (PIL on a full-size RGB frame) within 0.13 of its normalised inputs
+    (``bench/preprocess_match.py``). swscale's scaled yuv->rgb is about one grey level off, and
+    a second resize (a larger proxy made smaller) blurs: both cost the encoder cosine 0.997.
+
+    Args:
+        info: The probed video.
+        frames: ``(index, frame)`` in order, each frame full size, rgb24, coded orientation.
+        wanted_by_size: Proxy (w, h) in display orientation -> the indices wanted at that size
+            (``None``: all of them).
+        chunk_size: Source frames per yielded chunk.
+
+    Yields:
+        Per chunk of source frames, a ``FrameChunk`` for each size that wants some of them.
+    """
+    got: dict[tuple[int, int], tuple[list[int], list[np.ndarray]]] = {}
+    n = 0
+    for i, rgb in frames:
+        for size, want in wanted_by_size.items():
+            if want is None or i in want:
+                idx, arr = got.setdefault(size, ([], []))
+                idx.append(i)
+                arr.append(_scaled(rgb, info, size))
+        n += 1
+        if n == chunk_size:
+            yield _flush(info, got)
+            got, n = {}, 0
+    if n:
+        yield _flush(info, got)
+
+
+def _flush(
+    info: VideoInfo, got: dict[tuple[int, int], tuple[list[int], list[np.ndarray]]]
+) -> dict[tuple[int, int], FrameChunk]:
+    return {
+        size: FrameChunk(np.asarray(idx), _to_display(np.stack(arr), info.rotation_deg))
+        for size, (idx, arr) in got.items()
+    }
+
+
 class VideoReader(Protocol):
-    """Decodes chosen frames of a video as a proxy, chunk by chunk."""
+    """Decodes chosen frames of a video, full size in RGB, or as proxy chunks."""
 
     name: str
+
+    def iter_frames(
+        self, info: VideoInfo, indices: Sequence[int]
+    ) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Yield ``(index, frame)`` for ``indices`` (sorted, unique), in order: full size, rgb24."""
+        ...
 
     def iter_chunks(
         self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int], chunk_size: int
@@ -78,75 +141,85 @@ class VideoReader(Protocol):
         ...
 
 
-class DecordReader:
-    """decord2: fast seeking and batched decode with scaling inside the decoder.
+class _ChunkingReader:
+    """``iter_chunks`` on top of a reader's ``iter_frames``, through ``proxy_chunks``."""
+
+    def iter_frames(
+        self, info: VideoInfo, indices: Sequence[int]
+    ) -> Iterator[tuple[int, av.VideoFrame]]:
+        """See ``VideoReader.iter_frames``."""
+        raise NotImplementedError
+
+    def iter_chunks(
+        self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int], chunk_size: int
+    ) -> Iterator[FrameChunk]:
+        """See ``VideoReader.iter_chunks``."""
+        for chunks in proxy_chunks(info, self.iter_frames(info, indices), {size: None}, chunk_size):
+            yield chunks[size]
+
+
+class DecordReader(_ChunkingReader):
+    """decord2: fast seeking and batched decode (``DECORD_BATCH`` full-size frames at a time).
 
     decord2 mis-sizes rotated videos, so ``open_reader`` never picks it for those.
     """
 
     name = "decord"
 
-    def iter_chunks(
-        self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int], chunk_size: int
-    ) -> Iterator[FrameChunk]:
-        """See ``VideoReader.iter_chunks``."""
+    def iter_frames(
+        self, info: VideoInfo, indices: Sequence[int]
+    ) -> Iterator[tuple[int, av.VideoFrame]]:
+        """See ``VideoReader.iter_frames``."""
         import decord
 
-        w, h = _decode_size(info, size)
         try:
-            vr = decord.VideoReader(info.path, width=w, height=h, num_threads=0)
+            vr = decord.VideoReader(info.path, num_threads=0)
         except decord.DECORDError as exc:
             raise VideoOpenError(f"decord cannot open {info.path!r}: {exc}") from None
-        idx = np.asarray([i for i in indices if i < len(vr)], dtype=np.int64)
-        for start in range(0, len(idx), chunk_size):
-            part = idx[start : start + chunk_size]
+        idx = [int(i) for i in indices if i < len(vr)]
+        for start in range(0, len(idx), DECORD_BATCH):
+            part = idx[start : start + DECORD_BATCH]
             try:
-                batch = vr.get_batch(part.tolist()).asnumpy()
+                batch = vr.get_batch(part).asnumpy()
             except decord.DECORDError as exc:
                 first = str(exc).strip().splitlines()[-1][:160]
                 msg = f"decord failed at frame {part[0]} of {info.path!r}: {first}"
                 raise VideoOpenError(msg) from None
-            yield FrameChunk(part, _to_display(batch, info.rotation_deg))
+            for i, rgb in zip(part, batch, strict=True):
+                yield i, av.VideoFrame.from_ndarray(rgb, format="rgb24")
 
 
-class FallbackReader:
+class FallbackReader(_ChunkingReader):
     """decord first; where it fails (some sizes, damaged streams) PyAV takes over from there."""
 
     name = "decord+pyav"
 
-    def iter_chunks(
-        self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int], chunk_size: int
-    ) -> Iterator[FrameChunk]:
-        """See ``VideoReader.iter_chunks``."""
+    def iter_frames(
+        self, info: VideoInfo, indices: Sequence[int]
+    ) -> Iterator[tuple[int, av.VideoFrame]]:
+        """See ``VideoReader.iter_frames``."""
         done = -1
         try:
-            for chunk in DecordReader().iter_chunks(info, indices, size, chunk_size):
-                done = int(chunk.indices[-1])
-                yield chunk
+            for i, frame in DecordReader().iter_frames(info, indices):
+                done = i
+                yield i, frame
             return
         except VideoOpenError as exc:
             log.info("%s; continuing with PyAV", exc)
-        rest = [i for i in indices if i > done]
-        yield from PyAVReader().iter_chunks(info, rest, size, chunk_size)
+        yield from PyAVReader().iter_frames(info, [i for i in indices if i > done])
 
 
-class PyAVReader:
+class PyAVReader(_ChunkingReader):
     """PyAV: decodes every frame in order and keeps the chosen ones; robust to odd files."""
 
     name = "pyav"
 
-    def iter_chunks(
-        self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int], chunk_size: int
-    ) -> Iterator[FrameChunk]:
-        """See ``VideoReader.iter_chunks``."""
-        w, h = _decode_size(info, size)
-        # Bicubic, as decord scales: frames within 0.05 grey levels of decord's on average
-        # (bilinear: 0.24), so signals do not depend on which reader a pass took.
-        scaled = {"width": w, "height": h, "format": "rgb24", "interpolation": "BICUBIC"}
+    def iter_frames(
+        self, info: VideoInfo, indices: Sequence[int]
+    ) -> Iterator[tuple[int, av.VideoFrame]]:
+        """See ``VideoReader.iter_frames``."""
         wanted = iter(sorted(indices))
         nxt = next(wanted, None)
-        got_idx: list[int] = []
-        got: list[np.ndarray] = []
         try:
             container = av.open(info.path)
         except av.error.FFmpegError as exc:
@@ -160,21 +233,13 @@ class PyAVReader:
                         break
                     if i < nxt:
                         continue
-                    got_idx.append(i)
-                    got.append(frame.to_ndarray(**scaled))
+                    yield i, frame.reformat(format="rgb24")
                     nxt = next(wanted, None)
-                    if len(got) == chunk_size:
-                        yield FrameChunk(
-                            np.asarray(got_idx), _to_display(np.stack(got), info.rotation_deg)
-                        )
-                        got_idx, got = [], []
             except av.error.FFmpegError as exc:
                 log.warning("decoding stopped early in %s: %s", info.path, exc)
-        if got:
-            yield FrameChunk(np.asarray(got_idx), _to_display(np.stack(got), info.rotation_deg))
 
 
-def prefetch(chunks: Iterator[FrameChunk], depth: int = 2) -> Iterator[FrameChunk]:
+def prefetch(chunks: Iterator[T], depth: int = 2) -> Iterator[T]:
     """Decode ahead in a background thread while the caller works on the previous chunk.
 
     Decoders and torch both release the GIL, so decode and embedding overlap on two cores.
@@ -216,7 +281,7 @@ class FrameSink(Protocol):
     wanted: np.ndarray
     """Source frame indices it wants, sorted and unique."""
     short_side_px: int
-    """Proxy short side it needs; the pass decodes at the largest any sink asks for."""
+    """Proxy short side it needs; its frames are scaled straight to that size."""
 
     def feed(self, indices: np.ndarray, frames_rgb: np.ndarray) -> None:
         """Take the frames of this chunk it wants (it filters by ``wanted`` itself)."""
@@ -231,8 +296,9 @@ def decode_proxy(
 ) -> int:
     """Decode the frames the ``sinks`` want, once, and feed every chunk to every sink, in order.
 
-    The pass decodes the union of all wanted frames at the largest proxy size asked for, in
-    chunks of ``CHUNK_FRAMES``, one chunk ahead in a background thread (``prefetch``).
+    The pass decodes the union of all wanted frames in chunks of ``CHUNK_FRAMES``, one chunk
+    ahead in a background thread (``prefetch``); each sink gets the frames at its own proxy
+    size (``proxy_chunks``), in chunks holding at least the frames it wants.
 
     Args:
         info: The probed video.
@@ -249,16 +315,22 @@ def decode_proxy(
     """
     if not sinks:
         return 0
-    wanted = np.unique(np.concatenate([np.asarray(s.wanted, dtype=np.int64) for s in sinks]))
-    size = proxy_size(info, max(s.short_side_px for s in sinks))
+    wanted_by_size: dict[tuple[int, int], set[int]] = {}
+    for s in sinks:
+        wanted_by_size.setdefault(proxy_size(info, s.short_side_px), set()).update(
+            np.asarray(s.wanted, dtype=np.int64).tolist()
+        )
+    wanted = sorted(set().union(*wanted_by_size.values()))
+    frames = open_reader(info, reader, wanted).iter_frames(info, wanted)
     n = 0
-    chunks = open_reader(info, reader, wanted).iter_chunks(info, wanted, size, CHUNK_FRAMES)
-    for chunk in prefetch(chunks):
+    for chunks in prefetch(proxy_chunks(info, frames, wanted_by_size, CHUNK_FRAMES)):
         for sink in sinks:
-            sink.feed(chunk.indices, chunk.frames)
-        n += len(chunk.indices)
+            if (chunk := chunks.get(proxy_size(info, sink.short_side_px))) is not None:
+                sink.feed(chunk.indices, chunk.frames)
+        k = len(set().union(*(c.indices.tolist() for c in chunks.values())))
+        n += k
         if progress:
-            progress(len(chunk.indices))
+            progress(k)
     return n
 
 
