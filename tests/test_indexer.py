@@ -63,11 +63,17 @@ def test_readers_agree_and_chunk(videos, reader):
     assert chunks[0].frames.shape[1:] == (64, 86, 3)
 
 
-def test_decord_and_pyav_decode_same_pixels(videos):
+@pytest.mark.parametrize("size", [(160, 120), (64, 48)])
+def test_decord_and_pyav_decode_same_pixels(videos, size):
+    """Both convert colour at full size and scale with the same code: the same pixels, give or
+    take a rounding (they differed by a mean of 0.25-0.44 grey levels, up to 12, when each
+    scaled in its own yuv->rgb conversion).
+    """
     info = probe_video(videos["plain"])
-    a = next(DecordReader().iter_chunks(info, [10, 20], (160, 120), 8)).frames.astype(int)
-    b = next(PyAVReader().iter_chunks(info, [10, 20], (160, 120), 8)).frames.astype(int)
-    assert np.abs(a - b).mean() < 3
+    a = next(DecordReader().iter_chunks(info, [10, 20], size, 8)).frames.astype(int)
+    b = next(PyAVReader().iter_chunks(info, [10, 20], size, 8)).frames.astype(int)
+    assert a.shape == b.shape == (2, size[1], size[0], 3)
+    assert np.abs(a - b).max() <= 1
 
 
 def test_unknown_reader(videos):
