@@ -5,10 +5,12 @@
 
 The file is a piece (stream copy) of ``throughput.py``'s 10-minute real-footage video. The
 frames wanted are those of one ``rhl highlight`` pass: the signal meter's 4 fps and the
-indexer's 2 fps, at the meter's 240 px proxy. Printed per way: wall and CPU seconds (CPU counts
-ffmpeg's own threads and children; steadier than wall on a shared machine) and the frames it
-decoded. ``skip_frame`` rows count what the decoder outputs: ``NONREF`` leaves out the
-non-reference frames (a sampled frame may be one of them), ``NONKEY`` keeps keyframes only.
+indexer's 2 fps, at the meter's 240 px proxy; the ``decode_proxy`` row is the pass itself, the
+meter's frames at 240 px and the encoder's at its own 224 px. Printed per way: wall and CPU
+seconds (CPU counts ffmpeg's own threads and children; steadier than wall on a shared machine)
+and the frames it decoded. ``skip_frame`` rows count what the decoder outputs: ``NONREF``
+leaves out the non-reference frames (a sampled frame may be one of them), ``NONKEY`` keeps
+keyframes only.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ import torch  # noqa: F401  (before decord)
 sys.path.insert(0, str(Path(__file__).parent))
 from throughput import OUT, _ffmpeg, make_video  # noqa: E402
 
-from indexer.decode import DecordReader, PyAVReader, proxy_size  # noqa: E402
+from indexer.decode import (  # noqa: E402
+    DEFAULT_SHORT_SIDE_PX,
+    DecordReader,
+    PyAVReader,
+    decode_proxy,
+    proxy_size,
+)
 from indexer.models import VideoInfo  # noqa: E402
 from indexer.probe import probe_video  # noqa: E402
 from indexer.slicing import sample_frames  # noqa: E402
@@ -68,6 +76,16 @@ def pyav_skipping(info: VideoInfo, wanted: np.ndarray, size: tuple[int, int], sk
     return run
 
 
+class NullSink:
+    """A ``FrameSink`` that wants frames at a size and drops them."""
+
+    def __init__(self, wanted: np.ndarray, short_side_px: int) -> None:
+        self.wanted, self.short_side_px = wanted, short_side_px
+
+    def feed(self, indices: np.ndarray, frames_rgb: np.ndarray) -> None:
+        """Drop the frames."""
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=120.0)
@@ -89,6 +107,9 @@ def main() -> None:
     clock("ffmpeg -f null (reference)", lambda: _ffmpeg("-i", str(path), "-f", "null", "-") or 0)
     clock("decord get_batch (scaled)", chunks(DecordReader()))
     clock("PyAV in order (the auto pick)", chunks(PyAVReader()))
+    sinks = [NullSink(sample_frames(info, SAMPLE_FPS), ANALYSIS_SHORT_SIDE_PX),
+             NullSink(sample_frames(info, 2.0), DEFAULT_SHORT_SIDE_PX)]
+    clock("decode_proxy: meter + encoder sinks", lambda: decode_proxy(info, sinks, "pyav"))
     clock("PyAV skip_frame NONREF", pyav_skipping(info, wanted, size, "NONREF"))
     clock("PyAV skip_frame NONKEY", pyav_skipping(info, wanted, size, "NONKEY"))
     print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
