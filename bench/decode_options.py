@@ -109,7 +109,7 @@ def main() -> None:
     clock("PyAV in order (the auto pick)", chunks(PyAVReader()))
     sinks = [NullSink(sample_frames(info, SAMPLE_FPS), ANALYSIS_SHORT_SIDE_PX),
              NullSink(sample_frames(info, 2.0), DEFAULT_SHORT_SIDE_PX)]
-    clock("decode_proxy: meter + encoder sinks", lambda: decode_proxy(info, sinks, "pyav"))
+    clock("decode_proxy (meter+encoder sinks)", lambda: decode_proxy(info, sinks, "pyav"))
     clock("PyAV skip_frame NONREF", pyav_skipping(info, wanted, size, "NONREF"))
     clock("PyAV skip_frame NONKEY", pyav_skipping(info, wanted, size, "NONKEY"))
     print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -83,10 +83,11 @@ def proxy_chunks(
 ) -> Iterator[dict[tuple[int, int], FrameChunk]]:
     """Scale full-size RGB frames straight to each proxy size that wants them, in chunks.
 
-    Colour is converted at full size and only then scaled, in RGB, bicubic: what open_clip's
-    transform sees (PIL on a full-size RGB frame) within 0.13 of its normalised inputs
-    (``bench/preprocess_match.py``). swscale's scaled yuv->rgb is about one grey level off, and
-    a second resize (a larger proxy made smaller) blurs: both cost the encoder cosine 0.997.
+    Colour is converted at full size and only then scaled, in RGB, bicubic, once: the encoder
+    sees open_clip's own inputs (PIL on the full-size RGB frame) within 0.13 of the normalised
+    tensors, embedding cosine >= 0.99999 (``bench/preprocess_match.py``). swscale's scaled
+    yuv->rgb conversion is about one grey level off, and resizing a larger proxy (the signal
+    meter's) again blurs: together they brought the cosine down to 0.9975.
 
     Args:
         info: The probed video.
