@@ -102,12 +102,19 @@ def instrument() -> None:
         class Timed:
             name = r.name
 
+            def iter_frames(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
+                return timed_iter("decode video (reader)", r.iter_frames(*a, **k))
+
             def iter_chunks(self, *a, **k):  # noqa: ANN002, ANN003, ANN202
                 return timed_iter("decode video (reader)", r.iter_chunks(*a, **k))
 
         return Timed()
 
+    proxy_chunks = decode.proxy_chunks
     decode.open_reader = reader
+    decode.proxy_chunks = lambda *a, **k: timed_iter(
+        "decode: scale to proxies", proxy_chunks(*a, **k)
+    )
     decode.prefetch = lambda chunks, depth=2: chunks  # sequential: clean CPU deltas
     patch(pipe, "probe_video", "probe")
     patch(ipipe.FrameEmbedder, "feed", "embed: other (isin, bookkeeping)")
