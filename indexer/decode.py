@@ -2,11 +2,11 @@
 
 ``decode_proxy`` is the one decoding loop: every consumer of frames (embedding and shots,
 signals, grounding, the library) is a ``FrameSink`` fed from it, and sinks that ride along the
-same pass share one decode. A reader yields the chosen frames full size, converted to RGB at
-full size; ``proxy_chunks`` scales each straight to the proxy size of every sink that wants it
-(see there why). Memory stays flat however long the video is: ``FrameChunk``s of at most
-``CHUNK_FRAMES`` proxy frames per size, and nothing else. Readers sit behind one interface
-(decord2 first, PyAV as the fallback).
+same pass share one decode. A reader yields the chosen frames full size, as decoded;
+``proxy_chunks`` scales each straight to the proxy size of every sink that wants it, with exact
+colour where a model wants its own preprocessing (see there). Memory stays flat however long the
+video is: ``FrameChunk``s of at most ``CHUNK_FRAMES`` proxy frames per proxy, and nothing else.
+Readers sit behind one interface (decord2 first, PyAV as the fallback).
 
 ``torch`` is imported before ``decord`` on purpose: decord2 pulls in an NVBLAS shim that
 segfaults when it loads first.
@@ -70,43 +70,52 @@ def _decode_size(info: VideoInfo, size: tuple[int, int]) -> tuple[int, int]:
     return (h, w) if info.rotation_deg in (90, 270) else (w, h)
 
 
-def _scaled(rgb: av.VideoFrame, info: VideoInfo, size: tuple[int, int]) -> np.ndarray:
-    w, h = _decode_size(info, size)
-    return rgb.reformat(width=w, height=h, interpolation="BICUBIC").to_ndarray()
+ProxyKey = tuple[tuple[int, int], bool]
+"""A proxy: (w, h) in display orientation, and whether its colour is exact (``proxy_chunks``)."""
 
 
 def proxy_chunks(
     info: VideoInfo,
     frames: Iterator[tuple[int, av.VideoFrame]],
-    wanted_by_size: Mapping[tuple[int, int], Container[int] | None],
+    wanted_by_key: Mapping[ProxyKey, Container[int] | None],
     chunk_size: int,
-) -> Iterator[dict[tuple[int, int], FrameChunk]]:
-    """Scale full-size RGB frames straight to each proxy size that wants them, in chunks.
+) -> Iterator[dict[ProxyKey, FrameChunk]]:
+    """Scale full-size frames straight to each proxy that wants them, in chunks.
 
-    Colour is converted at full size and only then scaled, in RGB, bicubic, once: the encoder
-    sees open_clip's own inputs (PIL on the full-size RGB frame) within 0.13 of the normalised
-    tensors, embedding cosine >= 0.99999 (``bench/preprocess_match.py``). swscale's scaled
-    yuv->rgb conversion is about one grey level off, and resizing a larger proxy (the signal
-    meter's) again blurs: together they brought the cosine down to 0.9975.
+    Exact colour (a model's input): converted to RGB at full size and only then scaled, in RGB,
+    bicubic, once. The encoder sees open_clip's own inputs (PIL on the full-size RGB frame)
+    within 0.13 of the normalised tensors, embedding cosine >= 0.99999
+    (``bench/preprocess_match.py``); swscale's scaled yuv->rgb conversion is about one grey level
+    off, and resizing a larger proxy again blurs: together they brought the cosine to 0.9975.
+    Otherwise (measurements such as the signal meter's): converted and scaled in one swscale
+    step with the area filter, which does not alias when shrinking: a fifth of the CPU a frame
+    (the two decode stages of ``bench/cpu_profile.py --minutes 10``: 56 -> 45 CPU-s).
 
     Args:
         info: The probed video.
-        frames: ``(index, frame)`` in order, each frame full size, rgb24, coded orientation.
-        wanted_by_size: Proxy (w, h) in display orientation -> the indices wanted at that size
-            (``None``: all of them).
+        frames: ``(index, frame)`` in order, each frame full size as decoded, coded orientation.
+        wanted_by_key: Proxy -> the indices wanted at it (``None``: all of them).
         chunk_size: Source frames per yielded chunk.
 
     Yields:
-        Per chunk of source frames, a ``FrameChunk`` for each size that wants some of them.
+        Per chunk of source frames, a ``FrameChunk`` for each proxy that wants some of them.
     """
-    got: dict[tuple[int, int], tuple[list[int], list[np.ndarray]]] = {}
+    got: dict[ProxyKey, tuple[list[int], list[np.ndarray]]] = {}
     n = 0
-    for i, rgb in frames:
-        for size, want in wanted_by_size.items():
+    for i, frame in frames:
+        rgb = None  # the exact full-size conversion, made once for all exact proxies
+        for (size, exact), want in wanted_by_key.items():
             if want is None or i in want:
-                idx, arr = got.setdefault(size, ([], []))
+                idx, arr = got.setdefault((size, exact), ([], []))
                 idx.append(i)
-                arr.append(_scaled(rgb, info, size))
+                w, h = _decode_size(info, size)
+                if exact:
+                    if rgb is None:
+                        rgb = frame.reformat(format="rgb24")
+                    scaled = rgb.reformat(width=w, height=h, interpolation="BICUBIC")
+                else:
+                    scaled = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA")
+                arr.append(scaled.to_ndarray())
         n += 1
         if n == chunk_size:
             yield _flush(info, got)
@@ -116,11 +125,11 @@ def proxy_chunks(
 
 
 def _flush(
-    info: VideoInfo, got: dict[tuple[int, int], tuple[list[int], list[np.ndarray]]]
-) -> dict[tuple[int, int], FrameChunk]:
+    info: VideoInfo, got: dict[ProxyKey, tuple[list[int], list[np.ndarray]]]
+) -> dict[ProxyKey, FrameChunk]:
     return {
-        size: FrameChunk(np.asarray(idx), _to_display(np.stack(arr), info.rotation_deg))
-        for size, (idx, arr) in got.items()
+        key: FrameChunk(np.asarray(idx), _to_display(np.stack(arr), info.rotation_deg))
+        for key, (idx, arr) in got.items()
     }
 
 
@@ -132,13 +141,15 @@ class VideoReader(Protocol):
     def iter_frames(
         self, info: VideoInfo, indices: Sequence[int]
     ) -> Iterator[tuple[int, av.VideoFrame]]:
-        """Yield ``(index, frame)`` for ``indices`` (sorted, unique), in order: full size, rgb24."""
+        """Yield ``(index, frame)`` for ``indices`` (sorted, unique), in order, full size."""
         ...
 
     def iter_chunks(
         self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int], chunk_size: int
     ) -> Iterator[FrameChunk]:
-        """Yield the frames ``indices`` (sorted, unique) resized to ``size`` (w, h), in order."""
+        """Yield the frames ``indices`` (sorted, unique) resized to ``size`` (w, h), in order,
+        with exact colour (see ``proxy_chunks``).
+        """
         ...
 
 
@@ -155,8 +166,9 @@ class _ChunkingReader:
         self, info: VideoInfo, indices: Sequence[int], size: tuple[int, int], chunk_size: int
     ) -> Iterator[FrameChunk]:
         """See ``VideoReader.iter_chunks``."""
-        for chunks in proxy_chunks(info, self.iter_frames(info, indices), {size: None}, chunk_size):
-            yield chunks[size]
+        key = (size, True)
+        for chunks in proxy_chunks(info, self.iter_frames(info, indices), {key: None}, chunk_size):
+            yield chunks[key]
 
 
 class DecordReader(_ChunkingReader):
@@ -234,7 +246,7 @@ class PyAVReader(_ChunkingReader):
                         break
                     if i < nxt:
                         continue
-                    yield i, frame.reformat(format="rgb24")
+                    yield i, frame
                     nxt = next(wanted, None)
             except av.error.FFmpegError as exc:
                 log.warning("decoding stopped early in %s: %s", info.path, exc)
@@ -283,6 +295,9 @@ class FrameSink(Protocol):
     """Source frame indices it wants, sorted and unique."""
     short_side_px: int
     """Proxy short side it needs; its frames are scaled straight to that size."""
+    exact_colour: bool
+    """Whether it needs exact colour, as a model's own preprocessing gives (``proxy_chunks``).
+    Optional: a sink without the attribute gets exact colour."""
 
     def feed(self, indices: np.ndarray, frames_rgb: np.ndarray) -> None:
         """Take the frames of this chunk it wants (it filters by ``wanted`` itself)."""
@@ -299,7 +314,7 @@ def decode_proxy(
 
     The pass decodes the union of all wanted frames in chunks of ``CHUNK_FRAMES``, one chunk
     ahead in a background thread (``prefetch``); each sink gets the frames at its own proxy
-    size (``proxy_chunks``), in chunks holding at least the frames it wants.
+    proxy (``proxy_chunks``), in chunks holding at least the frames it wants.
 
     Args:
         info: The probed video.
@@ -316,17 +331,16 @@ def decode_proxy(
     """
     if not sinks:
         return 0
-    wanted_by_size: dict[tuple[int, int], set[int]] = {}
-    for s in sinks:
-        wanted_by_size.setdefault(proxy_size(info, s.short_side_px), set()).update(
-            np.asarray(s.wanted, dtype=np.int64).tolist()
-        )
-    wanted = sorted(set().union(*wanted_by_size.values()))
+    keys = [(proxy_size(info, s.short_side_px), getattr(s, "exact_colour", True)) for s in sinks]
+    wanted_by_key: dict[ProxyKey, set[int]] = {}
+    for key, s in zip(keys, sinks, strict=True):
+        wanted_by_key.setdefault(key, set()).update(np.asarray(s.wanted, dtype=np.int64).tolist())
+    wanted = sorted(set().union(*wanted_by_key.values()))
     frames = open_reader(info, reader, wanted).iter_frames(info, wanted)
     n = 0
-    for chunks in prefetch(proxy_chunks(info, frames, wanted_by_size, CHUNK_FRAMES)):
-        for sink in sinks:
-            if (chunk := chunks.get(proxy_size(info, sink.short_side_px))) is not None:
+    for chunks in prefetch(proxy_chunks(info, frames, wanted_by_key, CHUNK_FRAMES)):
+        for key, sink in zip(keys, sinks, strict=True):
+            if (chunk := chunks.get(key)) is not None:
                 sink.feed(chunk.indices, chunk.frames)
         k = len(set().union(*(c.indices.tolist() for c in chunks.values())))
         n += k

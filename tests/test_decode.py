@@ -115,3 +115,30 @@ def test_encoder_threads_are_scoped(tiny_encoder):
     finally:
         del model.encode_image
     assert seen == [tiny_encoder.threads] and torch.get_num_threads() == before
+
+
+class CollectFrames(Collect):
+    """A Collect that keeps the frames too, with exact colour or the cheap scaling."""
+
+    def __init__(self, wanted, short_side_px, exact_colour):
+        super().__init__(wanted, short_side_px)
+        self.exact_colour = exact_colour
+        self.frames: list[np.ndarray] = []
+
+    def feed(self, indices, frames_rgb):
+        super().feed(indices, frames_rgb)
+        self.frames += list(frames_rgb[np.isin(indices, self.wanted)])
+
+
+def test_cheap_and_exact_sinks_at_one_size_each_get_their_own_frames(videos):
+    info = probe_video(videos["plain"])
+    wanted = [3, 17, 40]
+    exact = CollectFrames(wanted, 96, exact_colour=True)
+    cheap = CollectFrames(wanted, 96, exact_colour=False)
+    plain = Collect(wanted, 96)  # no attribute: exact colour
+    decode_proxy(info, [exact, cheap, plain])
+    assert exact.got == cheap.got == plain.got == wanted
+    reference = np.concatenate(list(iter_frames(info, wanted, 96)))
+    np.testing.assert_array_equal(np.stack(exact.frames), reference)  # the model's own path
+    diff = np.abs(np.stack(cheap.frames).astype(int) - reference)
+    assert np.stack(cheap.frames).shape == reference.shape and diff.mean() < 3

@@ -564,6 +564,7 @@ class SignalMeter:
     """
 
     short_side_px = ANALYSIS_SHORT_SIDE_PX
+    exact_colour = False  # measurements, not a model's input: the cheap scaling (see decode)
 
     def __init__(
         self,
