@@ -33,11 +33,17 @@ class VideoInfo(Frozen):
         """Start time in seconds of frame ``frame``."""
         return frame / self.fps
 
+    def up_to(self, n_frames: int) -> VideoInfo:
+        """The first ``n_frames`` frames of the video (where decoding ended early)."""
+        return self.model_copy(update={"n_frames": n_frames, "duration_s": self.time_of(n_frames)})
+
 
 class Slice(Frozen):
     """A short window of a video, the unit that gets embedded and retrieved.
 
     ``end_frame`` is exclusive; ``end_s`` is the time where the next slice starts.
+    ``starts_shot`` says whether a shot cut found by the indexer starts the slice, so the cuts
+    are stored with the slices; ``None`` where that is not known (slices stored before it was).
     """
 
     video_id: str
@@ -47,6 +53,7 @@ class Slice(Frozen):
     start_s: float = Field(ge=0)
     end_s: float
     tags: tuple[str, ...] = ()
+    starts_shot: bool | None = None
 
     @model_validator(mode="after")
     def _check_order(self) -> Slice:

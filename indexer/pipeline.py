@@ -19,7 +19,7 @@ from indexer.decode import DEFAULT_SHORT_SIDE_PX, FrameSink, decode_proxy
 from indexer.encoders import Encoder
 from indexer.models import Slice, VideoInfo
 from indexer.shots import ShotDetector
-from indexer.slicing import make_slices, pool_by_slice, sample_frames
+from indexer.slicing import make_slices, pool_by_slice, sample_frames, shot_cuts
 from indexer.stores import VectorStore
 from rhl_common.errors import VideoOpenError
 
@@ -38,11 +38,18 @@ class IndexedVideo:
     slices: tuple[Slice, ...]
     vectors: np.ndarray
     encoder_spec: str
-    cuts: tuple[int, ...] = ()
     frame_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     frame_vectors: np.ndarray | None = None
     n_embedded: int = 0
     """Sampled frames the encoder really embedded (the others reuse a neighbour's vector)."""
+
+    @property
+    def cuts(self) -> tuple[int, ...] | None:
+        """Frames where a new shot starts, as stored with the slices (``shot_cuts``): the same
+        whether the video was just decoded or loaded back, so every run uses the same cuts.
+        ``None`` for slices from a store written before the cuts were kept.
+        """
+        return shot_cuts(self.slices)
 
 
 THUMB_PX = 32
@@ -273,7 +280,7 @@ def embed_video(
     last = int(frame_indices[-1]) + 1
     if last < info.n_frames - max(1, round(info.fps / sample_fps)) - 1:
         log.warning("decoded only up to frame %d of %d in %s", last, info.n_frames, info.path)
-        info = info.model_copy(update={"n_frames": last, "duration_s": info.time_of(last)})
+        info = info.up_to(last)
     slices = make_slices(info, window_s, cuts, tags)
     vectors = pool_by_slice(slices, frame_indices, frame_vectors)
     log.info(
@@ -289,7 +296,6 @@ def embed_video(
         tuple(slices),
         vectors,
         encoder.spec,
-        cuts,
         frame_indices,
         frame_vectors,
         embedder.n_embedded,
@@ -304,8 +310,14 @@ def store_video(store: VectorStore, video: IndexedVideo) -> int:
 
 
 def load_video(store: VectorStore, info: VideoInfo) -> IndexedVideo | None:
-    """The slices and vectors of an already indexed video, or ``None`` if the store lacks it."""
+    """The slices and vectors of an already indexed video, or ``None`` if the store lacks it.
+
+    As ``embed_video`` gave them: with the shot cuts stored in the slices, and ``info`` cut to
+    the last slice where decoding ended early when the video was indexed (a corrupt tail).
+    """
     slices, vectors = store.get_video(info.video_id)
     if not slices:
         return None
+    if slices[-1].end_frame < info.n_frames:
+        info = info.up_to(slices[-1].end_frame)
     return IndexedVideo(info, tuple(slices), vectors, store.encoder_spec or "")

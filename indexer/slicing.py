@@ -20,6 +20,7 @@ def make_slices(
 
     With ``cuts`` (frame indices where a new shot starts), each shot is split on its own, so no
     slice spans a cut; a shot's last piece shorter than half a window joins the previous piece.
+    Every cut inside the video starts a slice, flagged ``starts_shot`` (see :func:`shot_cuts`).
 
     Raises:
         ConfigError: ``window_s`` is outside 1-3 s.
@@ -28,7 +29,8 @@ def make_slices(
     if not MIN_WINDOW_S <= window_s <= MAX_WINDOW_S:
         raise ConfigError(f"slice window must be {MIN_WINDOW_S}-{MAX_WINDOW_S} s, got {window_s}")
     win = max(1, int(round(window_s * info.fps)))
-    bounds = sorted({0, info.n_frames, *(c for c in cuts if 0 < c < info.n_frames)})
+    inside = {int(c) for c in cuts if 0 < c < info.n_frames}
+    bounds = sorted({0, info.n_frames, *inside})
     edges: list[int] = []
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):
         starts = list(range(a, b, win))
@@ -45,9 +47,19 @@ def make_slices(
             start_s=info.time_of(s),
             end_s=_end_s(info, s, e),
             tags=tuple(tags),
+            starts_shot=s in inside,
         )
         for i, (s, e) in enumerate(zip(edges[:-1], edges[1:], strict=True))
     ]
+
+
+def shot_cuts(slices: Sequence[Slice]) -> tuple[int, ...] | None:
+    """The shot cuts stored with ``slices`` (the start frames of those flagged ``starts_shot``),
+    or ``None`` if any slice does not say (slices stored before the flag was).
+    """
+    if any(s.starts_shot is None for s in slices):
+        return None
+    return tuple(s.start_frame for s in slices if s.starts_shot)
 
 
 def _end_s(info: VideoInfo, start: int, end: int) -> float:

@@ -58,7 +58,7 @@ class EmbedForLibrary:
         if mode == "video":
             v = embed_video(info, self.encoder, window_s=s.window_s, sample_fps=s.sample_fps,
                             snap_to_shots=True, reader=s.reader)
-            return ("video", IndexedVideo(v.info, v.slices, v.vectors, v.encoder_spec, v.cuts),
+            return ("video", IndexedVideo(v.info, v.slices, v.vectors, v.encoder_spec),
                     transcript)
         n = info.n_frames
         ranges = embed_ranges(info, self.encoder, [(clip_id_for(info.video_id, 0, n), 0, n)],

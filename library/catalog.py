@@ -724,7 +724,7 @@ class Library:
                 snap_to_shots=True, reader=s.reader,
             )
         entries = []
-        for group in group_slices(video.slices, video.cuts, max_clip_s):
+        for group in group_slices(video.slices, video.cuts or (), max_clip_s):
             rows = np.array([sl.index for sl in group])
             a, b = group[0].start_frame, group[-1].end_frame
             cid = clip_id_for(info.video_id, a, b)

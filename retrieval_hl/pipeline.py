@@ -112,6 +112,9 @@ def index_video(
     )
     added = store_video(db, video)
     log.info("%s: %d new points in %s (%d in all)", info.video_id, added, db.name, db.count())
+    # Go on with the vectors as stored (each back-end normalises them its own way, which can
+    # move the last bit), so a rerun that loads them (``load_video``) scores exactly as this run.
+    video = dataclasses.replace(video, vectors=db.get_video(info.video_id)[1])
     if speech:
         _index_speech(video, s, db if store is None else None)
     return video
@@ -506,8 +509,9 @@ def highlight_video(
         video = index_video(path, settings=s, encoder=enc, video_id=info.video_id,
                             progress=progress, sinks=(meter,), speech=False)
         info = video.info
-        if meter.n_fed or video.cuts:
-            cuts = video.cuts
+        # The index's cuts, whether just found or stored; None (an index written before the
+        # cuts were stored): the meter's own pass finds them.
+        cuts = video.cuts
     # Signals work on a finer grid than the index: extents matter to the frame.
     fine = tuple(make_slices(info, s.signal_window_s, cuts or ()))
     answer = None
@@ -782,7 +786,7 @@ class IndexWork:
                             reader=s.reader, tags=self.tags)
         # Written already: the vectors need not travel back to the caller.
         vectors = v.vectors[:0] if self.write else v.vectors
-        return IndexedVideo(v.info, v.slices, vectors, v.encoder_spec, v.cuts)
+        return IndexedVideo(v.info, v.slices, vectors, v.encoder_spec)
 
 
 @dataclass(frozen=True)

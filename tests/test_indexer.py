@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from indexer.decode import DecordReader, PyAVReader, open_reader, proxy_size
-from indexer.pipeline import embed_video, store_video
+from indexer.pipeline import embed_video, load_video, store_video
 from indexer.probe import probe_video
 from indexer.stores import open_store
 from rhl_common.errors import ConfigError, VideoOpenError
@@ -92,6 +94,44 @@ def test_embed_video_finds_cuts_and_snaps(videos, tiny_encoder):
     np.testing.assert_allclose(np.linalg.norm(v.vectors, axis=1), 1.0, atol=1e-5)
 
 
+def strip_starts_shot(uri: str) -> None:
+    """Turn a closed store's payloads into the older format, written before slices carried
+    ``starts_shot``.
+    """
+    kind, path = uri.split(":", 1)
+    if kind == "faiss":
+        with sqlite3.connect(Path(path) / "slices" / "store.sqlite") as db:
+            db.execute("UPDATE points SET payload = json_remove(payload, '$.starts_shot')")
+        return
+    from qdrant_client import models
+
+    with open_store(uri) as s:
+        s.client.delete_payload("slices", keys=["starts_shot"], points=models.Filter())
+
+
+@pytest.mark.parametrize("kind", ["faiss", "qdrant"])
+def test_load_video_gives_back_the_cuts(videos, tiny_encoder, tmp_path, kind):
+    """The shot cuts are stored with the slices, so a video loaded back has the cuts it was
+    indexed with; a store from before (no ``starts_shot``) loads with the cuts unknown.
+    """
+    uri = f"{kind}:{tmp_path / kind}"
+    info = probe_video(videos["cuts"])
+    v = embed_video(info, tiny_encoder)
+    assert len(v.cuts) == 2 and all(c in {s.start_frame for s in v.slices} for c in v.cuts)
+    with open_store(uri) as s:
+        store_video(s, v)
+    with open_store(uri) as s:
+        got = load_video(s, info)
+    assert got is not None and got.cuts == v.cuts and got.slices == v.slices
+    assert got.info == v.info
+    strip_starts_shot(uri)
+    with open_store(uri) as s:
+        old = load_video(s, info)
+    assert old is not None and old.cuts is None
+    assert [x.model_copy(update={"starts_shot": None}) for x in v.slices] == list(old.slices)
+    np.testing.assert_array_equal(old.vectors, got.vectors)
+
+
 def test_index_twice_adds_nothing(videos, tiny_encoder, tmp_path):
     store = open_store(str(tmp_path / "idx"))
     v = embed_video(probe_video(videos["plain"]), tiny_encoder)
@@ -132,6 +172,9 @@ def test_corrupt_tail_indexes_what_decodes(tiny_encoder, tmp_path, caplog):
     assert len(v.slices) >= 2 and v.vectors.shape == (len(v.slices), 32)
     assert 20 < v.slices[-1].end_frame < info.n_frames  # the partial fragment does not decode
     assert any("decoded only up to frame" in r.getMessage() for r in caplog.records)
+    with open_store(str(tmp_path / "idx")) as store:
+        store_video(store, v)
+        assert load_video(store, info).info == v.info  # a rerun sees the same, shorter video
 
 
 def test_odd_path_names(videos, tmp_path):
