@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import shutil
+import sqlite3
 import subprocess
 import wave
 from collections.abc import Collection
@@ -61,6 +62,25 @@ def make_video(
         args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:a", "aac"]
     ffmpeg(*args, "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", str(fps), "-shortest", str(path))
     return path
+
+
+def strip_starts_shot(uri: str) -> None:
+    """Turn a closed store's payloads into the older format, written before slices carried
+    ``starts_shot``.
+    """
+    kind, path = uri.split(":", 1)
+    if kind == "faiss":
+        db = sqlite3.connect(Path(path) / "slices" / "store.sqlite")
+        with db:
+            db.execute("UPDATE points SET payload = json_remove(payload, '$.starts_shot')")
+        db.close()
+        return
+    from qdrant_client import models
+
+    from indexer.stores import open_store
+
+    with open_store(uri) as s:
+        s.client.delete_payload("slices", keys=["starts_shot"], points=models.Filter())
 
 
 def make_cut_video(path: Path, fps: int = 10) -> Path:

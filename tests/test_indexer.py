@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import sqlite3
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from indexer.pipeline import embed_video, load_video, store_video
 from indexer.probe import probe_video
 from indexer.stores import open_store
 from rhl_common.errors import ConfigError, VideoOpenError
+from tests.conftest import strip_starts_shot
 
 
 def test_probe_plain(videos):
@@ -92,21 +91,6 @@ def test_embed_video_finds_cuts_and_snaps(videos, tiny_encoder):
         assert not any(s.start_frame < c < s.end_frame for s in v.slices)
     assert v.vectors.shape == (len(v.slices), 32)
     np.testing.assert_allclose(np.linalg.norm(v.vectors, axis=1), 1.0, atol=1e-5)
-
-
-def strip_starts_shot(uri: str) -> None:
-    """Turn a closed store's payloads into the older format, written before slices carried
-    ``starts_shot``.
-    """
-    kind, path = uri.split(":", 1)
-    if kind == "faiss":
-        with sqlite3.connect(Path(path) / "slices" / "store.sqlite") as db:
-            db.execute("UPDATE points SET payload = json_remove(payload, '$.starts_shot')")
-        return
-    from qdrant_client import models
-
-    with open_store(uri) as s:
-        s.client.delete_payload("slices", keys=["starts_shot"], points=models.Filter())
 
 
 @pytest.mark.parametrize("kind", ["faiss", "qdrant"])
