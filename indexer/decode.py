@@ -14,9 +14,11 @@ segfaults when it loads first.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -223,16 +225,51 @@ class FallbackReader(_ChunkingReader):
 
 
 class PyAVReader(_ChunkingReader):
-    """PyAV: decodes every frame in order and keeps the chosen ones; robust to odd files."""
+    """PyAV: decodes in order, from the start, and keeps the chosen frames; robust to odd files.
+
+    Where each packet's frame index is known before decoding it (see ``_FrameIndex``), the
+    decoder is told to skip the non-reference frames nobody wants (``skip_frame``, ``NONREF``):
+    no other frame is predicted from them, so every chosen frame comes out bit-identical to a
+    full decode. Where not (variable frame rate, packets without timestamps) every frame is
+    decoded. Should skipping go wrong (a decoded frame not where its timestamp placed it; a
+    damaged stream, where frame threads drop the frames they hold when a truncated last packet
+    fails), the file is decoded again without skipping, for the frames not yet yielded.
+    """
 
     name = "pyav"
+
+    def __init__(self) -> None:
+        self.decoded_frames = 0
+        """Frames the decoder put out in the last ``iter_frames`` (skipped ones are not)."""
+        self._skipped = False
 
     def iter_frames(
         self, info: VideoInfo, indices: Sequence[int]
     ) -> Iterator[tuple[int, av.VideoFrame]]:
         """See ``VideoReader.iter_frames``."""
-        wanted = iter(sorted(indices))
-        nxt = next(wanted, None)
+        want = set(indices)
+        self.decoded_frames, done = 0, -1
+        for skip in (not info.variable_frame_rate, False):
+            try:
+                for i, frame in self._decode(info, want, skip):
+                    if i > done:
+                        yield i, frame
+                        done = i
+                return
+            except (av.error.FFmpegError, _Unplaced) as exc:
+                if not skip or not (self._skipped or isinstance(exc, _Unplaced)):
+                    log.warning("decoding stopped early in %s: %s", info.path, exc)
+                    return
+                log.info("decoding %s while skipping failed (%s): decoding it again without "
+                         "skipping, for the frames from %d", info.path, exc, done + 1)
+
+    def _decode(
+        self, info: VideoInfo, want: set[int], skip: bool
+    ) -> Iterator[tuple[int, av.VideoFrame]]:
+        self._skipped = False
+        if not want:
+            return
+        last = max(want)
         try:
             container = av.open(info.path)
         except av.error.FFmpegError as exc:
@@ -240,16 +277,92 @@ class PyAVReader(_ChunkingReader):
         with container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            try:
-                for i, frame in enumerate(container.decode(stream)):
-                    if nxt is None:
-                        break
-                    if i < nxt:
-                        continue
-                    yield i, frame
-                    nxt = next(wanted, None)
-            except av.error.FFmpegError as exc:
-                log.warning("decoding stopped early in %s: %s", info.path, exc)
+            ctx = stream.codec_context
+            index = _FrameIndex(placing=skip)
+            for packet, k in index.place(container.demux(stream)):
+                # Frame threading takes the setting along with each packet it submits.
+                unwanted = k is not None and k not in want
+                ctx.skip_frame = "NONREF" if unwanted else "DEFAULT"
+                self._skipped |= unwanted
+                for frame in packet.decode():
+                    self.decoded_frames += 1
+                    i = index.of_frame(frame.pts)
+                    if i in want:
+                        yield i, frame
+                    if i >= last:
+                        return
+
+
+class _Unplaced(Exception):
+    """A decoded frame is not where its packet's timestamp placed it."""
+
+
+class _FrameIndex:
+    """The index of each frame out of the decoder: its place in output order.
+
+    Frames are counted as they come out, or, while placing, each packet's frame index is known
+    before it is decoded: the rank of its timestamp among all the packets', final once
+    ``REORDER_PACKETS`` more packets are read (decoders reorder a few frames, at most 16 in
+    H.264 and HEVC). That is the count where each packet holds one frame; gaps in the
+    timestamps (joined recordings) do not matter, only their order. A frame out of the decoder
+    must then carry a placed timestamp, later than the last frame's (else ``_Unplaced``).
+    Placing ends at a packet without a timestamp or one read too late to place.
+    """
+
+    REORDER_PACKETS = 32
+
+    def __init__(self, placing: bool) -> None:
+        self._placing = placing
+        self._rank: dict[int, int] = {}  # placed timestamp -> frame index, in timestamp order
+        self._ranked = 0
+        self._top: int | None = None  # the last timestamp ranked
+        self._last = -1  # the last frame out
+
+    def place(self, packets: Iterator[av.Packet]) -> Iterator[tuple[av.Packet, int | None]]:
+        """The ``packets``, in the same order, each with its frame's index when placed."""
+        pending: deque[av.Packet] = deque()
+        heap: list[int] = []
+        for packet in packets:
+            if packet.size == 0:  # the end (the flush packet): rank what is left
+                while heap:
+                    self._rank_next(heapq.heappop(heap))
+            elif self._placing and packet.pts is not None:
+                heapq.heappush(heap, packet.pts)
+                if len(heap) > self.REORDER_PACKETS:
+                    self._rank_next(heapq.heappop(heap))
+            elif self._placing:
+                log.info("a packet without a timestamp: decoding every frame from here")
+                self._placing = False
+            pending.append(packet)
+            while pending and (
+                not self._placing or pending[0].size == 0 or pending[0].pts in self._rank
+            ):
+                p = pending.popleft()
+                yield p, self._rank.get(p.pts) if self._placing else None
+
+    def _rank_next(self, pts: int) -> None:
+        if not self._placing:
+            return
+        if self._top is not None and pts <= self._top:
+            log.info("timestamp %d repeated or read too late: decoding every frame from here", pts)
+            self._placing = False
+            return
+        self._rank[pts], self._top = self._ranked, pts
+        self._ranked += 1
+
+    def of_frame(self, pts: int | None) -> int:
+        """The index of the next frame out of the decoder, with timestamp ``pts``."""
+        i = self._rank.get(pts) if pts is not None else None
+        if i is None and self._ranked:  # counting on after placed frames could be off
+            raise _Unplaced(f"a decoded frame's timestamp {pts} was not placed")
+        if i is None:
+            i = self._last + 1
+        elif i <= self._last:
+            raise _Unplaced(f"decoded frame {i} came out after frame {self._last}")
+        while self._rank and (first := next(iter(self._rank))) <= pts:
+            del self._rank[first]
+        self._last = i
+        return i
 
 
 def prefetch(chunks: Iterator[T], depth: int = 2) -> Iterator[T]:

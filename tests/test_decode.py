@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.decode import CHUNK_FRAMES, decode_proxy, proxy_size
+from indexer.decode import CHUNK_FRAMES, PyAVReader, decode_proxy, proxy_size
 from indexer.pipeline import EMBED_BATCH, FrameEmbedder
 from indexer.probe import probe_video
+from indexer.slicing import sample_frames
 from rhl_common.errors import ConfigError
+from tests.conftest import ffmpeg, shared_data
 
 
 class Collect:
@@ -74,6 +76,81 @@ def test_auto_reads_a_dense_pass_in_order_and_sparse_picks_by_seeking():
     assert isinstance(open_reader(info, "auto", np.arange(0, 400, 40)), FallbackReader)
     assert isinstance(open_reader(info, "auto"), FallbackReader)  # nothing said: seek
     assert isinstance(open_reader(info, "decord", np.arange(400)), DecordReader)  # as asked
+
+
+def every_frame(path, keep):
+    """Plain PyAV, independent of the reader: every frame decoded, counted in output order."""
+    import av
+
+    with av.open(str(path)) as container:
+        frames = container.decode(container.streams.video[0])
+        return {i: f.to_ndarray(format="rgb24") for i, f in enumerate(frames) if i in keep}
+
+
+def read(reader, info, wanted):
+    return {i: f.to_ndarray(format="rgb24") for i, f in reader.iter_frames(info, wanted)}
+
+
+def assert_same_frames(got, expected, wanted):
+    assert sorted(got) == sorted(expected) == list(wanted)
+    for i in wanted:
+        np.testing.assert_array_equal(got[i], expected[i], err_msg=f"frame {i}")
+
+
+# B-frames in three codecs; AVI's demuxer guesses the timestamps (from 1, not 0).
+B_FRAME_ENCODES = {
+    "h264.mp4": ["-c:v", "libx264", "-bf", "3"],
+    "hevc.mkv": ["-c:v", "libx265", "-x265-params", "bframes=3:log-level=error"],
+    "mpeg4.avi": ["-c:v", "mpeg4", "-bf", "2"],
+}
+
+
+@pytest.mark.parametrize("name", B_FRAME_ENCODES)
+def test_pyav_skips_unwanted_non_reference_frames_and_keeps_the_wanted_exact(tmp_path, name):
+    path = tmp_path / name
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30:duration=4",
+           *B_FRAME_ENCODES[name], "-pix_fmt", "yuv420p", str(path))
+    info = probe_video(path)
+    wanted = list(range(3, info.n_frames, 7))  # about the indexing pass's share at 30 fps
+    reader = PyAVReader()
+    assert_same_frames(read(reader, info, wanted), every_frame(path, wanted), wanted)
+    assert reader.decoded_frames < 0.75 * (wanted[-1] + 1)  # non-reference frames skipped
+    dense = list(range(info.n_frames))  # every frame wanted: every frame decoded, as before
+    assert read(reader, info, dense).keys() == every_frame(path, dense).keys()
+    assert reader.decoded_frames == info.n_frames
+
+
+def test_pyav_indexes_frames_as_counted_across_a_timestamp_gap(tmp_path):
+    path = tmp_path / "gap.mp4"  # a frame's time missing at 3 s, as where recordings are joined
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30:duration=6",
+           "-vf", "setpts=N/(30*TB)+gte(N\\,90)*0.05/TB", "-fps_mode", "passthrough",
+           *B_FRAME_ENCODES["h264.mp4"], "-pix_fmt", "yuv420p", str(path))
+    info = probe_video(path)
+    assert not info.variable_frame_rate
+    wanted = list(range(3, info.n_frames, 7))
+    reader = PyAVReader()
+    assert_same_frames(read(reader, info, wanted), every_frame(path, wanted), wanted)
+    assert reader.decoded_frames < 0.75 * (wanted[-1] + 1)
+
+
+def test_pyav_decodes_every_frame_at_a_variable_frame_rate(tmp_path):
+    path = tmp_path / "h264.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30:duration=2",
+           *B_FRAME_ENCODES["h264.mp4"], "-pix_fmt", "yuv420p", str(path))
+    info = probe_video(path).model_copy(update={"variable_frame_rate": True})
+    wanted = list(range(3, info.n_frames, 7))
+    reader = PyAVReader()
+    assert_same_frames(read(reader, info, wanted), every_frame(path, wanted), wanted)
+    assert reader.decoded_frames == wanted[-1] + 1  # counted in output order, none skipped
+
+
+def test_pyav_skipping_on_real_footage_keeps_the_wanted_frames_exact():
+    path = shared_data("clips") / "juggle.mp4"  # 1280x720, 24 fps, x264 with B-frames
+    info = probe_video(path)
+    wanted = np.union1d(sample_frames(info, 4.0), sample_frames(info, 2.0)).tolist()
+    reader = PyAVReader()
+    assert_same_frames(read(reader, info, wanted), every_frame(path, wanted), wanted)
+    assert reader.decoded_frames < 0.75 * (wanted[-1] + 1)
 
 
 def test_embedder_batches_frames_across_chunks(tiny_encoder):
