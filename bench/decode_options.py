@@ -5,12 +5,14 @@
 
 The file is a piece (stream copy) of ``throughput.py``'s 10-minute real-footage video. The
 frames wanted are those of one ``rhl highlight`` pass: the signal meter's 4 fps and the
-indexer's 2 fps, at the meter's 240 px proxy; the ``decode_proxy`` row is the pass itself, the
-meter's frames at 240 px and the encoder's at its own 224 px. Printed per way: wall and CPU
+indexer's 2 fps, at the meter's 240 px proxy; the ``decode_proxy`` rows are the pass itself,
+the meter's frames at 240 px and the encoder's at its own 224 px. Printed per way: wall and CPU
 seconds (CPU counts ffmpeg's own threads and children; steadier than wall on a shared machine)
-and the frames it decoded. ``skip_frame`` rows count what the decoder outputs: ``NONREF``
-leaves out the non-reference frames (a sampled frame may be one of them), ``NONKEY`` keeps
-keyframes only.
+and the frames it decoded (``decode_proxy``: the frames it fed). The PyAV reader skips the
+non-reference frames nobody wants; its "every frame" rows give it the same file as one of
+variable frame rate, where it does not skip (the reader before it skipped). The ``skip_frame``
+rows count what the decoder outputs for the whole stream: ``NONREF`` leaves out every
+non-reference frame (a sampled frame may be one of them), ``NONKEY`` keeps keyframes only.
 """
 
 from __future__ import annotations
@@ -101,15 +103,26 @@ def main() -> None:
     print(f"{path.name}: {info.duration_s:.0f} s, {len(wanted)} frames wanted at {size}; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
-    def chunks(reader) -> Callable[[], int]:  # noqa: ANN001
-        return lambda: sum(len(c.indices) for c in reader.iter_chunks(info, wanted, size, 32))
+    vfr = info.model_copy(update={"variable_frame_rate": True})  # timestamps not trusted
+
+    def chunks(reader, info: VideoInfo = info) -> Callable[[], int]:  # noqa: ANN001
+        def run() -> int:
+            n = sum(len(c.indices) for c in reader.iter_chunks(info, wanted, size, 32))
+            return getattr(reader, "decoded_frames", n)
+
+        return run
+
+    def proxy(info: VideoInfo) -> Callable[[], int]:
+        sinks = [NullSink(sample_frames(info, SAMPLE_FPS), ANALYSIS_SHORT_SIDE_PX),
+                 NullSink(sample_frames(info, 2.0), DEFAULT_SHORT_SIDE_PX)]
+        return lambda: decode_proxy(info, sinks, "pyav")
 
     clock("ffmpeg -f null (reference)", lambda: _ffmpeg("-i", str(path), "-f", "null", "-") or 0)
     clock("decord get_batch (scaled)", chunks(DecordReader()))
-    clock("PyAV in order (the auto pick)", chunks(PyAVReader()))
-    sinks = [NullSink(sample_frames(info, SAMPLE_FPS), ANALYSIS_SHORT_SIDE_PX),
-             NullSink(sample_frames(info, 2.0), DEFAULT_SHORT_SIDE_PX)]
-    clock("decode_proxy (meter+encoder sinks)", lambda: decode_proxy(info, sinks, "pyav"))
+    clock("PyAV every frame", chunks(PyAVReader(), vfr))
+    clock("PyAV skipping (the auto pick)", chunks(PyAVReader()))
+    clock("decode_proxy, every frame", proxy(vfr))
+    clock("decode_proxy, skipping", proxy(info))
     clock("PyAV skip_frame NONREF", pyav_skipping(info, wanted, size, "NONREF"))
     clock("PyAV skip_frame NONKEY", pyav_skipping(info, wanted, size, "NONKEY"))
     print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
