@@ -24,6 +24,7 @@ from indexer.encoders.base import (
     TextEmbeddingCache,
 )
 from rhl_common.errors import EncoderError
+from rhl_common.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,13 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 class OpenClipEncoder:
-    """open_clip model behind the ``Encoder`` interface: batched, bf16 autocast where it helps,
-    on ``default_threads()`` torch threads.
+    """open_clip model behind the ``Encoder`` interface: batched, bf16 where it helps, on
+    ``default_threads()`` torch threads.
+
+    In bf16 the towers' matmul weights (Linear, Conv, attention projections) are cast once, when
+    the model is built, and stay resident in bf16; LayerNorms and embeddings stay fp32 and every
+    call runs under bf16 autocast, which casts the activations. Autocast alone would keep the fp32
+    weights resident and re-cast them at every call (its weight cache lives one block only).
     """
 
     name = "open_clip"
@@ -132,6 +138,9 @@ class OpenClipEncoder:
         self.threads = threads or default_threads()
         self.model, self.tokenizer = self._load(open_clip, spec)
         self.model.eval()
+        if self.bf16:
+            open_clip.model.convert_weights_to_lp(self.model, dtype=torch.bfloat16)
+            release_free_memory()  # the fp32 copies, freed layer by layer
         cfg = self.model.visual.preprocess_cfg
         size = cfg.get("size", 224)
         self.image_size = (size, size) if isinstance(size, int) else tuple(size)
@@ -150,7 +159,9 @@ class OpenClipEncoder:
         if spec.is_path:
             st = Path(spec.weights).expanduser().stat()
             weights = f"{Path(spec.weights).expanduser().resolve()}:{st.st_size}:{st.st_mtime_ns}"
-        precision = "bf16" if self.bf16 else "fp32"
+        # bf16 weights resident: the text tower's residual stream is bf16 too, unlike under
+        # autocast over fp32 weights ("bf16"), so vectors cached by that runtime are not reused.
+        precision = "bf16-weights" if self.bf16 else "fp32"
         return f"{spec.family}:{spec.arch}:{weights}|{precision}|open_clip {open_clip.__version__}"
 
     @staticmethod
@@ -214,7 +225,9 @@ class OpenClipEncoder:
 
     @contextlib.contextmanager
     def _compute(self) -> Iterator[None]:
-        """Run inside the encoder's thread count and precision (bf16 autocast where it helps)."""
+        """Run inside the encoder's thread count and precision (bf16 autocast over the bf16
+        weights where it helps).
+        """
         bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
         with torch_threads(self.threads), bf16 if self.bf16 else contextlib.nullcontext():
             yield
