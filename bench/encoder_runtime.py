@@ -1,29 +1,47 @@
-"""Image-tower runtimes on this CPU: speed and agreement with fp32 of the same model.
+"""Encoder runtimes on this CPU: CPU time, memory and agreement with fp32 of the same model.
 
     .venv/bin/python bench/encoder_runtime.py [--arch ViT-B-32] [--frames 64] [--batch 32]
+        [--repeat 3] [--skip-onnx] [--skip-rss]
 
-Runs the open_clip image tower (seeded random weights: this checks the runtime, not trained
-accuracy) on real frames from ../shared/data (proxy size, the encoder's own preprocessing)
-under each runtime: fp32, bf16 autocast, dynamic int8 Linear layers, ONNX Runtime (fp32 and
-dynamic int8). Prints images/s, the speed-up over fp32 measured in this run, and the lowest
-cosine of any frame's embedding with its fp32 embedding. A runtime is usable at cosine >= 0.99.
+Runs the open_clip towers (seeded random weights: this checks the runtime, not trained
+accuracy) on real frames from ../shared/data (proxy size, the encoder's own preprocessing) and on
+the highlight vocabulary's English texts, under each runtime:
+
+- ``fp32``: ``OpenClipEncoder(bf16=False)``;
+- ``bf16 autocast, fp32 weights``: the encoder before its weights were kept in bf16 (fp32 weights
+  resident, re-cast by autocast at every call);
+- ``bf16 weights``: ``OpenClipEncoder(bf16=True)``, the default on CPUs with native bf16;
+- ``int8 dynamic (Linear)``: ``torch.ao`` dynamic quantization of the fp32 model's Linear layers;
+- ONNX Runtime fp32 and dynamic int8 (image tower only; ``--skip-onnx`` to leave them out).
+
+Rows give process CPU-ms per image (texts: per text) on ``default_threads()`` torch threads, best
+of ``--repeat`` interleaved rounds, its ratio to the fp32 row of this run, the lowest cosine of any
+embedding with its fp32 embedding (a runtime is usable at >= 0.99), and the MiB of the model's
+tensors. Unless ``--skip-rss``, each encoder runtime is also built in a fresh process of its own,
+which reports its resident set before and after the build, its peak during the build, and its peak
+and resident set after encoding the frames and texts.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+ENCODER_RUNTIMES = ("fp32", "bf16 autocast, fp32 weights", "bf16 weights")
 
 
 def real_frames(n: int) -> np.ndarray:
+    """``n`` frames of the shared DAVIS clips at the encoder's proxy size, 224 x 224 crops."""
     from indexer.decode import open_reader, proxy_size
     from indexer.probe import probe_video
 
@@ -38,15 +56,100 @@ def real_frames(n: int) -> np.ndarray:
     return np.stack(out[:n])
 
 
-def timed(fn, x: torch.Tensor, batch: int, repeat: int = 2) -> tuple[float, np.ndarray]:  # noqa: ANN001
-    outs = [fn(x[s : s + batch]) for s in range(0, min(len(x), batch), batch)]  # warm-up
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        outs = [fn(x[s : s + batch]) for s in range(0, len(x), batch)]
-        best = min(best, time.perf_counter() - t0)
-    z = torch.cat([torch.as_tensor(o).float() for o in outs])
-    return len(x) / best, torch.nn.functional.normalize(z, dim=-1).numpy()
+def vocabulary_texts() -> list[str]:
+    """The English texts of every highlight vocabulary item (what the text tower embeds)."""
+    from retrieval_hl.describe.vocab import load_vocabulary
+
+    return list(dict.fromkeys(item.en for item in load_vocabulary()))
+
+
+def build(runtime: str, arch: str, batch: int):  # noqa: ANN201
+    """An ``OpenClipEncoder`` running ``runtime`` (one of ``ENCODER_RUNTIMES`` or int8)."""
+    from indexer.encoders.base import EncoderSpec
+    from indexer.encoders.open_clip import OpenClipEncoder
+
+    spec = EncoderSpec("open_clip", arch, "random")
+    enc = OpenClipEncoder(spec, batch_size=batch, bf16=runtime == "bf16 weights")
+    if runtime == "bf16 autocast, fp32 weights":
+        enc.bf16 = True  # autocast in _compute, over the fp32 weights it was built with
+    elif runtime == "int8 dynamic (Linear)":
+        enc.model = torch.ao.quantization.quantize_dynamic(
+            enc.model, {torch.nn.Linear}, dtype=torch.qint8
+        )
+        for block in enc.model.transformer.resblocks:  # open_clip's hook for int8 Linears
+            block.mlp.c_fc.int8_original_dtype = torch.float32
+    return enc
+
+
+def tensor_mib(model: torch.nn.Module) -> float:
+    """MiB held by the model's parameters, buffers and packed (quantized) weights."""
+    tensors = [
+        t for v in model.state_dict().values() for t in (v if isinstance(v, tuple) else (v,))
+        if isinstance(t, torch.Tensor)
+    ]
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
+
+
+def memory_mib(field: str) -> float:
+    """``VmRSS`` (resident now) or ``VmHWM`` (peak) of this process, MiB. Not ``ru_maxrss``: a
+    child started by ``subprocess`` reports its parent's peak there.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+def measure_rss(runtime: str, arch: str, inputs: Path, batch: int) -> dict[str, float]:
+    """Build ``runtime`` in this (fresh) process: RSS before and after the build, peak during it,
+    and peak and RSS after encoding the frames and texts saved in ``inputs`` by the parent.
+    """
+    x = np.load(inputs / "frames.npy")
+    texts = json.loads((inputs / "texts.json").read_text())
+    before = memory_mib("VmRSS")
+    enc = build(runtime, arch, batch)
+    built, peak_build = memory_mib("VmRSS"), memory_mib("VmHWM")
+    enc.encode_images(x)
+    enc._encode_texts(texts)
+    return {"before": before, "built": built, "peak_build": peak_build,
+            "peak": memory_mib("VmHWM"), "after": memory_mib("VmRSS")}
+
+
+def cpu_ms_per_item(fn: Callable[[], np.ndarray], n: int) -> tuple[float, np.ndarray]:
+    """Process CPU-ms per item of one call of ``fn`` (over ``n`` items), and its result."""
+    t0 = time.process_time()
+    z = fn()
+    return (time.process_time() - t0) * 1000 / n, z
+
+
+def onnx_runs(enc, x: np.ndarray, batch: int) -> dict[str, Callable[[], np.ndarray]]:  # noqa: ANN001
+    """ONNX Runtime (fp32 and dynamic int8) sessions of ``enc``'s image tower."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = Path(tempfile.mkdtemp())
+    fp32 = tmp / "visual.onnx"
+    sample = enc._preprocess(x[:2])
+    torch.onnx.export(enc.model.visual, (sample,), str(fp32), input_names=["x"],
+                      output_names=["z"], dynamic_axes={"x": {0: "n"}, "z": {0: "n"}},
+                      dynamo=False)
+    int8 = tmp / "visual.int8.onnx"
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = enc.threads
+    runs = {}
+    for name, path in (("onnxruntime fp32", fp32), ("onnxruntime int8 dynamic", int8)):
+        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        def run(s=sess) -> np.ndarray:  # noqa: ANN001
+            z = np.concatenate([
+                s.run(None, {"x": enc._preprocess(x[i : i + batch]).numpy()})[0]
+                for i in range(0, len(x), batch)
+            ])
+            return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+        runs[name] = run
+    return runs
 
 
 def main() -> None:
@@ -54,52 +157,62 @@ def main() -> None:
     ap.add_argument("--arch", default="ViT-B-32")
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-onnx", action="store_true")
+    ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--rss-of", choices=ENCODER_RUNTIMES, help=argparse.SUPPRESS)
+    ap.add_argument("--inputs", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    from indexer.encoders.base import EncoderSpec
-    from indexer.encoders.open_clip import OpenClipEncoder
+    if args.rss_of:
+        print(json.dumps(measure_rss(args.rss_of, args.arch, args.inputs, args.batch)))
+        return
 
-    enc = OpenClipEncoder(EncoderSpec("open_clip", args.arch, "random"), bf16=False)
-    visual = enc.model.visual.eval()
-    x = enc._preprocess(real_frames(args.frames))
-    print(f"{args.arch} image tower, random weights, {len(x)} real frames, batch {args.batch}, "
-          f"{torch.get_num_threads()} threads")
-
-    def eager(model, ctx=contextlib.nullcontext):  # noqa: ANN001, ANN202
-        @torch.no_grad()
-        def run(b: torch.Tensor) -> torch.Tensor:
-            with ctx():
-                return model(b).float()
-        return run
-
-    runs = {
-        "fp32": eager(visual),
-        "bf16 autocast": eager(visual, lambda: torch.autocast("cpu", dtype=torch.bfloat16)),
-        "int8 dynamic (Linear)": eager(
-            torch.ao.quantization.quantize_dynamic(visual, {torch.nn.Linear}, dtype=torch.qint8)
-        ),
-    }
+    x = real_frames(args.frames)
+    texts = vocabulary_texts()
+    runtimes = (*ENCODER_RUNTIMES, "int8 dynamic (Linear)")
+    encs = {name: build(name, args.arch, args.batch) for name in runtimes}
+    images = {name: (lambda e=e: e.encode_images(x)) for name, e in encs.items()}
     if not args.skip_onnx:
-        import onnxruntime as ort
-        from onnxruntime.quantization import QuantType, quantize_dynamic
+        images |= onnx_runs(encs["fp32"], x, args.batch)
+    text_runs = {name: (lambda e=e: e._encode_texts(texts)) for name, e in encs.items()}
+    threads = encs["fp32"].threads
+    print(f"{args.arch}, random weights: {len(x)} real frames at batch {args.batch}, "
+          f"{len(texts)} vocabulary texts, {threads} torch threads")
 
-        tmp = Path(tempfile.mkdtemp())
-        fp32 = tmp / "visual.onnx"
-        torch.onnx.export(visual, (x[:2],), str(fp32), input_names=["x"], output_names=["z"],
-                          dynamic_axes={"x": {0: "n"}, "z": {0: "n"}}, dynamo=False)
-        int8 = tmp / "visual.int8.onnx"
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-        for name, path in (("onnxruntime fp32", fp32), ("onnxruntime int8 dynamic", int8)):
-            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            runs[name] = lambda b, s=sess: s.run(None, {"x": b.numpy()})[0]
-    ref_speed = None
-    ref = None
-    for name, fn in runs.items():
-        speed, z = timed(fn, x, args.batch)
-        if ref is None:
-            ref_speed, ref = speed, z
-        cos = float(np.min(np.sum(z * ref, axis=1)))
-        print(f"{name:26s} {speed:7.1f} img/s  x{speed / ref_speed:4.2f}  min cosine {cos:.4f}")
+    for fn in (*images.values(), *text_runs.values()):  # warm-up
+        fn()
+    cpu: dict[tuple[str, str], float] = {}
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for _ in range(args.repeat):  # interleaved rounds, best of each
+        for tower, runs, n in (("image", images, len(x)), ("text", text_runs, len(texts))):
+            for name, fn in runs.items():
+                ms, out[tower, name] = cpu_ms_per_item(fn, n)
+                cpu[tower, name] = min(cpu.get((tower, name), np.inf), ms)
+
+    print(f"{'runtime':30s} {'tower':5s} {'CPU-ms/item':>11s} {'vs fp32':>7s} "
+          f"{'min cos':>8s} {'tensors MiB':>11s}")
+    for tower, name in cpu:
+        ratio = cpu[tower, name] / cpu[tower, "fp32"]
+        cos = float(np.min(np.sum(out[tower, name] * out[tower, "fp32"], axis=1)))
+        mib = f"{tensor_mib(encs[name].model):11.0f}" if name in encs else f"{'':11s}"
+        print(f"{name:30s} {tower:5s} {cpu[tower, name]:11.1f} {ratio:6.2f}x "
+              f"{cos:8.5f} {mib}")
+
+    if args.skip_rss:
+        return
+    inputs = Path(tempfile.mkdtemp())
+    np.save(inputs / "frames.npy", x)
+    (inputs / "texts.json").write_text(json.dumps(texts))
+    print(f"\n{'fresh process per runtime, MiB':30s} {'RSS before':>10s} {'built':>7s} "
+          f"{'peak':>7s} {'encoded':>7s} {'RSS after':>9s}")
+    print("(peak: during the build; encoded: peak after encoding the frames and texts)")
+    for name in ENCODER_RUNTIMES:
+        cmd = [sys.executable, __file__, "--rss-of", name, "--arch", args.arch,
+               "--inputs", str(inputs), "--batch", str(args.batch)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO)
+        m = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"{name:30s} {m['before']:10.0f} {m['built']:7.0f} {m['peak_build']:7.0f} "
+              f"{m['peak']:7.0f} {m['after']:9.0f}")
 
 
 if __name__ == "__main__":
