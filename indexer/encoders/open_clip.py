@@ -112,6 +112,10 @@ class OpenClipEncoder:
     the model is built, and stay resident in bf16; LayerNorms and embeddings stay fp32 and every
     call runs under bf16 autocast, which casts the activations. Autocast alone would keep the fp32
     weights resident and re-cast them at every call (its weight cache lives one block only).
+    ViT-B-32 on one thread (``bench/encoder_runtime.py``, load ~17): 53.5 CPU-ms an image and 40.0
+    a text against 55.6 and 45.2 under autocast over fp32 weights, cosine with fp32 >= 0.9999;
+    a fresh process holds 1124 MiB after the build against 1368, and peaks at 1373 MiB after
+    encoding against 1745.
     """
 
     name = "open_clip"
