@@ -475,7 +475,7 @@ def highlight_video(
         select_highlights,
     )
     from retrieval_hl.signals.meter import SAMPLE_FPS, SignalMeter, measure_signals_and_cuts
-    from retrieval_hl.speech.channel import open_speech_channel, prompt_descriptions
+    from retrieval_hl.speech.channel import listen, prompt_descriptions, speech_channel
     from retrieval_hl.speech.hybrid import fuse_hits
     from retrieval_hl.speech.rate import emphasis_db, words_per_second
 
@@ -503,6 +503,9 @@ def highlight_video(
     pending = pool.submit(asker.ask, info) if pool is not None else None
     video: IndexedVideo | None = None
     cuts: Sequence[int] | None = None
+    # Transcribed before the index pass: whisper (loaded for this and freed after it) does not
+    # sit on top of what the pass leaves resident, and the pass does not wait for it.
+    heard = listen(info, s, progress=speech_progress)
     meter = SignalMeter(info, detect_cuts=False)
     if enc is not None:
         # The signal meter rides along the indexing pass: one decode for both.
@@ -538,7 +541,7 @@ def highlight_video(
         segments = _vlm_segments(descriptions, answer.support, s, info, budget_s)
         hits, query_vectors, slices = [], None, fine
     grid = video.slices if video is not None else tuple(make_slices(info, s.window_s, cuts or ()))
-    speech = open_speech_channel(info, grid, s, progress=speech_progress)
+    speech = speech_channel(info, grid, s, *heard) if heard is not None else None
     if speech is not None and not vlm_only:  # what is said, and how, as query-free signals
         rate = words_per_second(speech.transcript.words, fine)
         sig = dataclasses.replace(sig, speech_rate=rate,

@@ -16,7 +16,6 @@ import importlib.util
 import logging
 import os
 import shutil
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -326,20 +325,16 @@ def _chunk_bounds(regions: list[dict], longest: int) -> list[tuple[int, int]]:
     return bounds
 
 
-_RECOGNIZERS: dict[str, Recognizer] = {}
-_LOCK = threading.Lock()
-
-
 def create_recognizer() -> Recognizer:
-    """The process's whisper recognizer (loaded once, ~1-2 s).
+    """A whisper recognizer, loaded now (~1 s, ~150 MiB resident with its runtime).
+
+    Not kept by this module: it is freed when its last reference goes, so a caller that
+    transcribes once gives the memory back when done (:func:`transcribe_video` does).
 
     Raises:
         SpeechError: faster-whisper or the model wheels are missing.
     """
-    with _LOCK:
-        if "whisper" not in _RECOGNIZERS:
-            _RECOGNIZERS["whisper"] = FasterWhisperRecognizer()
-        return _RECOGNIZERS["whisper"]
+    return FasterWhisperRecognizer()
 
 
 def transcript_cache_path(
@@ -369,7 +364,7 @@ def transcribe_video(
         language: A whisper language code (``"en"``, ``"zh"``...), or ``None`` to detect it.
         vad: Skip non-speech with the Silero VAD.
         cache_dir: Cache root (default :func:`user_cache_dir`).
-        recognizer: The recognizer (default :func:`create_recognizer`).
+        recognizer: The recognizer (default: one loaded for this call and freed after it).
         progress: Called with seconds of audio just transcribed.
 
     Raises:
@@ -384,13 +379,15 @@ def transcribe_video(
             return cached.model_copy(update={"video_id": info.video_id})
         except (OSError, ValidationError) as exc:
             log.warning("ignoring unreadable cached transcript %s: %s", path, exc)
-    rec = recognizer or create_recognizer()
     audio = AudioTrack(info.path if info.has_audio else None)
     # A batch of windows takes hundreds of MiB for a moment (see BATCH_SIZE): give it what the
     # earlier stages (decoding, image encoder, detectors) freed but still hold.
     release_free_memory()
+    rec = recognizer or create_recognizer()
     transcript = rec.transcribe(audio, info.video_id, language=language, vad=vad,
                                 progress=progress)
+    del rec  # a model loaded here goes now, not when the caller is done with the transcript
+    release_free_memory()
     log.info("%s: %d words in %d segments, language %s (%.2f)", info.video_id,
              len(transcript.words), len(transcript.segments), transcript.language,
              transcript.language_probability)

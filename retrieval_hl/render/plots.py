@@ -15,14 +15,19 @@ from __future__ import annotations
 import logging
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache, wraps
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from indexer.models import VideoInfo
 from retrieval_hl.models import Highlight, ScoreTrack
 from rhl_common.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import av
 
 log = logging.getLogger(__name__)
 
@@ -226,17 +231,55 @@ def plot_timeline(highlight: Highlight, out_path: str | Path) -> Path:
 
 
 def _thumbnails(highlight: Highlight, frames: Sequence[int], reader: str) -> dict[int, np.ndarray]:
-    """RGB frames (display orientation) at ``THUMB_WIDTH_PX`` wide, by source frame index."""
-    from indexer.decode import open_reader
+    """RGB frames (display orientation) at ``THUMB_WIDTH_PX`` wide, by source frame index.
+
+    With ``reader="auto"``, PyAV seeks to each frame (:func:`_seeked_frames`); otherwise the
+    reader asked for decodes them (``indexer.decode``).
+    """
+    from indexer.decode import open_reader, proxy_chunks
 
     info = highlight.video
     w = min(THUMB_WIDTH_PX, info.width_px)
     h = max(2, int(round(info.height_px * w / info.width_px / 2)) * 2)
     w -= w % 2
+    wanted = sorted(set(frames))
+    if reader == "auto":
+        chunks = (c[(w, h)] for c in proxy_chunks(info, _seeked_frames(info, wanted),
+                                                  {(w, h): None}, 16))
+    else:
+        chunks = open_reader(info, reader).iter_chunks(info, wanted, (w, h), 16)
     out: dict[int, np.ndarray] = {}
-    for chunk in open_reader(info, reader).iter_chunks(info, sorted(set(frames)), (w, h), 16):
+    for chunk in chunks:
         out.update(zip(chunk.indices.tolist(), chunk.frames, strict=True))
     return out
+
+
+def _seeked_frames(info: VideoInfo, frames: Sequence[int]) -> Iterator[tuple[int, av.VideoFrame]]:
+    """``frames`` (sorted) full size, rgb24, coded orientation: PyAV reads the packets' times
+    (no decoding) to find each frame's, then seeks to the keyframe before it and decodes up to
+    it. Frames past a decoding error are left out (the sheet says so).
+
+    A few frames of a long video cost little this way: ``open_reader``'s sparse choice, decord,
+    loads libraries that stay resident (about 550 MiB, the export's peak), and PyAV without
+    seeking decodes the whole file (``bench/memory_profile.py``, stage "export: plots").
+    """
+    import av
+
+    try:
+        with av.open(info.path) as container:
+            stream = container.streams.video[0]
+            times = sorted(p.pts for p in container.demux(stream) if p.pts is not None)
+            stream.thread_type = "AUTO"
+            for i in frames:
+                if i >= len(times):
+                    break
+                container.seek(times[i], stream=stream, backward=True, any_frame=False)
+                for frame in container.decode(stream):
+                    if frame.pts is not None and frame.pts >= times[i]:
+                        yield i, frame.reformat(format="rgb24")
+                        break
+    except av.error.FFmpegError as exc:
+        log.warning("cannot decode the contact sheet's frames of %s: %s", info.path, exc)
 
 
 @_styled

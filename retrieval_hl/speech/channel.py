@@ -123,9 +123,20 @@ def open_speech_channel(
         EncoderError: ``speech="on"`` and the MiniLM weights are not installed.
     """
     heard = listen(info, settings, progress=progress)
-    if heard is None:
-        return None
-    transcript, encoder = heard
+    return None if heard is None else speech_channel(info, grid, settings, *heard)
+
+
+def speech_channel(
+    info: VideoInfo,
+    grid: Sequence[Slice],
+    settings: Settings,
+    transcript: Transcript,
+    encoder: TextEncoder,
+) -> SpeechChannel:
+    """What :func:`listen` heard in ``info``, embedded on ``grid`` by ``encoder`` and stored
+    beside the visual vectors (the store's ``__speech`` collection; a store that refuses is
+    a warning, not an error: this run still listens).
+    """
     spoken = embed_speech(grid, transcript, encoder)
     try:
         store = open_speech_store(settings.store, **settings.store_options())
