@@ -67,6 +67,31 @@ def test_transcript_holds_the_sentences_and_is_cached(narration, cache_dir) -> N
     assert again == t
 
 
+@needs_speech
+def test_whisper_is_freed_when_its_transcription_ends(narration, tmp_path, monkeypatch) -> None:
+    """A transcription loads whisper for itself and lets it go as it returns (no collector
+    run needed); the next one in the same process loads it again and hears the same words.
+    """
+    import weakref
+
+    loaded: list[weakref.ref] = []
+
+    class Watched(tr.FasterWhisperRecognizer):
+        def __init__(self) -> None:
+            super().__init__()
+            loaded.extend((weakref.ref(self), weakref.ref(self._model)))
+
+    monkeypatch.setattr(tr, "FasterWhisperRecognizer", Watched)
+    info = probe_video(narration[0])
+    heard = []
+    for run in ("first", "second"):  # a cache each: both are transcribed
+        t = transcribe_video(info, cache_dir=tmp_path / run)
+        assert len(loaded) == 2 * len(heard) + 2
+        assert [ref() for ref in loaded] == [None] * len(loaded)
+        heard.append([(w.text, w.start_s, w.end_s) for w in t.words])
+    assert len(heard[0]) > 20 and heard[0] == heard[1]
+
+
 def test_missing_wheels_say_how_to_install(monkeypatch) -> None:
     monkeypatch.setattr(tr, "WHISPER_PACKAGES", ("no_such_whisper_part1", "no_such_part2"))
     why = speech_unavailable()
