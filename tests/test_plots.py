@@ -110,3 +110,20 @@ def test_every_signal_panel_names_its_unit():
         label = axis_label(name)
         assert label.endswith(")") and "()" not in label, name
     assert axis_label("unmeasured_thing") == "unmeasured_thing"  # no empty "()"
+
+
+def test_contact_sheet_seeks_to_the_very_frames_a_full_decode_gives(run):
+    """``reader="auto"`` seeks (no decord, no decoding from the start): keyframes or not, the
+    thumbnails are the frames PyAV's full decode gives at those indices; past the end, none.
+    """
+    from retrieval_hl.render.plots import _thumbnails
+
+    hl, _, _ = run
+    frames = [0, 9, 13, 47, hl.video.n_frames - 1, hl.video.n_frames + 5]
+    seeked = _thumbnails(hl, frames, "auto")
+    decoded = _thumbnails(hl, frames, "pyav")
+    assert sorted(seeked) == sorted(decoded) == frames[:-1]
+    for f in frames[:-1]:
+        assert np.array_equal(seeked[f], decoded[f]), f
+    # Neighbouring frames of the test pattern differ: a frame off by one would show.
+    assert not np.array_equal(seeked[9], _thumbnails(hl, [10], "pyav")[10])
