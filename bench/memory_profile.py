@@ -5,12 +5,13 @@
 
 Runs ``highlight_video`` then ``export_highlights`` once on ``bench/throughput.py``'s video
 (made there, cached in bench/out/) with the stages wrapped as in ``bench/cpu_profile.py`` and a
-thread sampling ``VmRSS`` (``/proc/self/status``) every 50 ms. For each stage, in the order
-first entered: the RSS when it was first entered, the highest RSS sampled while it was the
-innermost open stage, and the RSS when it last left. The process's peak (``getrusage``
-``ru_maxrss``) is printed after the analysis and after the export. Transcripts and MiniLM's
-text cache start empty (a fresh cache folder sharing the joined whisper model) unless
-``--warm``: the worst case, as ``bench/throughput.py`` is run for issue 14.
+thread sampling ``VmRSS`` and ``VmHWM`` (``/proc/self/status``) every 50 ms. For each stage,
+in the order first entered: the RSS when it was first entered, the highest RSS sampled while it
+was the innermost open stage, the RSS when it last left, and the process's peak (``VmHWM``) as
+last raised while it was innermost (a spike between two samples shows there). The process's
+peak (``getrusage`` ``ru_maxrss``) is printed after the analysis and after the export.
+Transcripts and MiniLM's text cache start empty (a fresh cache folder sharing the joined
+whisper model) unless ``--warm``: the worst case, as ``bench/throughput.py`` is run for issue 14.
 """
 
 from __future__ import annotations
@@ -33,13 +34,14 @@ _STACK: list[str] = ["imports + setup"]
 ENTER: dict[str, float] = {}
 PEAK: dict[str, float] = {}
 LEAVE: dict[str, float] = {}
+RAISED: dict[str, float] = {}  # stage -> the process's peak (VmHWM) it raised, last seen
 
 
-def vm_rss_mib() -> float:
-    """This process's resident memory now (``VmRSS``), MiB."""
+def vm_rss_mib(field: str = "VmRSS") -> float:
+    """This process's resident memory now (``VmRSS``), or its peak so far (``VmHWM``), MiB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
@@ -50,9 +52,12 @@ def peak_rss_mib() -> float:
 
 
 def _sample(stop: threading.Event) -> None:
+    hwm = 0.0
     while not stop.wait(0.05):
-        name, rss = _STACK[-1], vm_rss_mib()
+        name, rss, now = _STACK[-1], vm_rss_mib(), vm_rss_mib("VmHWM")
         PEAK[name] = max(PEAK.get(name, 0.0), rss)
+        if now > hwm:  # the peak rose since the last sample, maybe between two samples
+            RAISED[name], hwm = now, now
 
 
 def staged(name: str, fn: Callable) -> Callable:
@@ -137,10 +142,11 @@ def main() -> None:
     stop.set()
     print(f"{video.name}: {len(hl.segments)} segments; {wall:.0f} s wall; "
           f"load {os.getloadavg()[0]:.1f}")
-    print(f"{'stage':36s} {'RSS in':>8s} {'peak':>8s} {'RSS out':>8s}  (MiB)")
+    print(f"{'stage':36s} {'RSS in':>8s} {'peak':>8s} {'RSS out':>8s} {'HWM to':>8s}  (MiB)")
     for name in PEAK:
+        raised = f"{RAISED[name]:8.0f}" if name in RAISED else f"{'':8s}"
         print(f"{name:36s} {ENTER.get(name, 0):8.0f} {PEAK[name]:8.0f} "
-              f"{LEAVE.get(name, vm_rss_mib()):8.0f}")
+              f"{LEAVE.get(name, vm_rss_mib()):8.0f} {raised}")
     print(f"peak RSS analysis {peak_analysis:.0f} MiB, with export {peak_rss_mib():.0f} MiB")
 
 
