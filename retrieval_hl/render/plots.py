@@ -244,8 +244,8 @@ def _thumbnails(highlight: Highlight, frames: Sequence[int], reader: str) -> dic
     w -= w % 2
     wanted = sorted(set(frames))
     if reader == "auto":
-        chunks = (c[(w, h)] for c in proxy_chunks(info, _seeked_frames(info, wanted),
-                                                  {(w, h): None}, 16))
+        key = ((w, h), True)  # exact colour, as the readers give
+        chunks = (c[key] for c in proxy_chunks(info, _seeked_frames(info, wanted), {key: None}, 16))
     else:
         chunks = open_reader(info, reader).iter_chunks(info, wanted, (w, h), 16)
     out: dict[int, np.ndarray] = {}
@@ -255,7 +255,7 @@ def _thumbnails(highlight: Highlight, frames: Sequence[int], reader: str) -> dic
 
 
 def _seeked_frames(info: VideoInfo, frames: Sequence[int]) -> Iterator[tuple[int, av.VideoFrame]]:
-    """``frames`` (sorted) full size, rgb24, coded orientation: PyAV reads the packets' times
+    """``frames`` (sorted) full size as decoded, coded orientation: PyAV reads the packets' times
     (no decoding) to find each frame's, then seeks to the keyframe before it and decodes up to
     it. Frames past a decoding error are left out (the sheet says so).
 
@@ -276,7 +276,7 @@ def _seeked_frames(info: VideoInfo, frames: Sequence[int]) -> Iterator[tuple[int
                 container.seek(times[i], stream=stream, backward=True, any_frame=False)
                 for frame in container.decode(stream):
                     if frame.pts is not None and frame.pts >= times[i]:
-                        yield i, frame.reformat(format="rgb24")
+                        yield i, frame
                         break
     except av.error.FFmpegError as exc:
         log.warning("cannot decode the contact sheet's frames of %s: %s", info.path, exc)
