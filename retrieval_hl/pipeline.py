@@ -503,8 +503,9 @@ def highlight_video(
     pending = pool.submit(asker.ask, info) if pool is not None else None
     video: IndexedVideo | None = None
     cuts: Sequence[int] | None = None
-    # Transcribed before the index pass: whisper (loaded for this and freed after it) does not
-    # sit on top of what the pass leaves resident, and the pass does not wait for it.
+    # Transcribed before the index pass, not on top of what the pass leaves resident: whisper's
+    # peak on the 10-min bench went from 2189 to 1892 MiB (bench/memory_profile.py). Whisper is
+    # freed when done; its libraries stay mapped (~100 MiB under the pass).
     heard = listen(info, s, progress=speech_progress)
     meter = SignalMeter(info, detect_cuts=False)
     if enc is not None:
