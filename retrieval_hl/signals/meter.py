@@ -48,14 +48,17 @@ Signals, each with its unit:
   ``retrieval_hl.select.events`` can ask whether the video shows something like it elsewhere.
 
 Faces and people come from the detectors of ``retrieval_hl.vision.detectors`` (RetinaFace and COCO
-EfficientDet-Lite0), run on ``DETECT_FPS`` frames a second. Without a detector its signal is all
-zeros, which the fusion ignores. A face counts when its box's short side is at least
-``MIN_FACE_FRAC`` of the frame's, a person when its box is at least ``MIN_PERSON_FRAC`` of the
-frame's height: a face in the crowd or a speck of a figure is not "people in the picture".
+EfficientDet-Lite0), run on ``DETECT_FPS`` frames a second; a frame that barely differs from the
+last one they ran on in its shot reuses that one's detections (``DETECT_REUSE_CHANGE``). Without
+a detector its signal is all zeros, which the fusion ignores. A face counts when its box's short
+side is at least ``MIN_FACE_FRAC`` of the frame's, a person when its box is at least
+``MIN_PERSON_FRAC`` of the frame's height: a face in the crowd or a speck of a figure is not
+"people in the picture".
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -88,6 +91,16 @@ DENSITY_WINDOW_S = 6.0
 CLIP_LOW, CLIP_HIGH = 5, 250
 MIN_FACE_FRAC = 1 / 20
 MIN_PERSON_FRAC = 1 / 6
+# A detected frame whose ``indexer.pipeline.frame_change`` (grey levels: the largest mean change
+# of a 4x4 grid cell of a 32 px grey thumbnail) from the last frame the detectors really ran on,
+# in the same shot, is under this reuses that frame's detections. 1 grey level is the indexer's
+# own bound for a near-duplicate (``EmbedPlan.duplicate_change``), and it is under what the
+# smallest subject that counts does: a face of ``MIN_FACE_FRAC`` of the short side covers about
+# 2 % of a cell of a 16:9 frame (1.6 x 0.9 of its 8 x 8 thumbnail pixels), so coming or going
+# at 45 grey levels of contrast it changes that cell by 1; a person of ``MIN_PERSON_FRAC`` of the
+# height spans most of a cell's height. A still camera on a still scene stays under it (each
+# thumbnail pixel averages the noise of some 100 proxy pixels).
+DETECT_REUSE_CHANGE = 1.0
 # Signals that may be left out (then zeros).
 EVIDENCE = ("animals", "vehicles", "subject_size", "camera_motion", "voice_loudness_db",
             "speech_rate", "speech_emphasis_db")
@@ -595,6 +608,11 @@ class SignalMeter:
         self._camera: list[float] = []
         self._looks: list[np.ndarray] = []
         self._prev_small: np.ndarray | None = None
+        self._cuts: list[int] = []  # found so far, when detecting them
+        self._detected: tuple[int, np.ndarray, tuple[float, ...]] | None = None
+        """The last frame the detectors ran on: its index, grey thumbnail and presence row."""
+        self.n_detected = 0
+        """Frames the detectors really ran on (the other detected frames reused a row)."""
         self._t0 = time.perf_counter()
 
     def feed(self, indices: np.ndarray, frames_rgb: np.ndarray) -> None:
@@ -608,7 +626,7 @@ class SignalMeter:
             return
         indices, frames_rgb = np.asarray(indices)[keep], frames_rgb[keep]
         if self._shots is not None:
-            self._shots.feed(indices, frames_rgb)
+            self._cuts.extend(self._shots.feed(indices, frames_rgb))
         for i, rgb in zip(indices, frames_rgb, strict=True):
             grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
             small = cv2.GaussianBlur(small_grey(grey)[0], (3, 3), 0)
@@ -621,11 +639,29 @@ class SignalMeter:
             self._expo.append(exposure_penalty(grey))
             self._looks.append(look_of(rgb))
             k = len(self._idx)
-            row = self._presence(rgb) if k % self._detect_every == 0 else (np.nan,) * 5
+            row = self._presence_of(int(i), rgb) if k % self._detect_every == 0 else (np.nan,) * 5
             self._face.append(row[0])
             self._person.append(row[1])
             self._presence_rows.append(row[2:])
             self._idx.append(int(i))
+
+    def _presence_of(self, i: int, rgb: np.ndarray) -> tuple[float, ...]:
+        """The presence row of frame ``i``: the detectors', or the last detected frame's when
+        this one is in the same shot and differs from it by less than ``DETECT_REUSE_CHANGE``.
+        """
+        from indexer.pipeline import frame_change, grey_thumbnails
+
+        thumb = grey_thumbnails(rgb[None])
+        if self._detected is not None:
+            last, last_thumb, row = self._detected
+            k = bisect.bisect_right(self._cuts, i)  # cuts at or before this frame
+            same_shot = k == 0 or self._cuts[k - 1] <= last
+            if same_shot and frame_change(thumb, last_thumb)[0] < DETECT_REUSE_CHANGE:
+                return row
+        row = self._presence(rgb)
+        self._detected = (i, thumb, row)
+        self.n_detected += 1
+        return row
 
     @property
     def n_fed(self) -> int:

