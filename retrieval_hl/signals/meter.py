@@ -99,7 +99,8 @@ MIN_PERSON_FRAC = 1 / 6
 # 2 % of a cell of a 16:9 frame (1.6 x 0.9 of its 8 x 8 thumbnail pixels), so coming or going
 # at 45 grey levels of contrast it changes that cell by 1; a person of ``MIN_PERSON_FRAC`` of the
 # height spans most of a cell's height. A still camera on a still scene stays under it (each
-# thumbnail pixel averages the noise of some 100 proxy pixels).
+# thumbnail pixel averages the noise of some 100 proxy pixels). On such a view the first frame's
+# answer is kept, also where a score sitting at a detector's threshold would flip frame to frame.
 DETECT_REUSE_CHANGE = 1.0
 # Signals that may be left out (then zeros).
 EVIDENCE = ("animals", "vehicles", "subject_size", "camera_motion", "voice_loudness_db",
