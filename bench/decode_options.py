@@ -79,10 +79,10 @@ def pyav_skipping(info: VideoInfo, wanted: np.ndarray, size: tuple[int, int], sk
 
 
 class NullSink:
-    """A ``FrameSink`` that wants frames at a size and drops them."""
+    """A ``FrameSink`` that wants frames at a size, with exact colour or not, and drops them."""
 
-    def __init__(self, wanted: np.ndarray, short_side_px: int) -> None:
-        self.wanted, self.short_side_px = wanted, short_side_px
+    def __init__(self, wanted: np.ndarray, short_side_px: int, exact_colour: bool) -> None:
+        self.wanted, self.short_side_px, self.exact_colour = wanted, short_side_px, exact_colour
 
     def feed(self, indices: np.ndarray, frames_rgb: np.ndarray) -> None:
         """Drop the frames."""
@@ -113,8 +113,9 @@ def main() -> None:
         return run
 
     def proxy(info: VideoInfo) -> Callable[[], int]:
-        sinks = [NullSink(sample_frames(info, SAMPLE_FPS), ANALYSIS_SHORT_SIDE_PX),
-                 NullSink(sample_frames(info, 2.0), DEFAULT_SHORT_SIDE_PX)]
+        # As in the main job: the signal meter's frames cheap, the encoder's exact.
+        sinks = [NullSink(sample_frames(info, SAMPLE_FPS), ANALYSIS_SHORT_SIDE_PX, False),
+                 NullSink(sample_frames(info, 2.0), DEFAULT_SHORT_SIDE_PX, True)]
         return lambda: decode_proxy(info, sinks, "pyav")
 
     clock("ffmpeg -f null (reference)", lambda: _ffmpeg("-i", str(path), "-f", "null", "-") or 0)
