@@ -100,9 +100,10 @@ def main() -> None:
                 rec = Recording(enc)
                 embedder = FrameEmbedder(wanted, rec)
                 decode_proxy(info, [*(Wants(wanted, s) for s in others), embedder], reader)
+                vectors = embedder.embeddings()[1]  # the last batch is embedded here
                 frames = np.concatenate(rec.frames)
                 d = (enc._preprocess(frames) - theirs).abs()
-                cos = torch.from_numpy(embedder.embeddings()[1]) @ zb.T
+                cos = torch.from_numpy(vectors) @ zb.T
                 cos = cos.diagonal()
                 worst_max = max(worst_max, float(d.max()))
                 means.append(float(d.mean()))

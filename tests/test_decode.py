@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.decode import CHUNK_FRAMES, PyAVReader, decode_proxy, proxy_size
+from indexer.decode import CHUNK_FRAMES, PyAVReader, decode_proxy, proxy_size, resize_like_pil
 from indexer.pipeline import EMBED_BATCH, FrameEmbedder
 from indexer.probe import probe_video
 from indexer.slicing import sample_frames
@@ -219,3 +219,20 @@ def test_cheap_and_exact_sinks_at_one_size_each_get_their_own_frames(videos):
     np.testing.assert_array_equal(np.stack(exact.frames), reference)  # the model's own path
     diff = np.abs(np.stack(cheap.frames).astype(int) - reference)
     assert np.stack(cheap.frames).shape == reference.shape and diff.mean() < 3
+
+
+@pytest.mark.parametrize("size", [(398, 224), (100, 61), (640, 360)])
+def test_exact_resize_is_pils_bicubic_within_one_level(size):
+    """The encoder's proxies are open_clip's own preprocessing: PIL's bicubic resize."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    # Edges and texture (the hard case for a resize) over smooth gradients.
+    y, x = np.mgrid[0:360, 0:640]
+    smooth = np.stack([x * 255 // 639, y * 255 // 359, (x + y) % 256], axis=-1)
+    frame = np.where(rng.random((360, 640, 1)) < 0.2, rng.integers(0, 256, (360, 640, 3)), smooth)
+    frame = frame.astype(np.uint8)
+    ours = resize_like_pil(frame, *size)
+    pil = np.asarray(Image.fromarray(frame).resize(size, Image.BICUBIC))
+    assert ours.shape == pil.shape == (size[1], size[0], 3) and ours.dtype == np.uint8
+    assert np.abs(ours.astype(int) - pil).max() <= 1
