@@ -42,10 +42,10 @@ def _raw(n_classes: int = 90):
 def test_decode_zero_deltas_gives_anchors_scaled_to_frame():
     anchors, deltas, scores = _raw()
     scores[2, COCO_PERSON] = 0.9
-    boxes, sc, cls = decode_efficientdet(
+    boxes, sc, cls, best = decode_efficientdet(
         deltas, scores, anchors, (640, 320), 320, {COCO_PERSON: "person"}, 0.3
     )
-    assert cls.tolist() == [COCO_PERSON]
+    assert cls.tolist() == [COCO_PERSON] and best.tolist() == pytest.approx([0.9])
     # yc=200, xc=50, h=w=20 in 320 px input; frame is 2x wider
     np.testing.assert_allclose(boxes[0], [80, 190, 40, 20])
     assert sc[0] == pytest.approx(0.9)
@@ -59,10 +59,11 @@ def test_decode_regression_threshold_nms_and_class_filter():
     scores[1, 2] = 0.6  # car, overlaps the first: suppressed
     scores[2, 2] = 0.2  # below threshold
     scores[2, 50] = 0.95  # a class we do not ask for
-    boxes, sc, cls = decode_efficientdet(
+    boxes, sc, cls, best = decode_efficientdet(
         deltas, scores, anchors, (320, 320), 320, {2: "car", COCO_PERSON: "person"}, 0.3
     )
     assert cls.tolist() == [2] and sc.tolist() == pytest.approx([0.8])
+    assert best.tolist() == pytest.approx([0.8, 0.0])  # each asked class's best, in order
     np.testing.assert_allclose(boxes[0], [90 - 20, 120 - 40, 40, 80])
 
 
@@ -70,10 +71,20 @@ def test_decode_keeps_overlapping_boxes_of_different_classes():
     anchors, deltas, scores = _raw()
     scores[0, 0] = 0.8
     scores[1, 17] = 0.7
-    _, _, cls = decode_efficientdet(
+    _, _, cls, _ = decode_efficientdet(
         deltas, scores, anchors, (320, 320), 320, {0: "person", 17: "dog"}, 0.3
     )
     assert sorted(cls.tolist()) == [0, 17]
+
+
+def test_decode_reports_the_best_score_of_a_class_that_stays_under_the_threshold():
+    anchors, deltas, scores = _raw()
+    scores[0, 2], scores[1, 2], scores[2, 0] = 0.25, 0.28, 0.1
+    boxes, _, _, best = decode_efficientdet(
+        deltas, scores, anchors, (320, 320), 320, {2: "car", COCO_PERSON: "person"}, 0.3
+    )
+    assert len(boxes) == 0
+    assert best.tolist() == pytest.approx([0.28, 0.1])
 
 
 def test_box_iou():
@@ -145,10 +156,18 @@ def test_real_detectors_find_nothing_in_a_flat_frame():
     if objects is None:
         pytest.skip("ai-edge-litert / pyautoflip not installed")
     flat = np.full((224, 398, 3), 128, np.uint8)
-    assert len(objects.detect(flat).scores) == 0
+    found = objects.detect(flat)
+    assert len(found.scores) == 0
+    # every kind is scored, under the threshold
+    assert sorted(found.best_scores) == ["animal", "person", "vehicle"]
+    assert all(0 <= s <= objects.threshold for s in found.best_scores.values())
+    assert found.of("person").best_scores == {"person": found.best_scores["person"]}
     if faces is not None:
-        assert len(faces.detect(flat).scores) == 0
-    face, person, animal, vehicle, size = PresenceDetector()(flat)
+        found = faces.detect(flat)
+        assert len(found.scores) == 0
+        assert list(found.best_scores) == ["face"]
+        assert 0 <= found.best_scores["face"] <= faces.threshold
+    (face, person, animal, vehicle, size), _ = PresenceDetector()(flat)
     assert person == animal == vehicle == size == 0.0
     assert face == 0.0 if faces is not None else np.isnan(face)
 

@@ -49,7 +49,8 @@ Signals, each with its unit:
 
 Faces and people come from the detectors of ``retrieval_hl.vision.detectors`` (RetinaFace and COCO
 EfficientDet-Lite0), run on ``DETECT_FPS`` frames a second; a frame that barely differs from the
-last one they ran on in its shot reuses that one's detections (``DETECT_REUSE_CHANGE``). Without
+last one they ran on in its shot reuses that one's detections (``DETECT_REUSE_CHANGE``) unless
+a score there sat near a detector's threshold (``DETECT_REUSE_MARGIN``). Without
 a detector its signal is all zeros, which the fusion ignores. A face counts when its box's short
 side is at least ``MIN_FACE_FRAC`` of the frame's, a person when its box is at least
 ``MIN_PERSON_FRAC`` of the frame's height: a face in the crowd or a speck of a figure is not
@@ -63,11 +64,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from indexer.models import Slice, VideoInfo
+
+if TYPE_CHECKING:
+    from retrieval_hl.vision.detectors import Detections
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +103,18 @@ MIN_PERSON_FRAC = 1 / 6
 # 2 % of a cell of a 16:9 frame (1.6 x 0.9 of its 8 x 8 thumbnail pixels), so coming or going
 # at 45 grey levels of contrast it changes that cell by 1; a person of ``MIN_PERSON_FRAC`` of the
 # height spans most of a cell's height. A still camera on a still scene stays under it (each
-# thumbnail pixel averages the noise of some 100 proxy pixels). On such a view the first frame's
-# answer is kept, also where a score sitting at a detector's threshold would flip frame to frame.
+# thumbnail pixel averages the noise of some 100 proxy pixels). Only a stable answer is reused:
+# see DETECT_REUSE_MARGIN.
 DETECT_REUSE_CHANGE = 1.0
+# A frame whose best score for some kind (``Detections.best_scores``) lies within this of that
+# detector's threshold, above or below, is not reused from: a near-identical next frame can land
+# on the other side, so it runs the detectors again. Measured on the meter's frames of real
+# footage (../shared/data clips, filler, moments, davis16 and the 2.5-min bench video): over the
+# 1913 pairs of sampled frames up to 10 s apart that differ by under DETECT_REUSE_CHANGE, a best
+# score within 0.2 of its threshold moved by 0.02 (median), 0.08 (99th percentile) and 0.15 at
+# most for people; 0.14 and 0.19 for faces. 0.12 is the smallest margin (steps of 0.02) from
+# outside which none of those pairs crossed a threshold (at 0.10 one did: people 0.41 -> 0.28).
+DETECT_REUSE_MARGIN = 0.12
 # Signals that may be left out (then zeros).
 EVIDENCE = ("animals", "vehicles", "subject_size", "camera_motion", "voice_loudness_db",
             "speech_rate", "speech_emphasis_db")
@@ -298,24 +311,35 @@ class PresenceDetector:
         """At least one detector could be loaded."""
         return self.faces is not None or self.objects is not None
 
-    def __call__(self, rgb: np.ndarray) -> tuple[float, ...]:
-        """1.0 / 0.0 for a big enough face, person, animal and vehicle, then the largest such
-        subject's size (fraction of the frame, 0 if none); NaN where a detector is off.
+    def __call__(self, rgb: np.ndarray) -> tuple[tuple[float, ...], bool]:
+        """The presence row: 1.0 / 0.0 for a big enough face, person, animal and vehicle, then
+        the largest such subject's size (fraction of the frame, 0 if none); NaN where a
+        detector is off. And whether the answer is stable: no kind's best score lies within
+        ``DETECT_REUSE_MARGIN`` of its detector's threshold.
         """
         h, w = rgb.shape[:2]
         face = person = animal = vehicle = size = np.nan
+        stable = True
         if self.faces is not None:
-            b = self.faces.detect(rgb).boxes
+            found = self.faces.detect(rgb)
+            stable &= _stable(found, self.faces.threshold)
+            b = found.boxes
             face = float(np.any(np.minimum(b[:, 2], b[:, 3]) >= MIN_FACE_FRAC * min(h, w)))
         if self.objects is not None:
             found = self.objects.detect(rgb)
+            stable &= _stable(found, self.objects.threshold)
             big = np.maximum(found.boxes[:, 3] / h, found.boxes[:, 2] / w)
             person, animal, vehicle = (
                 float(np.any(big[found.kinds == kind] >= MIN_PERSON_FRAC))
                 for kind in ("person", "animal", "vehicle")
             )
             size = float(big.max()) if len(big) else 0.0
-        return face, person, animal, vehicle, size
+        return (face, person, animal, vehicle, size), stable
+
+
+def _stable(found: Detections, threshold: float) -> bool:
+    """No kind's best score in ``found`` lies within ``DETECT_REUSE_MARGIN`` of ``threshold``."""
+    return all(abs(s - threshold) >= DETECT_REUSE_MARGIN for s in found.best_scores.values())
 
 
 # --------------------------------------------------------------------------- per-slice reduction
@@ -611,7 +635,8 @@ class SignalMeter:
         self._prev_small: np.ndarray | None = None
         self._cuts: list[int] = []  # found so far, when detecting them
         self._detected: tuple[int, np.ndarray, tuple[float, ...]] | None = None
-        """The last frame the detectors ran on: its index, grey thumbnail and presence row."""
+        """The last frame the detectors ran on with a stable answer: its index, grey thumbnail
+        and presence row (``None`` after an unstable one)."""
         self.n_detected = 0
         """Frames the detectors really ran on (the other detected frames reused a row)."""
         self._t0 = time.perf_counter()
@@ -648,7 +673,8 @@ class SignalMeter:
 
     def _presence_of(self, i: int, rgb: np.ndarray) -> tuple[float, ...]:
         """The presence row of frame ``i``: the detectors', or the last detected frame's when
-        this one is in the same shot and differs from it by less than ``DETECT_REUSE_CHANGE``.
+        that one's answer was stable (``PresenceDetector``) and this one is in the same shot and
+        differs from it by less than ``DETECT_REUSE_CHANGE``.
         """
         from indexer.pipeline import frame_change, grey_thumbnails
 
@@ -659,8 +685,8 @@ class SignalMeter:
             same_shot = k == 0 or self._cuts[k - 1] <= last
             if same_shot and frame_change(thumb, last_thumb)[0] < DETECT_REUSE_CHANGE:
                 return row
-        row = self._presence(rgb)
-        self._detected = (i, thumb, row)
+        row, stable = self._presence(rgb)
+        self._detected = (i, thumb, row) if stable else None
         self.n_detected += 1
         return row
 

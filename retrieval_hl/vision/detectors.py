@@ -43,7 +43,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -70,21 +70,31 @@ class Detections:
         boxes: (k, 4) float32, x, y, w, h in the frame's pixels.
         scores: (k,) float32, the detector's own score.
         kinds: (k,) str, one of ``KINDS``.
+        best_scores: Kind -> the highest score the detector gave any candidate of that kind in
+            the frame, reported or under its threshold: how near the frame came to a detection
+            (or to none). Only the kinds the detector scores; empty when it does not say.
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     kinds: np.ndarray
+    best_scores: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def empty(cls) -> Detections:
-        """No detection."""
-        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), "<U7"))
+    def empty(cls, best_scores: dict[str, float] | None = None) -> Detections:
+        """No detection (``best_scores``: the candidates' best scores, all under threshold)."""
+        return cls(
+            np.zeros((0, 4), np.float32),
+            np.zeros((0,), np.float32),
+            np.zeros((0,), "<U7"),
+            dict(best_scores or {}),
+        )
 
     def of(self, *kinds: str) -> Detections:
         """Only the detections of these kinds."""
         keep = np.isin(self.kinds, kinds)
-        return Detections(self.boxes[keep], self.scores[keep], self.kinds[keep])
+        best = {k: v for k, v in self.best_scores.items() if k in kinds}
+        return Detections(self.boxes[keep], self.scores[keep], self.kinds[keep], best)
 
 
 class Detector(Protocol):
@@ -94,10 +104,12 @@ class Detector(Protocol):
         name: Back-end name, for logs.
         score_full: The score at which a detection counts as certain (scores are divided by it
             and clipped to 1 where a confidence is needed).
+        threshold: The score a candidate must pass to be reported.
     """
 
     name: str
     score_full: float
+    threshold: float
 
     def detect(self, rgb: np.ndarray) -> Detections:
         """Boxes, scores and kinds in the frame's pixels."""
@@ -158,7 +170,7 @@ class RetinaFaceDetector:
             _retinaface_onnx(), options, providers=["CPUExecutionProvider"]
         )
         self._input = self._net.get_inputs()[0].name
-        self._score_threshold = score_threshold
+        self.threshold = score_threshold
         self._nms_threshold = nms_threshold
         self._anchors: dict[tuple[int, int], np.ndarray] = {}
 
@@ -183,19 +195,20 @@ class RetinaFaceDetector:
         loc, conf = self._net.run(["loc", "conf"], {self._input: blob})
         pri = self._priors(w, h)
         scores = conf[0, :, 1]
-        keep = scores > self._score_threshold
+        best = {"face": float(scores.max(initial=0.0))}
+        keep = scores > self.threshold
         if not keep.any():
-            return Detections.empty()
+            return Detections.empty(best)
         loc, pri, scores = loc[0, keep], pri[keep], scores[keep]
         centre = pri[:, :2] + loc[:, :2] * 0.1 * pri[:, 2:]
         size = pri[:, 2:] * np.exp(loc[:, 2:] * 0.2)
         boxes = np.hstack([centre - size / 2, size]).astype(np.float32)
         idx = cv2.dnn.NMSBoxes(
-            boxes.tolist(), scores.tolist(), self._score_threshold, self._nms_threshold
+            boxes.tolist(), scores.tolist(), self.threshold, self._nms_threshold
         )
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         return Detections(
-            boxes[idx], scores[idx].astype(np.float32), np.full(idx.size, "face", "<U7")
+            boxes[idx], scores[idx].astype(np.float32), np.full(idx.size, "face", "<U7"), best
         )
 
 
@@ -240,7 +253,7 @@ def decode_efficientdet(
     classes: dict[int, str],
     threshold: float,
     nms_iou: float = 0.5,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Boxes from EfficientDet's raw outputs: anchor decoding, class filter, per-class NMS.
 
     Args:
@@ -254,13 +267,17 @@ def decode_efficientdet(
         nms_iou: Overlap above which the weaker box of the same class is dropped.
 
     Returns:
-        ``(boxes (k, 4) x, y, w, h float32, scores (k,), class indices (k,))``.
+        ``(boxes (k, 4) x, y, w, h float32, scores (k,), class indices (k,), best (c,))``, where
+        ``best`` is each class's highest score over all anchors, kept or not, in ``classes``'
+        order.
     """
     cols = np.fromiter(classes, dtype=np.int64)
     sub = np.take(scores, cols, axis=1)  # twice as fast as fancy indexing here
+    best_class = sub.max(0)
     keep = np.flatnonzero(sub.max(1) > threshold)  # few anchors pass: pick a class only there
     if not keep.size:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        return (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64),
+                best_class)
     best = sub[keep].argmax(1)
     score = sub[keep, best]
     d, a, cls = deltas[keep], anchors[keep], cols[best]
@@ -274,7 +291,7 @@ def decode_efficientdet(
         boxes.tolist(), score.tolist(), cls.tolist(), threshold, nms_iou
     )
     idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-    return boxes[idx], score[idx].astype(np.float32), cls[idx]
+    return boxes[idx], score[idx].astype(np.float32), cls[idx], best_class
 
 
 @contextlib.contextmanager
@@ -325,7 +342,7 @@ class EfficientDetDetector:
         outs = sorted(self._net.get_output_details(), key=lambda o: int(o["shape"][-1]))
         self._deltas, self._scores = outs[0]["index"], outs[1]["index"]
         self._anchors = efficientdet_anchors(self._INPUT_PX)
-        self._threshold = threshold
+        self.threshold = threshold
         self._classes = {COCO_PERSON: "person", **COCO_ANIMALS, **COCO_VEHICLES}
         self._kind = {COCO_PERSON: "person"}
         self._kind.update({k: "animal" for k in COCO_ANIMALS})
@@ -337,17 +354,21 @@ class EfficientDetDetector:
         x = cv2.resize(rgb, (self._INPUT_PX, self._INPUT_PX), interpolation=cv2.INTER_LINEAR)
         self._net.set_tensor(self._in, np.ascontiguousarray(x)[None])
         self._net.invoke()
-        boxes, scores, cls = decode_efficientdet(
+        boxes, scores, cls, best_class = decode_efficientdet(
             self._net.get_tensor(self._deltas)[0],
             self._net.get_tensor(self._scores)[0],
             self._anchors,
             (w, h),
             self._INPUT_PX,
             self._classes,
-            self._threshold,
+            self.threshold,
         )
         kinds = np.array([self._kind[int(c)] for c in cls], dtype="<U7")
-        return Detections(boxes, scores, kinds)
+        best: dict[str, float] = {}
+        for c, score in zip(self._classes, best_class.tolist(), strict=True):
+            kind = self._kind[c]
+            best[kind] = max(best.get(kind, 0.0), score)
+        return Detections(boxes, scores, kinds, best)
 
 
 _WARNED: set[str] = set()
