@@ -137,7 +137,8 @@ def test_real_detectors_rerun_after_a_borderline_miss(monkeypatch: pytest.Monkey
     from retrieval_hl.vision.detectors import open_object_detector
 
     clip = shared_data("clips") / "long_jump.mp4"
-    if open_object_detector() is None:
+    objects = open_object_detector()
+    if objects is None:
         pytest.skip("ai-edge-litert / pyautoflip not installed")
     info = probe_video(clip)
     grab = Grab(*meter.SignalMeter(info, detect_cuts=False).wanted.tolist())
@@ -146,6 +147,8 @@ def test_real_detectors_rerun_after_a_borderline_miss(monkeypatch: pytest.Monkey
     assert frame_change(grey_thumbnails(a[None]), grey_thumbnails(b[None]))[0] < (
         meter.DETECT_REUSE_CHANGE
     )
+    best_a, best_b = (objects.detect(f).best_scores["person"] for f in (a, b))
+    assert objects.threshold - meter.DETECT_REUSE_MARGIN < best_a < objects.threshold < best_b
     presence = meter.PresenceDetector()
     (row_a, stable_a), (row_b, _) = presence(a), presence(b)
     assert (row_a[1], row_b[1]) == (0.0, 1.0)  # a miss, then a person
