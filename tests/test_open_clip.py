@@ -1,5 +1,6 @@
-"""The open_clip encoder's runtimes: bf16 weights resident (cast once at build) or fp32, the same
-vectors either way, and text vectors cached per runtime.
+"""The open_clip encoder's torch runtimes: bf16 weights resident (cast once at build) or fp32, the
+same vectors either way, and text vectors cached per runtime (the int8 image tower:
+``test_onnx_image.py``).
 
 The tiny seeded random-weight model checks the runtime, not trained accuracy.
 """
@@ -20,7 +21,8 @@ TEXTS = ["a dog runs on the beach", "a goal is scored", "people dance at a party
 @pytest.fixture(scope="module")
 def towers() -> dict[str, OpenClipEncoder]:
     spec = EncoderSpec.parse(TINY)
-    return {"bf16": OpenClipEncoder(spec, bf16=True), "fp32": OpenClipEncoder(spec, bf16=False)}
+    return {"bf16": OpenClipEncoder(spec, bf16=True, int8_images=False),
+            "fp32": OpenClipEncoder(spec, bf16=False, int8_images=False)}
 
 
 def frames(n: int = 12, size: int = 48) -> np.ndarray:
@@ -87,7 +89,7 @@ def test_text_cache_key_names_the_runtime(towers, tmp_path, monkeypatch):
     stale = TextEmbeddingCache(stale_key, 32)
     stale.encode(TEXTS[:1], lambda texts: np.ones((len(texts), 32), dtype=np.float32))
     assert stale.path.is_file()
-    fresh = OpenClipEncoder(EncoderSpec.parse(TINY), bf16=True)
+    fresh = OpenClipEncoder(EncoderSpec.parse(TINY), bf16=True, int8_images=False)
     got = fresh.encode_texts(TEXTS[:1])
     np.testing.assert_allclose(got, towers["bf16"]._encode_texts(TEXTS[:1]), atol=1e-6)
     assert fresh._texts.path != stale.path and fresh._texts.path.parent == stale.path.parent

@@ -23,6 +23,7 @@ from indexer.encoders.base import (
     EncoderSpec,
     TextEmbeddingCache,
 )
+from indexer.encoders.onnx_image import OnnxImageTower, cache_key
 from rhl_common.errors import EncoderError
 from rhl_common.memory import release_free_memory
 
@@ -127,7 +128,11 @@ class OpenClipEncoder:
         batch_size: int = 64,
         bf16: bool | None = None,
         threads: int | None = None,
+        int8_images: bool = True,
     ) -> None:
+        """Build the towers of ``spec``; ``int8_images`` runs the image tower on ONNX Runtime
+        int8 when it can be had and passes its check (:mod:`indexer.encoders.onnx_image`).
+        """
         import open_clip
 
         open_clip.add_model_config(_CONFIG_DIR)
@@ -142,12 +147,14 @@ class OpenClipEncoder:
         self.threads = threads or default_threads()
         self.model, self.tokenizer = self._load(open_clip, spec)
         self.model.eval()
-        if self.bf16:
-            open_clip.model.convert_weights_to_lp(self.model, dtype=torch.bfloat16)
-            release_free_memory()  # the fp32 copies, freed layer by layer
         cfg = self.model.visual.preprocess_cfg
         size = cfg.get("size", 224)
         self.image_size = (size, size) if isinstance(size, int) else tuple(size)
+        # Before the bf16 cast: the int8 tower is exported from (and keyed by) the fp32 weights.
+        self._int8 = self._open_int8() if int8_images else None
+        if self.bf16:
+            open_clip.model.convert_weights_to_lp(self.model, dtype=torch.bfloat16)
+            release_free_memory()  # the fp32 copies, freed layer by layer
         self.mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
         self.dim = int(open_clip.get_model_config(spec.arch)["embed_dim"])
@@ -155,8 +162,23 @@ class OpenClipEncoder:
         # Patch relevance needs trained weights: with random ones the maps are noise.
         self.patch_relevance = not spec.is_random
         self._texts = TextEmbeddingCache(self._cache_key(spec, open_clip), self.dim)
-        log.info("encoder %s (dim %d, %s, %d threads)", self.spec, self.dim,
-                 "bf16" if self.bf16 else "fp32", self.threads)
+        log.info("encoder %s (dim %d, %s, image tower on %s, %d threads)", self.spec, self.dim,
+                 "bf16" if self.bf16 else "fp32", self.image_runtime, self.threads)
+
+    @property
+    def image_runtime(self) -> str:
+        """What runs the image tower now: ``onnxruntime int8``, or ``torch`` (bf16 or fp32)."""
+        if self._int8 is not None:
+            return self._int8.name
+        return "torch bf16" if self.bf16 else "torch fp32"
+
+    def _open_int8(self) -> OnnxImageTower | None:
+        try:
+            key = cache_key(self.spec, self.model.visual)
+        except ImportError as exc:
+            log.warning("int8 image tower unavailable (%s): torch runs it", exc)
+            return None
+        return OnnxImageTower.open(self.model.visual, key, self.image_size, self.threads)
 
     def _cache_key(self, spec: EncoderSpec, open_clip) -> str:  # noqa: ANN001
         weights = spec.weights
@@ -238,15 +260,36 @@ class OpenClipEncoder:
 
     @torch.no_grad()  # not inference_mode: under it autocast re-casts the weights every call
     def encode_images(self, frames: np.ndarray) -> np.ndarray:
-        """See ``Encoder.encode_images``."""
+        """See ``Encoder.encode_images``. On the int8 tower when it runs; its first batch is
+        checked against the torch tower's (:meth:`OnnxImageTower.check`).
+        """
         out = []
         for start in range(0, len(frames), self.batch_size):
             with self._compute():
                 x = self._preprocess(frames[start : start + self.batch_size])
-                out.append(self.model.encode_image(x).float())
+                z = self._encode_int8(x) if self._int8 is not None else None
+                out.append(self.model.encode_image(x).float() if z is None else z)
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
         return F.normalize(torch.cat(out), dim=-1).numpy().astype(np.float32)
+
+    def _encode_int8(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The int8 tower's embeddings of ``x``; torch's when it fails its check, None when it
+        fails to run (torch runs the image tower from then on).
+        """
+        try:
+            z = self._int8.run(x.float().numpy())
+        except Exception as exc:  # the faster path must never take the main job down
+            log.warning("int8 image tower failed (%s: %s): torch runs it", type(exc).__name__,
+                        (str(exc).strip().splitlines() or [""])[0][:160])
+            self._int8 = None
+            return None
+        if not self._int8.accepted:
+            theirs = self.model.encode_image(x).float()
+            if not self._int8.check(z, theirs.numpy()):
+                self._int8 = None
+                return theirs
+        return torch.from_numpy(z)
 
     @torch.no_grad()
     def relevance_maps(self, frames: np.ndarray, query: np.ndarray) -> np.ndarray:

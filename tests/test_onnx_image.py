@@ -1,0 +1,121 @@
+"""The image tower on ONNX Runtime int8: the same vectors as torch's, exported once per model and
+cached, checked once on first use (a rejected export is not tried again), torch when it cannot be
+had.
+
+The tiny seeded random-weight model checks the runtime, not trained accuracy.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from indexer.encoders import onnx_image
+from indexer.encoders.base import EncoderSpec
+from indexer.encoders.open_clip import OpenClipEncoder
+from tests.conftest import TINY
+from tests.test_open_clip import frames
+
+INT8 = "onnxruntime int8"
+
+
+@pytest.fixture
+def exports(tmp_path, monkeypatch) -> list:
+    """A fresh cache; the calls of ``export_int8`` made while the test runs."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+    real = onnx_image.export_int8
+
+    def spy(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(onnx_image, "export_int8", spy)
+    return calls
+
+
+def encoder(**kwargs) -> OpenClipEncoder:
+    return OpenClipEncoder(EncoderSpec.parse(TINY), **kwargs)
+
+
+def test_int8_vectors_match_torch_and_depend_on_their_frame_alone(exports):
+    enc, torch_enc = encoder(), encoder(int8_images=False)
+    assert enc.image_runtime == INT8 and torch_enc.image_runtime == "torch bf16"
+    assert enc._int8._session.get_session_options().intra_op_num_threads == enc.threads
+    x = frames()
+    z, ref = enc.encode_images(x), torch_enc.encode_images(x)
+    assert enc.image_runtime == INT8  # passed its check
+    assert z.dtype == np.float32 and z.shape == ref.shape
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
+    cos = np.sum(z * ref, axis=1)
+    assert np.min(cos) >= onnx_image.MIN_COSINE
+    # The frames differ from each other far more than the runtimes do.
+    off_diagonal = (ref @ ref.T)[~np.eye(len(x), dtype=bool)]
+    assert np.min(cos) > np.max(off_diagonal)
+    # A frame's vector does not depend on the frames encoded with it.
+    np.testing.assert_allclose(enc.encode_images(x[3:5]), z[3:5], atol=1e-6)
+    assert enc.encode_images(x[:0]).shape == (0, enc.dim)
+
+
+def test_export_is_cached_and_its_verdict_kept(exports):
+    first = encoder()
+    assert len(exports) == 1 and exports[0].is_file()
+    assert onnx_image.read_status(exports[0]) == {}
+    z = first.encode_images(frames())
+    status = onnx_image.read_status(exports[0])
+    assert status["status"] == "accepted" and status["min_cosine"] >= onnx_image.MIN_COSINE
+    second = encoder()
+    assert len(exports) == 1  # not exported again
+    assert second.image_runtime == INT8 and second._int8.accepted  # not checked again
+    np.testing.assert_allclose(second.encode_images(frames()), z, atol=1e-6)
+    # Keyed by the fp32 weights: other weights, another export.
+    visual = encoder(bf16=False, int8_images=False).model.visual
+    assert onnx_image.model_path(onnx_image.cache_key(TINY, visual)) == exports[0]
+    with torch.no_grad():
+        visual.proj[0, 0] += 1e-3
+    assert onnx_image.model_path(onnx_image.cache_key(TINY, visual)) != exports[0]
+
+
+def test_rejected_export_falls_back_to_torch_for_good(exports, monkeypatch, caplog):
+    monkeypatch.setattr(onnx_image, "MIN_COSINE", 1.0)  # int8 never reaches it
+    enc, torch_enc = encoder(), encoder(int8_images=False)
+    assert enc.image_runtime == INT8
+    x = frames()
+    with caplog.at_level(logging.WARNING):
+        z = enc.encode_images(x)
+    assert any("int8 image tower rejected" in r.getMessage() for r in caplog.records)
+    assert enc.image_runtime == "torch bf16"
+    np.testing.assert_allclose(z, torch_enc.encode_images(x), atol=1e-6)  # torch's vectors
+    assert onnx_image.read_status(exports[0])["status"] == "rejected"
+    again = encoder()
+    assert again.image_runtime == "torch bf16" and len(exports) == 1  # not tried again
+
+
+def test_without_onnx_torch_runs_the_image_tower(exports, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    with caplog.at_level(logging.WARNING):
+        enc = encoder()
+    assert enc.image_runtime == "torch bf16"
+    assert any("int8 image tower unavailable" in r.getMessage() for r in caplog.records)
+    assert not exports[0].exists()
+    x = frames(4)
+    np.testing.assert_allclose(enc.encode_images(x), encoder(int8_images=False).encode_images(x),
+                               atol=1e-6)
+
+
+def test_a_failing_session_falls_back_to_torch(exports, monkeypatch, caplog):
+    enc = encoder()
+
+    def broken(x):
+        raise RuntimeError("session died")
+
+    monkeypatch.setattr(enc._int8, "run", broken)
+    x = frames(4)
+    with caplog.at_level(logging.WARNING):
+        z = enc.encode_images(x)
+    assert "session died" in caplog.text and enc.image_runtime == "torch bf16"
+    np.testing.assert_allclose(z, encoder(int8_images=False).encode_images(x), atol=1e-6)
