@@ -12,20 +12,26 @@ the highlight vocabulary's English texts, under each runtime:
   resident, re-cast by autocast at every call);
 - ``bf16 weights``: ``OpenClipEncoder(bf16=True)``, the default on CPUs with native bf16;
 - ``int8 dynamic (Linear)``: ``torch.ao`` dynamic quantization of the fp32 model's Linear layers;
-- ONNX Runtime fp32 and dynamic int8 (image tower only; ``--skip-onnx`` to leave them out).
+- ``onnxruntime int8 (product path)``: ``OpenClipEncoder()`` as the main job builds it, its image
+  tower on ONNX Runtime int8 (:mod:`indexer.encoders.onnx_image`: one image per run; exported into
+  the user cache on first use, checked against torch on its first batch), its text tower torch's;
+- ONNX Runtime fp32 and dynamic int8 of the image tower at batches of ``--batch`` (a bare session
+  of this run's export; ``--skip-onnx`` to leave them out).
 
 Rows give process CPU-ms per image (texts: per text) on ``default_threads()`` torch threads, best
 of ``--repeat`` interleaved rounds, its ratio to the fp32 row of this run, the lowest cosine of any
 embedding with its fp32 embedding (a runtime is usable at >= 0.99), and the MiB of the model's
 tensors. Unless ``--skip-rss``, each encoder runtime is also built in a fresh process of its own,
-which reports its resident set before and after the build, its peak during the build, and its peak
-and resident set after encoding the frames and texts.
+which reports its resident set before and after the build, its peak during the build, its peak
+and resident set after encoding the frames and texts, and the build's CPU and wall seconds; the
+product path is built twice more, in a fresh cache each time: the one-time export's cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,7 +43,9 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-ENCODER_RUNTIMES = ("fp32", "bf16 autocast, fp32 weights", "bf16 weights")
+PRODUCT = "onnxruntime int8 (product path)"
+FIRST_EXPORT = "onnxruntime int8, first use (export)"
+ENCODER_RUNTIMES = ("fp32", "bf16 autocast, fp32 weights", "bf16 weights", PRODUCT)
 
 
 def real_frames(n: int) -> np.ndarray:
@@ -69,7 +77,10 @@ def build(runtime: str, arch: str, batch: int):  # noqa: ANN201
     from indexer.encoders.open_clip import OpenClipEncoder
 
     spec = EncoderSpec("open_clip", arch, "random")
-    enc = OpenClipEncoder(spec, batch_size=batch, bf16=runtime == "bf16 weights")
+    if runtime in (PRODUCT, FIRST_EXPORT):
+        return OpenClipEncoder(spec, batch_size=batch)
+    enc = OpenClipEncoder(spec, batch_size=batch, bf16=runtime == "bf16 weights",
+                          int8_images=False)
     if runtime == "bf16 autocast, fp32 weights":
         enc.bf16 = True  # autocast in _compute, over the fp32 weights it was built with
     elif runtime == "int8 dynamic (Linear)":
@@ -107,12 +118,15 @@ def measure_rss(runtime: str, arch: str, inputs: Path, batch: int) -> dict[str, 
     x = np.load(inputs / "frames.npy")
     texts = json.loads((inputs / "texts.json").read_text())
     before = memory_mib("VmRSS")
+    c0, w0 = time.process_time(), time.perf_counter()
     enc = build(runtime, arch, batch)
+    cpu_s, wall_s = time.process_time() - c0, time.perf_counter() - w0
     built, peak_build = memory_mib("VmRSS"), memory_mib("VmHWM")
     enc.encode_images(x)
     enc._encode_texts(texts)
     return {"before": before, "built": built, "peak_build": peak_build,
-            "peak": memory_mib("VmHWM"), "after": memory_mib("VmRSS")}
+            "peak": memory_mib("VmHWM"), "after": memory_mib("VmRSS"), "cpu_s": cpu_s,
+            "wall_s": wall_s, "image_runtime": enc.image_runtime}
 
 
 def cpu_ms_per_item(fn: Callable[[], np.ndarray], n: int) -> tuple[float, np.ndarray]:
@@ -127,19 +141,23 @@ def onnx_runs(enc, x: np.ndarray, batch: int) -> dict[str, Callable[[], np.ndarr
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = Path(tempfile.mkdtemp())
-    fp32 = tmp / "visual.onnx"
+    tmp = tempfile.TemporaryDirectory()  # the sessions hold the graphs: removed once built
+    fp32 = Path(tmp.name) / "visual.onnx"
     sample = enc._preprocess(x[:2])
     torch.onnx.export(enc.model.visual, (sample,), str(fp32), input_names=["x"],
                       output_names=["z"], dynamic_axes={"x": {0: "n"}, "z": {0: "n"}},
                       dynamo=False)
-    int8 = tmp / "visual.int8.onnx"
+    int8 = Path(tmp.name) / "visual.int8.onnx"
     quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
     options = ort.SessionOptions()
     options.intra_op_num_threads = enc.threads
+    sessions = {
+        name: ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        for name, path in (("onnxruntime fp32", fp32), ("onnxruntime int8 dynamic", int8))
+    }
+    tmp.cleanup()
     runs = {}
-    for name, path in (("onnxruntime fp32", fp32), ("onnxruntime int8 dynamic", int8)):
-        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    for name, sess in sessions.items():
 
         def run(s=sess) -> np.ndarray:  # noqa: ANN001
             z = np.concatenate([
@@ -160,7 +178,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-onnx", action="store_true")
     ap.add_argument("--skip-rss", action="store_true")
-    ap.add_argument("--rss-of", choices=ENCODER_RUNTIMES, help=argparse.SUPPRESS)
+    ap.add_argument("--rss-of", choices=(*ENCODER_RUNTIMES, FIRST_EXPORT), help=argparse.SUPPRESS)
     ap.add_argument("--inputs", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.rss_of:
@@ -189,13 +207,13 @@ def main() -> None:
                 ms, out[tower, name] = cpu_ms_per_item(fn, n)
                 cpu[tower, name] = min(cpu.get((tower, name), np.inf), ms)
 
-    print(f"{'runtime':30s} {'tower':5s} {'CPU-ms/item':>11s} {'vs fp32':>7s} "
+    print(f"{'runtime':34s} {'tower':5s} {'CPU-ms/item':>11s} {'vs fp32':>7s} "
           f"{'min cos':>8s} {'tensors MiB':>11s}")
     for tower, name in cpu:
         ratio = cpu[tower, name] / cpu[tower, "fp32"]
         cos = float(np.min(np.sum(out[tower, name] * out[tower, "fp32"], axis=1)))
         mib = f"{tensor_mib(encs[name].model):11.0f}" if name in encs else f"{'':11s}"
-        print(f"{name:30s} {tower:5s} {cpu[tower, name]:11.1f} {ratio:6.2f}x "
+        print(f"{name:34s} {tower:5s} {cpu[tower, name]:11.1f} {ratio:6.2f}x "
               f"{cos:8.5f} {mib}")
 
     if args.skip_rss:
@@ -203,16 +221,20 @@ def main() -> None:
     inputs = Path(tempfile.mkdtemp())
     np.save(inputs / "frames.npy", x)
     (inputs / "texts.json").write_text(json.dumps(texts))
-    print(f"\n{'fresh process per runtime, MiB':30s} {'RSS before':>10s} {'built':>7s} "
-          f"{'peak':>7s} {'encoded':>7s} {'RSS after':>9s}")
+    print(f"\n{'fresh process per runtime, MiB':36s} {'RSS before':>10s} {'built':>7s} "
+          f"{'peak':>7s} {'encoded':>7s} {'RSS after':>9s} {'build CPU-s':>11s} {'wall s':>6s}")
     print("(peak: during the build; encoded: peak after encoding the frames and texts)")
-    for name in ENCODER_RUNTIMES:
+    for name in (*ENCODER_RUNTIMES, FIRST_EXPORT, FIRST_EXPORT):
         cmd = [sys.executable, __file__, "--rss-of", name, "--arch", args.arch,
                "--inputs", str(inputs), "--batch", str(args.batch)]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO)
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "XDG_CACHE_HOME": cache} if name == FIRST_EXPORT else None
+            res = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO,
+                                 env=env)
         m = json.loads(res.stdout.strip().splitlines()[-1])
-        print(f"{name:30s} {m['before']:10.0f} {m['built']:7.0f} {m['peak_build']:7.0f} "
-              f"{m['peak']:7.0f} {m['after']:9.0f}")
+        print(f"{name:36s} {m['before']:10.0f} {m['built']:7.0f} {m['peak_build']:7.0f} "
+              f"{m['peak']:7.0f} {m['after']:9.0f} {m['cpu_s']:11.1f} {m['wall_s']:6.1f}"
+              f"  ({m['image_runtime']})")
 
 
 if __name__ == "__main__":
