@@ -48,7 +48,7 @@ def test_int8_vectors_match_torch_and_depend_on_their_frame_alone(exports):
     assert enc._int8._session.get_session_options().intra_op_num_threads == enc.threads
     x = frames()
     z, ref = enc.encode_images(x), torch_enc.encode_images(x)
-    assert enc.image_runtime == INT8  # passed its check
+    assert enc.image_runtime == INT8  # not rejected
     assert z.dtype == np.float32 and z.shape == ref.shape
     np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
     cos = np.sum(z * ref, axis=1)
@@ -66,6 +66,8 @@ def test_export_is_cached_and_its_verdict_kept(exports):
     assert len(exports) == 1 and exports[0].is_file()
     assert onnx_image.read_status(exports[0]) == {}
     z = first.encode_images(frames())
+    assert len(z) < onnx_image.CHECK_FRAMES and onnx_image.read_status(exports[0]) == {}
+    first.encode_images(frames(onnx_image.CHECK_FRAMES - len(z)))  # checked till enough frames
     status = onnx_image.read_status(exports[0])
     assert status["status"] == "accepted" and status["min_cosine"] >= onnx_image.MIN_COSINE
     second = encoder()
@@ -90,7 +92,7 @@ def test_rejected_export_falls_back_to_torch_for_good(exports, monkeypatch, capl
     assert any("int8 image tower rejected" in r.getMessage() for r in caplog.records)
     assert enc.image_runtime == "torch bf16"
     np.testing.assert_allclose(z, torch_enc.encode_images(x), atol=1e-6)  # torch's vectors
-    assert onnx_image.read_status(exports[0])["status"] == "rejected"
+    assert onnx_image.read_status(exports[0])["status"] == "rejected"  # at the first batch
     again = encoder()
     assert again.image_runtime == "torch bf16" and len(exports) == 1  # not tried again
 

@@ -10,11 +10,12 @@ On ViT-B-32 at one thread (``bench/encoder_runtime.py``) it takes ~40 CPU-ms an 
 53.5 for torch over bf16 weights, at a lowest cosine with fp32 of 0.9998 with random weights.
 
 Trained weights can lose more in int8 than random ones (outlier channels), so an export is not
-trusted on its numbers here: the first batch it encodes on the user's machine is encoded by the
-torch tower too, and unless every embedding's cosine with torch's reaches :data:`MIN_COSINE` the
-export is marked rejected in the cache (torch runs the tower from then on, in every process);
-else it is marked accepted and not checked again. This checks the int8 runtime against the torch
-runtime of the same weights, on real frames; it says nothing about the model's accuracy.
+trusted on its numbers here: the first batches it encodes on the user's machine (at least
+:data:`CHECK_FRAMES` frames) are encoded by the torch tower too, and unless every embedding's
+cosine with torch's reaches :data:`MIN_COSINE` the export is marked rejected in the cache (torch
+runs the tower from then on, in every process); else it is marked accepted and not checked again.
+This checks the int8 runtime against the torch runtime of the same weights, on real frames; it
+says nothing about the model's accuracy.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: Lowest cosine of an int8 embedding with the torch tower's for the export to be kept (issue 14).
 MIN_COSINE = 0.99
+#: Frames compared with the torch tower before an export is accepted (the main job's first batch).
+CHECK_FRAMES = 16
 # Bump when the exported graph or the status file changes meaning.
 _FORMAT = 1
 
@@ -100,6 +103,7 @@ class OnnxImageTower:
         )
         self._input = self._session.get_inputs()[0].name
         self.accepted = read_status(model_path).get("status") == "accepted"
+        self._checked, self._min_cos = 0, 1.0
 
     @classmethod
     def open(
@@ -134,27 +138,37 @@ class OnnxImageTower:
 
     def check(self, ours: np.ndarray, torch_z: np.ndarray) -> bool:
         """Compare this tower's embeddings ``ours`` with the torch tower's ``torch_z`` of the same
-        images; record the verdict in the cache (accepted, or rejected for good) and return it.
+        images. False, and the export recorded rejected for good, when any cosine is below
+        :data:`MIN_COSINE`; else True, and the export recorded accepted once
+        :data:`CHECK_FRAMES` frames have passed (until then later batches are checked too).
         """
 
         def unit(z: np.ndarray) -> np.ndarray:
             return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
 
-        min_cos = float(np.min(np.sum(unit(ours) * unit(torch_z), axis=1)))
-        self.accepted = min_cos >= MIN_COSINE
-        verdict = "accepted" if self.accepted else "rejected"
-        if self.accepted:
+        self._checked += len(ours)
+        if len(ours):
+            cos = float(np.min(np.sum(unit(ours) * unit(torch_z), axis=1)))
+            self._min_cos = min(self._min_cos, cos)
+        passed = self._min_cos >= MIN_COSINE
+        if passed and self._checked < CHECK_FRAMES:
+            return True
+        self.accepted = passed
+        verdict = "accepted" if passed else "rejected"
+        if passed:
             log.info("int8 image tower accepted: lowest cosine with torch %.4f over %d frames",
-                     min_cos, len(ours))
+                     self._min_cos, self._checked)
         else:
             log.warning("int8 image tower rejected: lowest cosine with torch %.4f < %.2f over %d "
-                        "frames; torch runs it from now on", min_cos, MIN_COSINE, len(ours))
-        record = {"key": self.key, "status": verdict, "min_cosine": min_cos, "frames": len(ours)}
+                        "frames; torch runs it from now on", self._min_cos, MIN_COSINE,
+                        self._checked)
+        record = {"key": self.key, "status": verdict, "min_cosine": self._min_cos,
+                  "frames": self._checked}
         try:
             write_atomic(_status_path(self.path), json.dumps(record))
         except OSError as exc:
             log.warning("cannot record the int8 image tower's verdict in %s: %s", self.path, exc)
-        return self.accepted
+        return passed
 
 
 def cache_key(spec: str, visual: torch.nn.Module) -> str:
