@@ -70,9 +70,11 @@ def test_export_is_cached_and_its_verdict_kept(exports):
     first.encode_images(frames(onnx_image.CHECK_FRAMES - len(z)))  # checked till enough frames
     status = onnx_image.read_status(exports[0])
     assert status["status"] == "accepted" and status["min_cosine"] >= onnx_image.MIN_COSINE
+    assert first.model.visual is None  # freed once accepted
     second = encoder()
     assert len(exports) == 1  # not exported again
     assert second.image_runtime == INT8 and second._int8.accepted  # not checked again
+    assert second.model.visual is None
     np.testing.assert_allclose(second.encode_images(frames()), z, atol=1e-6)
     # Keyed by the fp32 weights: other weights, another export.
     visual = encoder(bf16=False, int8_images=False).model.visual
@@ -121,3 +123,15 @@ def test_a_failing_session_falls_back_to_torch(exports, monkeypatch, caplog):
         z = enc.encode_images(x)
     assert "session died" in caplog.text and enc.image_runtime == "torch bf16"
     np.testing.assert_allclose(z, encoder(int8_images=False).encode_images(x), atol=1e-6)
+
+
+def test_relevance_maps_from_the_int8_tower_match_torch(exports):
+    enc, torch_enc = encoder(), encoder(int8_images=False)
+    enc.encode_images(frames(onnx_image.CHECK_FRAMES))
+    assert enc._int8.accepted and enc.model.visual is None
+    x = frames(4)
+    q = torch_enc.encode_texts(["a dog runs on the beach"])[0]
+    maps, ref = enc.relevance_maps(x, q), torch_enc.relevance_maps(x, q)
+    assert maps.shape == ref.shape == (4, 4, 4)
+    np.testing.assert_allclose(maps, ref, atol=0.05)
+    assert np.ptp(ref) > 0.2  # the maps vary far more than the runtimes differ

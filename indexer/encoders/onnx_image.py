@@ -43,7 +43,7 @@ MIN_COSINE = 0.99
 #: Frames compared with the torch tower before an export is accepted (the main job's first batch).
 CHECK_FRAMES = 16
 # Bump when the exported graph or the status file changes meaning.
-_FORMAT = 1
+_FORMAT = 2
 
 
 def weights_sha1(module: torch.nn.Module) -> str:
@@ -72,10 +72,11 @@ def _quiet() -> Iterator[None]:
 class OnnxImageTower:
     """An ONNX Runtime int8 session of an image tower, and its acceptance state in the cache.
 
-    ``run`` encodes preprocessed images one at a time: dynamic quantization scales the
-    activations by their range over the whole input, so in a batch a frame's vector would depend
-    on the other frames; one at a time it depends on that frame alone (``Encoder.per_frame``),
-    at about the same CPU time.
+    The graph gives the projected pooled embedding (``run``) and, for a ViT, the unprojected patch
+    tokens too (``tokens``, for relevance maps), so the torch tower can be freed once accepted.
+    Images go through one at a time: dynamic quantization scales the activations by their range
+    over the whole input, so in a batch a frame's vector would depend on the other frames; one at
+    a time it depends on that frame alone (``Encoder.per_frame``), at about the same CPU time.
     """
 
     name = "onnxruntime int8"
@@ -102,38 +103,33 @@ class OnnxImageTower:
             str(model_path), options, providers=["CPUExecutionProvider"]
         )
         self._input = self._session.get_inputs()[0].name
+        self.has_tokens = "tokens" in {o.name for o in self._session.get_outputs()}
         self.accepted = read_status(model_path).get("status") == "accepted"
         self._checked, self._min_cos = 0, 1.0
 
     @classmethod
-    def open(
-        cls, visual: torch.nn.Module, key: str, image_size: tuple[int, int], threads: int
-    ) -> OnnxImageTower | None:
-        """The int8 tower of ``visual`` (fp32 weights) cached under ``key``, exported first if
-        not cached; None (with one log line) when it was rejected before, or cannot be had:
-        ``onnx`` not installed, an export or session error. Never raises.
+    def open(cls, path: Path, key: str, threads: int) -> OnnxImageTower | None:
+        """A session of the export at ``path`` (see :func:`prepare`); None, with one log line,
+        when ONNX Runtime cannot load it. Never raises.
         """
-        path = model_path(key)
-        status = read_status(path)
-        if status.get("status") == "rejected":
-            log.info("int8 image tower rejected earlier on this machine (lowest cosine %.4f < "
-                     "%.2f): torch runs it", status.get("min_cosine", float("nan")), MIN_COSINE)
-            return None
         try:
-            if not path.is_file():
-                export_int8(visual, path, image_size)
             return cls(path, key, threads)
         except Exception as exc:  # the faster path must never take the main job down
-            reason = (str(exc).strip().splitlines() or [""])[0][:160]
-            log.warning("int8 image tower unavailable (%s: %s): torch runs it",
-                        type(exc).__name__, reason)
+            _log_unavailable(exc)
             return None
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Unnormalised embeddings (n, dim) float32 of preprocessed images ``x`` (n, 3, h, w)."""
+        return self._outputs("z", x)
+
+    def tokens(self, x: np.ndarray) -> np.ndarray:
+        """Patch tokens (n, tokens, width) float32 of ``x``, before the projection."""
+        return self._outputs("tokens", x)
+
+    def _outputs(self, name: str, x: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
         return np.concatenate(
-            [self._session.run(None, {self._input: x[i : i + 1]})[0] for i in range(len(x))]
+            [self._session.run([name], {self._input: x[i : i + 1]})[0] for i in range(len(x))]
         ).astype(np.float32, copy=False)
 
     def check(self, ours: np.ndarray, torch_z: np.ndarray) -> bool:
@@ -193,6 +189,31 @@ def _status_path(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
+def _log_unavailable(exc: Exception) -> None:
+    reason = (str(exc).strip().splitlines() or [""])[0][:160]
+    log.warning("int8 image tower unavailable (%s: %s): torch runs it", type(exc).__name__, reason)
+
+
+def prepare(visual: torch.nn.Module, key: str, image_size: tuple[int, int]) -> Path | None:
+    """The cached int8 export of ``visual`` (fp32 weights) under ``key``, made first if missing;
+    None, with one log line, when it was rejected before or cannot be made (``onnx`` not
+    installed, an export error, an unwritable cache). Never raises.
+    """
+    path = model_path(key)
+    status = read_status(path)
+    if status.get("status") == "rejected":
+        log.info("int8 image tower rejected earlier on this machine (lowest cosine %.4f < %.2f): "
+                 "torch runs it", status.get("min_cosine", float("nan")), MIN_COSINE)
+        return None
+    try:
+        if not path.is_file():
+            export_int8(visual, path, image_size)
+    except Exception as exc:  # the faster path must never take the main job down
+        _log_unavailable(exc)
+        return None
+    return path
+
+
 def read_status(path: Path) -> dict:
     """The recorded verdict on the int8 tower at ``path``; empty when not checked yet."""
     try:
@@ -209,11 +230,24 @@ def export_int8(visual: torch.nn.Module, path: Path, image_size: tuple[int, int]
 
     path.parent.mkdir(parents=True, exist_ok=True)
     sample = torch.zeros(1, 3, *image_size)
+    outputs = ["z", "tokens"] if has_patch_tokens(visual) else ["z"]
     log.info("exporting the image tower to ONNX int8 (once per model): %s", path)
     # Grad on: under no_grad torch's MultiheadAttention takes a fused path ONNX cannot express.
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp, _quiet(), torch.enable_grad():
         fp32 = Path(tmp) / "visual.onnx"
-        torch.onnx.export(visual, (sample,), str(fp32), input_names=["x"], output_names=["z"],
-                          dynamic_axes={"x": {0: "n"}, "z": {0: "n"}}, dynamo=False)
+        if "tokens" in outputs:
+            visual.output_tokens = True
+        try:
+            torch.onnx.export(visual, (sample,), str(fp32), input_names=["x"],
+                              output_names=outputs, dynamo=False,
+                              dynamic_axes={name: {0: "n"} for name in ("x", *outputs)})
+        finally:
+            if "tokens" in outputs:
+                visual.output_tokens = False
         with atomic_path(path) as out:
             quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
+
+
+def has_patch_tokens(visual: torch.nn.Module) -> bool:
+    """Whether ``visual`` gives patch tokens and their projection (a ViT)."""
+    return hasattr(visual, "output_tokens") and getattr(visual, "proj", None) is not None

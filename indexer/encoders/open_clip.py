@@ -23,7 +23,7 @@ from indexer.encoders.base import (
     EncoderSpec,
     TextEmbeddingCache,
 )
-from indexer.encoders.onnx_image import OnnxImageTower, cache_key
+from indexer.encoders.onnx_image import OnnxImageTower, cache_key, has_patch_tokens, prepare
 from rhl_common.errors import EncoderError
 from rhl_common.memory import release_free_memory
 
@@ -151,10 +151,15 @@ class OpenClipEncoder:
         size = cfg.get("size", 224)
         self.image_size = (size, size) if isinstance(size, int) else tuple(size)
         # Before the bf16 cast: the int8 tower is exported from (and keyed by) the fp32 weights.
-        self._int8 = self._open_int8() if int8_images else None
+        int8 = self._prepare_int8() if int8_images else None
         if self.bf16:
             open_clip.model.convert_weights_to_lp(self.model, dtype=torch.bfloat16)
             release_free_memory()  # the fp32 copies, freed layer by layer
+        # After it: the session is not built beside the fp32 weights (a higher peak).
+        self._int8 = OnnxImageTower.open(*int8, self.threads) if int8 else None
+        self._patch_proj: torch.Tensor | None = None
+        if self._int8 is not None and self._int8.accepted:
+            self._free_torch_visual()
         self.mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
         self.std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
         self.dim = int(open_clip.get_model_config(spec.arch)["embed_dim"])
@@ -172,13 +177,27 @@ class OpenClipEncoder:
             return self._int8.name
         return "torch bf16" if self.bf16 else "torch fp32"
 
-    def _open_int8(self) -> OnnxImageTower | None:
+    def _prepare_int8(self) -> tuple[Path, str] | None:
         try:
             key = cache_key(self.spec, self.model.visual)
         except ImportError as exc:
             log.warning("int8 image tower unavailable (%s): torch runs it", exc)
             return None
-        return OnnxImageTower.open(self.model.visual, key, self.image_size, self.threads)
+        path = prepare(self.model.visual, key, self.image_size)
+        return None if path is None else (path, key)
+
+    def _free_torch_visual(self) -> None:
+        """Drop the torch image tower once the int8 one is accepted: it serves ``encode_images``
+        and, with patch tokens, ``relevance_maps`` (only the projection is kept, in fp32).
+        """
+        visual = self.model.visual
+        if not self._int8.has_tokens and has_patch_tokens(visual):
+            return  # relevance maps still need the torch tower
+        if self._int8.has_tokens:
+            self._patch_proj = visual.proj.detach().float().clone()
+        self.model.visual = None
+        release_free_memory()
+        log.info("torch image tower freed: the int8 one runs it")
 
     def _cache_key(self, spec: EncoderSpec, open_clip) -> str:  # noqa: ANN001
         weights = spec.weights
@@ -280,8 +299,12 @@ class OpenClipEncoder:
         try:
             z = self._int8.run(x.float().numpy())
         except Exception as exc:  # the faster path must never take the main job down
-            log.warning("int8 image tower failed (%s: %s): torch runs it", type(exc).__name__,
-                        (str(exc).strip().splitlines() or [""])[0][:160])
+            reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
+            if self.model.visual is None:
+                raise EncoderError(f"int8 image tower failed ({reason}) after the torch tower "
+                                   f"was freed; delete {self._int8.path} to export it again"
+                                   ) from None
+            log.warning("int8 image tower failed (%s): torch runs it", reason)
             self._int8 = None
             return None
         if not self._int8.accepted:
@@ -289,6 +312,8 @@ class OpenClipEncoder:
             if not self._int8.check(z, theirs.numpy()):
                 self._int8 = None
                 return theirs
+            if self._int8.accepted:
+                self._free_torch_visual()
         return torch.from_numpy(z)
 
     @torch.no_grad()
@@ -303,19 +328,23 @@ class OpenClipEncoder:
             EncoderError: the vision tower has no patch tokens (not a ViT).
         """
         visual = self.model.visual
-        if not hasattr(visual, "output_tokens") or getattr(visual, "proj", None) is None:
+        if self._patch_proj is None and (visual is None or not has_patch_tokens(visual)):
             raise EncoderError(f"{self.spec}: no patch tokens for relevance maps")
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
         x = F.interpolate(x, size=self.image_size, mode="bilinear", antialias=True)
         x = (x - self.mean) / self.std
         q = torch.from_numpy(np.asarray(query, dtype=np.float32)).reshape(-1)
-        visual.output_tokens = True
-        try:
-            with self._compute():
-                _, tokens = visual(x)
-            tokens = F.normalize(tokens.float() @ visual.proj.float(), dim=-1)
-        finally:
-            visual.output_tokens = False
+        if self._patch_proj is not None:  # the int8 tower, the torch one freed
+            tokens = F.normalize(torch.from_numpy(self._int8.tokens(x.numpy())) @ self._patch_proj,
+                                 dim=-1)
+        else:
+            visual.output_tokens = True
+            try:
+                with self._compute():
+                    _, tokens = visual(x)
+                tokens = F.normalize(tokens.float() @ visual.proj.float(), dim=-1)
+            finally:
+                visual.output_tokens = False
         sim = (tokens @ q).numpy()
         g = int(round(sim.shape[1] ** 0.5))
         return sim[:, : g * g].reshape(len(frames), g, g)
