@@ -6,8 +6,8 @@ quantized to int8 by ``onnxruntime.quantization.quantize_dynamic`` (activations 
 and the result kept in the user cache (``$XDG_CACHE_HOME/retrieval-hl/onnx-image``), keyed by the
 encoder spec, a SHA-1 of the tower's fp32 weights and the torch / onnx / onnxruntime versions.
 
-On ViT-B-32 at one thread (``bench/encoder_runtime.py``) it takes ~40 CPU-ms an image against
-53.5 for torch over bf16 weights, at a lowest cosine with fp32 of 0.9998 with random weights.
+On ViT-B-32 at one thread (``bench/encoder_runtime.py``, random weights, load ~12) it took 42.2
+CPU-ms an image against 56.7 for torch over bf16 weights, lowest cosine with fp32 0.9998.
 
 Trained weights can lose more in int8 than random ones (outlier channels), so an export is not
 trusted on its numbers here: the first batches it encodes on the user's machine (at least

@@ -117,6 +117,9 @@ class OpenClipEncoder:
     a text against 55.6 and 45.2 under autocast over fp32 weights, cosine with fp32 >= 0.9999;
     a fresh process holds 1124 MiB after the build against 1368, and peaks at 1373 MiB after
     encoding against 1745.
+
+    The image tower runs on ONNX Runtime int8 instead where it can be had and passes its check
+    (:mod:`indexer.encoders.onnx_image`); once accepted the torch image tower is freed.
     """
 
     name = "open_clip"
