@@ -77,7 +77,8 @@ def main() -> None:
     from indexer.probe import probe_video
     from retrieval_hl.signals.meter import ANALYSIS_SHORT_SIDE_PX
 
-    enc = OpenClipEncoder(EncoderSpec("open_clip", args.arch, "random"), bf16=False)
+    enc = OpenClipEncoder(EncoderSpec("open_clip", args.arch, "random"), bf16=False,
+                          int8_images=False)  # torch fp32: the preprocessing alone differs
     cfg = enc.model.visual.preprocess_cfg
     keys = ("mean", "std", "interpolation", "resize_mode")
     theirs_tf = open_clip.image_transform(enc.model.visual.image_size, is_train=False,
