@@ -81,7 +81,12 @@ def test_export_is_cached_and_its_verdict_kept(exports):
     assert onnx_image.model_path(onnx_image.cache_key(TINY, visual)) == exports[0]
     with torch.no_grad():
         visual.proj[0, 0] += 1e-3
-    assert onnx_image.model_path(onnx_image.cache_key(TINY, visual)) != exports[0]
+    new_key = onnx_image.cache_key(TINY, visual)
+    assert onnx_image.model_path(new_key) != exports[0]
+    # The new export of the spec replaces the old one and its verdict.
+    new_path = onnx_image.prepare(visual, new_key, second.image_size)
+    assert new_path.is_file() and onnx_image.read_status(new_path) == {}
+    assert sorted(p.name for p in new_path.parent.iterdir()) == [new_path.name]
 
 
 def test_rejected_export_falls_back_to_torch_for_good(exports, monkeypatch, caplog):

@@ -180,9 +180,13 @@ def cache_key(spec: str, visual: torch.nn.Module) -> str:
 
 
 def model_path(key: str) -> Path:
-    """Where the int8 tower of ``key`` is cached."""
-    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-    return cache_dir("onnx-image") / f"{digest}.int8.onnx"
+    """Where the int8 tower of ``key`` is cached: ``<spec digest>-<key digest>.int8.onnx``."""
+    spec, digest = (hashlib.sha256(k.encode()).hexdigest()[:16] for k in (_spec_of(key), key))
+    return cache_dir("onnx-image") / f"{spec}-{digest}.int8.onnx"
+
+
+def _spec_of(key: str) -> str:
+    return key.split("|", 1)[0]
 
 
 def _status_path(path: Path) -> Path:
@@ -246,6 +250,18 @@ def export_int8(visual: torch.nn.Module, path: Path, image_size: tuple[int, int]
                 visual.output_tokens = False
         with atomic_path(path) as out:
             quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8)
+    _remove_stale_exports(path)
+
+
+def _remove_stale_exports(path: Path) -> None:
+    """Remove the exports of the same spec under other keys (older weights, versions, format)
+    and their verdicts: one export per spec stays on disk (~85 MiB for ViT-B-32).
+    """
+    spec_digest = path.name.split("-", 1)[0]
+    for other in path.parent.glob(f"{spec_digest}-*"):
+        if other.name.split(".", 1)[0] != path.name.split(".", 1)[0]:
+            with contextlib.suppress(OSError):
+                other.unlink()
 
 
 def has_patch_tokens(visual: torch.nn.Module) -> bool:
