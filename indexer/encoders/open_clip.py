@@ -200,6 +200,7 @@ class OpenClipEncoder:
         if self._int8.has_tokens:
             self._patch_proj = visual.proj.detach().float().clone()
         self.model.visual = None
+        del visual
         gc.collect()  # the tower sits in reference cycles: without this it stays (168 MiB, B-32)
         release_free_memory()
         log.info("torch image tower freed: the int8 one runs it")
