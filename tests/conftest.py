@@ -236,6 +236,21 @@ def make_narration_video(
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _torch_image_tower():
+    """Torch runs the image tower unless a test asks for int8 (``test_onnx_image.py``): with
+    random weights the frames of a test pattern tie to within int8's noise, so the pipeline
+    tests' retrieval would pick other slices than under torch.
+    """
+    old = os.environ.get("RHL_INT8_IMAGES")
+    os.environ["RHL_INT8_IMAGES"] = "0"
+    yield
+    if old is None:
+        os.environ.pop("RHL_INT8_IMAGES", None)
+    else:
+        os.environ["RHL_INT8_IMAGES"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _speech_cache(tmp_path_factory: pytest.TempPathFactory):
     """Transcripts and the joined whisper model go to a temp folder, not the user's cache."""
     old = os.environ.get("RHL_CACHE_DIR")

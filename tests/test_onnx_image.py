@@ -38,8 +38,15 @@ def exports(tmp_path, monkeypatch) -> list:
     return calls
 
 
-def encoder(**kwargs) -> OpenClipEncoder:
-    return OpenClipEncoder(EncoderSpec.parse(TINY), **kwargs)
+def encoder(int8_images: bool = True, **kwargs) -> OpenClipEncoder:
+    return OpenClipEncoder(EncoderSpec.parse(TINY), int8_images=int8_images, **kwargs)
+
+
+def test_the_environment_can_turn_int8_off(exports, monkeypatch):
+    monkeypatch.setenv("RHL_INT8_IMAGES", "1")
+    assert OpenClipEncoder(EncoderSpec.parse(TINY)).image_runtime == INT8
+    monkeypatch.setenv("RHL_INT8_IMAGES", "0")
+    assert OpenClipEncoder(EncoderSpec.parse(TINY)).image_runtime == "torch bf16"
 
 
 def test_int8_vectors_match_torch_and_depend_on_their_frame_alone(exports):

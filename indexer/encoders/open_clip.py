@@ -132,11 +132,14 @@ class OpenClipEncoder:
         batch_size: int = 64,
         bf16: bool | None = None,
         threads: int | None = None,
-        int8_images: bool = True,
+        int8_images: bool | None = None,
     ) -> None:
         """Build the towers of ``spec``; ``int8_images`` runs the image tower on ONNX Runtime
-        int8 when it can be had and passes its check (:mod:`indexer.encoders.onnx_image`).
+        int8 when it can be had and passes its check (:mod:`indexer.encoders.onnx_image`);
+        None: unless the environment sets ``RHL_INT8_IMAGES=0``.
         """
+        if int8_images is None:
+            int8_images = os.environ.get("RHL_INT8_IMAGES", "1") != "0"
         import open_clip
 
         open_clip.add_model_config(_CONFIG_DIR)
