@@ -18,7 +18,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from pydantic import ValidationError
@@ -28,6 +28,9 @@ from indexer.speech.models import SpeechSegment, Transcript, Word
 from rhl_common.atomic import atomic_path, write_atomic
 from rhl_common.errors import SpeechError
 from rhl_common.memory import release_free_memory
+
+if TYPE_CHECKING:
+    from faster_whisper import BatchedInferencePipeline
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,12 @@ INSTALL_HINT = (
 # over 1500 frames): 8 took the transcription of the 60-min bench to +830-1000 MiB, 4 to +600;
 # the words, times and language came out the same (679 words).
 BATCH_SIZE = 4
+# Chunks (up to 30 s of speech each) transcribed together: their samples and log-mel features
+# are held at once, so memory stops growing with the speech of a long video. A multiple of
+# BATCH_SIZE, so every batch is as full as in one call on all chunks; 4 or more, so that the first
+# group, on which the language is detected, holds the first 30 s of speech a whole call would
+# use (two chunks in a row hold more than 30 s).
+GROUP_CHUNKS = 4 * BATCH_SIZE
 # Bump when the transcript's content or cache key changes meaning.
 _CACHE_VERSION = 2
 
@@ -275,38 +284,90 @@ class FasterWhisperRecognizer:
 
         The regions' samples are laid end to end and given as clips that are the chunks
         faster-whisper's ``collect_chunks`` would make of them (at most ``chunk_length`` s):
-        the same audio per chunk, at the same offsets, as its VAD path.
+        the same audio per chunk, at the same offsets, as its VAD path. The chunks are
+        transcribed ``GROUP_CHUNKS`` at a time (:func:`_speech_groups`, :func:`_transcribe_groups`)
+        with the words and times of one call on all of them.
         """
         from faster_whisper import BatchedInferencePipeline
         from faster_whisper.transcribe import restore_speech_timestamps
 
         pipeline = BatchedInferencePipeline(self._model)
-        options = {"language": language, "word_timestamps": True, "batch_size": BATCH_SIZE}
+        options = {"word_timestamps": True, "batch_size": BATCH_SIZE}
         if not regions:  # as on the whole track: no chunk, the language of an empty feature
-            return pipeline.transcribe(np.zeros(0, dtype=np.float32), **options)
-        speech = _samples_in(audio, regions)
+            return pipeline.transcribe(np.zeros(0, dtype=np.float32), language=language,
+                                       **options)
         longest = self._model.feature_extractor.chunk_length * SAMPLE_RATE_HZ
-        # Half a sample in, so that faster-whisper's int(seconds * rate) gives the sample back.
-        clips = [{"start": (a + 0.5) / SAMPLE_RATE_HZ, "end": (b + 0.5) / SAMPLE_RATE_HZ}
-                 for a, b in _chunk_bounds(regions, longest)]
-        pieces, info = pipeline.transcribe(speech, clip_timestamps=clips, **options)
+        pieces = _transcribe_groups(pipeline, _speech_groups(audio, regions, longest), language,
+                                    options)
+        info = next(pieces)
         return restore_speech_timestamps(pieces, regions, SAMPLE_RATE_HZ), info
 
 
-def _samples_in(audio: AudioTrack, regions: list[dict]) -> np.ndarray:
-    """The samples of ``audio`` inside ``regions`` (sorted, disjoint), end to end."""
-    parts: list[np.ndarray] = []
+def _transcribe_groups(
+    pipeline: BatchedInferencePipeline,
+    groups: Iterable[tuple[np.ndarray, list[dict]]],
+    language: str | None,
+    options: dict,
+) -> Iterator:
+    """faster-whisper's ``pipeline`` on each group of (speech, clips) in turn, as one call on
+    all the clips would go: the first group's transcription info, then the pieces of all.
+
+    The language found on the first group (when ``language`` is ``None``) is given to the
+    others, and the end of the last speech, which the pipeline keeps from batch to batch for its
+    word times but zeroes when a call's pieces run out, is carried from group to group.
+    """
+    last_speech_s, first = 0.0, True
+    for speech, clips in groups:
+        pipeline.last_speech_timestamp = last_speech_s
+        pieces, info = pipeline.transcribe(speech, language=language, clip_timestamps=clips,
+                                           **options)
+        if first:
+            yield info
+        first, language = False, info.language
+        for piece in pieces:
+            last_speech_s = pipeline.last_speech_timestamp
+            yield piece
+
+
+def _speech_groups(
+    audio: AudioTrack, regions: list[dict], longest: int
+) -> Iterator[tuple[np.ndarray, list[dict]]]:
+    """The samples of ``audio`` inside ``regions`` (sorted, disjoint) laid end to end, cut into
+    chunks of at most ``longest`` samples (:func:`_chunk_bounds`) and given ``GROUP_CHUNKS``
+    chunks at a time, in one pass over the track.
+
+    Each group is an array on the clock of the whole speech, so that faster-whisper gives its
+    chunks the offsets of one call on all of them; its samples before the group are never
+    written and take no memory (fresh zeroed pages). With it go its chunks as clips (seconds,
+    half a sample in, so that faster-whisper's ``int(seconds * rate)`` gives the sample back).
+    """
+    bounds = _chunk_bounds(regions, longest)
+    pieces = _speech_pieces(audio, regions)
+    for k in range(0, len(bounds), GROUP_CHUNKS):
+        group = bounds[k : k + GROUP_CHUNKS]
+        at, end = group[0][0], group[-1][1]
+        speech = np.zeros(end, dtype=np.float32)
+        while at < end and (piece := next(pieces, None)) is not None:  # a piece ends a region
+            speech[at : at + len(piece)] = piece
+            at += len(piece)
+        yield speech, [{"start": (a + 0.5) / SAMPLE_RATE_HZ, "end": (b + 0.5) / SAMPLE_RATE_HZ}
+                       for a, b in group]
+
+
+def _speech_pieces(audio: AudioTrack, regions: list[dict]) -> Iterator[np.ndarray]:
+    """The samples of ``audio`` inside ``regions`` (sorted, disjoint) in order, as they are
+    decoded: a region in one piece or more, a piece never in two regions.
+    """
     k, at = 0, 0
     for block in audio.blocks():
         end = at + len(block)
         while k < len(regions) and regions[k]["start"] < end:
             r = regions[k]
-            parts.append(block[max(r["start"] - at, 0) : min(r["end"], end) - at])
+            yield block[max(r["start"] - at, 0) : min(r["end"], end) - at]
             if r["end"] > end:
                 break  # the region goes on in the next block
             k += 1
         at = end
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
 def _chunk_bounds(regions: list[dict], longest: int) -> list[tuple[int, int]]:
