@@ -170,6 +170,52 @@ def test_streamed_transcript_is_faster_whispers_on_the_whole_track(narration, tm
     assert (got.language, got.language_probability) == (info.language, info.language_probability)
 
 
+
+@needs_speech
+def test_speech_in_groups_of_chunks_is_transcribed_as_in_one_call(narration, tmp_path,
+                                                                   monkeypatch) -> None:
+    """Read once and transcribed a few 30-s chunks at a time, the speech gives the words, times
+    and language of one call on all its chunks: batches are never split across groups, the
+    language found on the first group is given to the others.
+    """
+    from faster_whisper import BatchedInferencePipeline
+
+    assert tr.GROUP_CHUNKS % tr.BATCH_SIZE == 0 and tr.GROUP_CHUNKS >= 4
+    path = tmp_path / "long.mp4"  # the narration five times: four 30-s chunks
+    ffmpeg("-stream_loop", "4", "-i", str(narration[0]), "-c", "copy", str(path))
+    rec = tr.create_recognizer()
+    groups: list[list[dict]] = []
+
+    def counted(*args):  # noqa: ANN002, ANN202
+        for speech, clips in speech_groups(*args):
+            groups.append(clips)
+            yield speech, clips
+
+    speech_groups = tr._speech_groups  # noqa: SLF001
+    monkeypatch.setattr(tr, "_speech_groups", counted)
+    languages = []
+    transcribe = BatchedInferencePipeline.transcribe
+
+    def spied(self, audio, **options):  # noqa: ANN001, ANN003, ANN202
+        languages.append(options["language"])
+        return transcribe(self, audio, **options)
+
+    monkeypatch.setattr(BatchedInferencePipeline, "transcribe", spied)
+    monkeypatch.setattr(tr, "BATCH_SIZE", 1)  # two batches a group: the time carried over both
+    heard = []
+    for group_chunks in (1000, 2):
+        groups.clear()
+        languages.clear()
+        monkeypatch.setattr(tr, "GROUP_CHUNKS", group_chunks)
+        t = rec.transcribe(tr.AudioTrack(path), "long")
+        heard.append(([(w.text, w.start_s, w.end_s, w.probability) for w in t.words],
+                      t.language, t.language_probability))
+        assert sum(len(c) for c in groups) >= 4
+    assert len(groups) >= 2 and all(len(c) == 2 for c in groups[:-1])
+    assert languages == [None] + ["en"] * (len(groups) - 1)
+    assert len(heard[0][0]) > 5 * 40 and heard[1] == heard[0]
+
+
 # -- what is said as a retrieval channel -----------------------------------------------------
 
 

@@ -189,10 +189,10 @@ class FasterWhisperRecognizer:
     With VAD the speech regions are decoded in batches of ``BATCH_SIZE`` (faster-whisper's
     batched pipeline; batches of 8 were about twice as fast here as one window at a time,
     bench/speech_retrieval.py). The track is then read twice and never held whole: once through
-    the VAD (:class:`~indexer.speech.vad.StreamingVad`), once to keep the samples of its speech
+    the VAD (:class:`~indexer.speech.vad.StreamingVad`), once for the samples of its speech
     regions, which faster-whisper transcribes as it would have the whole track (the same chunks
-    at the same times). Memory grows with the speech found (~100 KB a second of it: samples and
-    features), not with the length of the video.
+    at the same times), ``GROUP_CHUNKS`` chunks at a time: memory does not grow with the speech
+    found nor with the length of the video.
     """
 
     name = "faster-whisper"
