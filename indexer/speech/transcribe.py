@@ -347,7 +347,8 @@ def _speech_groups(
         group = bounds[k : k + GROUP_CHUNKS]
         at, end = group[0][0], group[-1][1]
         speech = np.zeros(end, dtype=np.float32)
-        while at < end and (piece := next(pieces, None)) is not None:  # a piece ends a region
+        # A group ends where a region does, and a piece never runs past its region's end.
+        while at < end and (piece := next(pieces, None)) is not None:
             speech[at : at + len(piece)] = piece
             at += len(piece)
         yield speech, [{"start": (a + 0.5) / SAMPLE_RATE_HZ, "end": (b + 0.5) / SAMPLE_RATE_HZ}
