@@ -48,11 +48,11 @@ INSTALL_HINT = (
 # the words, times and language came out the same (679 words).
 BATCH_SIZE = 4
 # Chunks (up to 30 s of speech each) transcribed together: their samples and log-mel features
-# are held at once, so memory stops growing with the speech of a long video. A multiple of
-# BATCH_SIZE, so every batch is as full as in one call on all chunks; 4 or more, so that the first
-# group, on which the language is detected, holds the first 30 s of speech a whole call would
-# use (two chunks in a row hold more than 30 s).
-GROUP_CHUNKS = 4 * BATCH_SIZE
+# (~4 MB a chunk) are held at once, so memory stops growing with the speech of a long video (the
+# 60-min bench has 15 chunks). A multiple of BATCH_SIZE, so every batch is as full as in one call
+# on all chunks; 4 or more, so that the first group, on which the language is detected, holds the
+# first 30 s of speech a whole call would use (two chunks in a row hold more than 30 s).
+GROUP_CHUNKS = BATCH_SIZE
 # Bump when the transcript's content or cache key changes meaning.
 _CACHE_VERSION = 2
 
