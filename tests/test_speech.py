@@ -162,7 +162,7 @@ def test_streamed_transcript_is_faster_whispers_on_the_whole_track(narration, tm
     rec = tr.create_recognizer()
     got = rec.transcribe(tr.AudioTrack(path), "long")
     pieces, info = BatchedInferencePipeline(rec._model).transcribe(  # noqa: SLF001
-        tr.AudioTrack(path).read(), word_timestamps=True, batch_size=8  # its usual batch
+        tr.AudioTrack(path).read(), word_timestamps=True, batch_size=tr.BATCH_SIZE
     )
     want = [(w.word, w.start, w.end, w.probability) for p in pieces for w in p.words]
     assert len(want) > 3 * 40
