@@ -15,11 +15,12 @@ Back-ends are imported when an encoder of their family is built (:data:`ENCODERS
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import io
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -31,6 +32,18 @@ from rhl_common.errors import EncoderError
 from rhl_common.paths import cache_dir
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def quiet_root_logger(level: int = logging.CRITICAL) -> Iterator[None]:
+    """The root logger at ``level`` inside the block (a library's chatter on it), restored after."""
+    root = logging.getLogger()
+    old = root.level
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.setLevel(old)
 
 DEFAULT_ENCODER = "open_clip:ViT-B-32:laion2b_s34b_b79k"
 MULTILINGUAL_ENCODER = "open_clip:xlm-roberta-base-ViT-B-32:laion5b_s13b_b90k"

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from indexer.encoders.base import quiet_root_logger
 from rhl_common.atomic import atomic_path, write_atomic
 from rhl_common.paths import cache_dir
 
@@ -58,15 +59,9 @@ def weights_sha1(module: torch.nn.Module) -> str:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence the exporter's deprecation warnings and the quantizer's advice on the root log."""
-    root = logging.getLogger()
-    old = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        root.setLevel(old)
+    with quiet_root_logger(logging.ERROR), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 class OnnxImageTower:

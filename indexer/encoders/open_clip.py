@@ -23,6 +23,7 @@ from indexer.encoders.base import (
     WEIGHTS_HELP,
     EncoderSpec,
     TextEmbeddingCache,
+    quiet_root_logger,
 )
 from indexer.encoders.onnx_image import OnnxImageTower, cache_key, has_patch_tokens, prepare
 from rhl_common.errors import EncoderError
@@ -59,17 +60,6 @@ def _hub_offline() -> Iterator[None]:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
             os.environ["HF_HUB_OFFLINE"] = old_env
-
-
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    root = logging.getLogger()
-    old = root.level
-    root.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        root.setLevel(old)
 
 
 def bf16_supported() -> bool:
@@ -253,7 +243,7 @@ class OpenClipEncoder:
         try:
             # open_clip logs its own download failure at ERROR on the root logger; the
             # EncoderError below says it once, with the remedy.
-            with ctx, _quiet_root_logger():
+            with ctx, quiet_root_logger():
                 model = open_clip.create_model(spec.arch, pretrained=str(spec.weights))
                 tokenizer = open_clip.get_tokenizer(spec.arch)
         except (OSError, RuntimeError, ValueError) as exc:
