@@ -27,8 +27,8 @@ import av
 import numpy as np
 import torch  # before decord, see module docstring
 
-from indexer.encoders.open_clip import torch_threads
 from indexer.models import VideoInfo
+from indexer.threads import torch_threads
 from rhl_common.errors import VideoOpenError
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from indexer.encoders.base import (
     quiet_root_logger,
 )
 from indexer.encoders.onnx_image import OnnxImageTower, cache_key, has_patch_tokens, prepare
+from indexer.threads import torch_threads
 from rhl_common.errors import EncoderError
 from rhl_common.memory import release_free_memory
 
@@ -80,20 +81,6 @@ def default_threads() -> int:
     (process CPU time over 64 frames, load ~17).
     """
     return max(1, (os.cpu_count() or 1) // 2)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Torch's intra-op thread count set to ``n`` inside the block, restored after it."""
-    old = torch.get_num_threads()
-    if n == old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 class OpenClipEncoder:
