@@ -12,8 +12,10 @@ from retrieval_hl.signals.meter import PresenceDetector
 from retrieval_hl.vision.detectors import (
     COCO_PERSON,
     Detections,
+    _package_file,
     decode_efficientdet,
     efficientdet_anchors,
+    efficientdet_for_classes,
     open_face_detector,
     open_object_detector,
 )
@@ -32,7 +34,7 @@ def test_anchor_layout_matches_the_graph():
     np.testing.assert_allclose(a[-1, :2], [320 - 320 / 6, 320 - 320 / 6])
 
 
-def _raw(n_classes: int = 90):
+def _raw(n_classes: int = 2):
     anchors = np.array([[100, 100, 40, 40], [102, 101, 40, 40], [200, 50, 20, 20]], float)
     deltas = np.zeros((3, 4))
     scores = np.zeros((3, n_classes))
@@ -41,48 +43,41 @@ def _raw(n_classes: int = 90):
 
 def test_decode_zero_deltas_gives_anchors_scaled_to_frame():
     anchors, deltas, scores = _raw()
-    scores[2, COCO_PERSON] = 0.9
-    boxes, sc, cls, best = decode_efficientdet(
-        deltas, scores, anchors, (640, 320), 320, {COCO_PERSON: "person"}, 0.3
-    )
-    assert cls.tolist() == [COCO_PERSON] and best.tolist() == pytest.approx([0.9])
+    scores[2, 1] = 0.9
+    boxes, sc, cls, best = decode_efficientdet(deltas, scores, anchors, (640, 320), 320, 0.3)
+    assert cls.tolist() == [1] and best.tolist() == pytest.approx([0.0, 0.9])
     # yc=200, xc=50, h=w=20 in 320 px input; frame is 2x wider
     np.testing.assert_allclose(boxes[0], [80, 190, 40, 20])
     assert sc[0] == pytest.approx(0.9)
 
 
-def test_decode_regression_threshold_nms_and_class_filter():
+def test_decode_regression_threshold_and_nms():
     anchors, deltas, scores = _raw()
     deltas[0] = [0.5, -0.25, np.log(2), 0.0]  # yc += 20, xc -= 10, h doubled
     deltas[1] = [0.45, -0.2, np.log(2), 0.0]  # lands 3 px from the first
-    scores[0, 2] = 0.8  # car
-    scores[1, 2] = 0.6  # car, overlaps the first: suppressed
-    scores[2, 2] = 0.2  # below threshold
-    scores[2, 50] = 0.95  # a class we do not ask for
-    boxes, sc, cls, best = decode_efficientdet(
-        deltas, scores, anchors, (320, 320), 320, {2: "car", COCO_PERSON: "person"}, 0.3
-    )
-    assert cls.tolist() == [2] and sc.tolist() == pytest.approx([0.8])
-    assert best.tolist() == pytest.approx([0.8, 0.0])  # each asked class's best, in order
+    scores[0, 0] = 0.8  # car
+    scores[1, 0] = 0.6  # car, overlaps the first: suppressed
+    scores[2, 0] = 0.2  # below threshold
+    boxes, sc, cls, best = decode_efficientdet(deltas, scores, anchors, (320, 320), 320, 0.3)
+    assert cls.tolist() == [0] and sc.tolist() == pytest.approx([0.8])
+    assert best.tolist() == pytest.approx([0.8, 0.0])  # each class's best, in column order
     np.testing.assert_allclose(boxes[0], [90 - 20, 120 - 40, 40, 80])
 
 
 def test_decode_keeps_overlapping_boxes_of_different_classes():
     anchors, deltas, scores = _raw()
     scores[0, 0] = 0.8
-    scores[1, 17] = 0.7
-    _, _, cls, _ = decode_efficientdet(
-        deltas, scores, anchors, (320, 320), 320, {0: "person", 17: "dog"}, 0.3
-    )
-    assert sorted(cls.tolist()) == [0, 17]
+    scores[1, 1] = 0.7
+    scores[1, 0] = 0.5  # the same anchor's weaker class is not a second box
+    _, sc, cls, _ = decode_efficientdet(deltas, scores, anchors, (320, 320), 320, 0.3)
+    assert sorted(zip(cls.tolist(), sc.tolist(), strict=True)) == [
+        (0, pytest.approx(0.8)), (1, pytest.approx(0.7))]
 
 
 def test_decode_reports_the_best_score_of_a_class_that_stays_under_the_threshold():
     anchors, deltas, scores = _raw()
-    scores[0, 2], scores[1, 2], scores[2, 0] = 0.25, 0.28, 0.1
-    boxes, _, _, best = decode_efficientdet(
-        deltas, scores, anchors, (320, 320), 320, {2: "car", COCO_PERSON: "person"}, 0.3
-    )
+    scores[0, 0], scores[1, 0], scores[2, 1] = 0.25, 0.28, 0.1
+    boxes, _, _, best = decode_efficientdet(deltas, scores, anchors, (320, 320), 320, 0.3)
     assert len(boxes) == 0
     assert best.tolist() == pytest.approx([0.28, 0.1])
 
@@ -172,6 +167,47 @@ def test_real_detectors_find_nothing_in_a_flat_frame():
     assert face == 0.0 if faces is not None else np.isnan(face)
 
 
+def _davis_frame(seq: str, frame: int) -> np.ndarray:
+    """Frame ``frame`` of the DAVIS sequence ``seq``, RGB (skips when the shared data is absent)."""
+    import av
+
+    with av.open(str(shared_data("davis16") / f"{seq}.mp4")) as c:
+        return next(f for i, f in enumerate(c.decode(video=0)) if i == frame).to_ndarray(
+            format="rgb24"
+        )
+
+
+def test_the_graph_cut_to_our_classes_scores_them_as_the_whole_graph_does():
+    if open_object_detector() is None:
+        pytest.skip("ai-edge-litert / pyautoflip not installed")
+    import cv2
+    from ai_edge_litert.interpreter import Interpreter
+
+    graph = _package_file("pyautoflip", "detection/efficientdet_lite0.tflite", "").read_bytes()
+    class_ids = np.array([15, COCO_PERSON, 2])  # bird, person, car: any classes, any order
+    cut = efficientdet_for_classes(graph, class_ids)
+    outputs = []
+    for g in (graph, cut):
+        net = Interpreter(model_content=g)
+        net.allocate_tensors()
+        raw = []
+        for seq, frame in (("blackswan", 20), ("parkour", 40), ("car-roundabout", 30)):
+            x = cv2.resize(_davis_frame(seq, frame), (320, 320), interpolation=cv2.INTER_LINEAR)
+            net.set_tensor(net.get_input_details()[0]["index"], x[None])
+            net.invoke()
+            outs = {o["name"]: net.get_tensor(o["index"])[0] for o in net.get_output_details()}
+            raw.append(outs)
+        outputs.append(raw)
+    # the whole graph's outputs by name; the cut one's are the deltas, then the scores
+    for full, ours in zip(*outputs, strict=True):
+        deltas, scores = full["StatefulPartitionedCall:0"], full["StatefulPartitionedCall:1"]
+        cut_deltas, cut_scores = ours.values()
+        assert cut_scores.shape == (19206, 3)
+        np.testing.assert_array_equal(cut_scores, scores[:, class_ids])  # bit for bit
+        np.testing.assert_array_equal(cut_deltas, deltas)
+        assert scores[:, class_ids].max() > 0.5  # a swan, a person, a car
+
+
 @pytest.mark.parametrize(
     ("seq", "frame", "kind"),
     [("car-roundabout", 30, "vehicle"), ("blackswan", 20, "animal"), ("parkour", 40, "person")],
@@ -180,13 +216,8 @@ def test_real_object_detector_on_davis(seq, frame, kind):
     objects = open_object_detector()
     if objects is None:
         pytest.skip("ai-edge-litert / pyautoflip not installed")
+    rgb = _davis_frame(seq, frame)
     davis = shared_data("davis16")
-    import av
-
-    with av.open(str(davis / f"{seq}.mp4")) as c:
-        rgb = next(f for i, f in enumerate(c.decode(video=0)) if i == frame).to_ndarray(
-            format="rgb24"
-        )
     gt = json.loads((davis / "annotations.json").read_text())[seq]["subject_boxes_xywh"][frame]
     det = objects.detect(rgb).of(kind)
     assert len(det.scores) > 0
