@@ -162,3 +162,39 @@ def test_real_detectors_rerun_after_a_borderline_miss(monkeypatch: pytest.Monkey
 
     assert people(meter.DETECT_REUSE_MARGIN) == ([0.0, 1.0], 2)
     assert people(0.0) == ([0.0, 0.0], 1)  # no margin: the hit inherits the miss
+
+
+def test_real_faces_are_looked_for_only_where_a_person_may_be(monkeypatch: pytest.MonkeyPatch):
+    # Y1HGC.mp4 (a person at a doorway) at 240 px: frame 120 shows the empty doorway
+    # (EfficientDet's best person score 0.10, stably under its 0.3 threshold), frame 180 the
+    # person, face to the camera.
+    import av
+
+    presence = meter.PresenceDetector()
+    if presence.faces is None or presence.objects is None:
+        pytest.skip("a detector's package is not installed")
+    frames = {}
+    with av.open(str(shared_data("moments") / "Y1HGC.mp4")) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i in (120, 180):
+                rgb = f.to_ndarray(format="rgb24")
+                size = (round(rgb.shape[1] * 240 / rgb.shape[0]), 240)
+                frames[i] = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+            if i == 180:
+                break
+    faces = presence.faces
+    ran: list[np.ndarray] = []
+
+    class Spy:
+        threshold = faces.threshold
+
+        def detect(self, rgb: np.ndarray):  # noqa: ANN202
+            ran.append(rgb)
+            return faces.detect(rgb)
+
+    monkeypatch.setattr(presence, "faces", Spy())
+    empty, stable = presence(frames[120])
+    assert empty[:2] == (0.0, 0.0) and stable and not ran
+    assert len(faces.detect(frames[120]).boxes) == 0  # run anyway, it finds no face there
+    (face, person, *_), _ = presence(frames[180])
+    assert (face, person) == (1.0, 1.0) and len(ran) == 1

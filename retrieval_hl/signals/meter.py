@@ -50,7 +50,8 @@ Signals, each with its unit:
 Faces and people come from the detectors of ``retrieval_hl.vision.detectors`` (RetinaFace and COCO
 EfficientDet-Lite0), run on ``DETECT_FPS`` frames a second; a frame that barely differs from the
 last one they ran on in its shot reuses that one's detections (``DETECT_REUSE_CHANGE``) unless
-a score there sat near a detector's threshold (``DETECT_REUSE_MARGIN``). Without
+a score there sat near a detector's threshold (``DETECT_REUSE_MARGIN``). Faces are looked for
+only where the object detector is not stably sure there is no person (``PresenceDetector``). Without
 a detector its signal is all zeros, which the fusion ignores. A face counts when its box's short
 side is at least ``MIN_FACE_FRAC`` of the frame's, a person when its box is at least
 ``MIN_PERSON_FRAC`` of the frame's height: a face in the crowd or a speck of a figure is not
@@ -316,15 +317,16 @@ class PresenceDetector:
         the largest such subject's size (fraction of the frame, 0 if none); NaN where a
         detector is off. And whether the answer is stable: no kind's best score lies within
         ``DETECT_REUSE_MARGIN`` of its detector's threshold.
+
+        The object detector runs first; where it is stably sure there is no person (its best
+        person score at least ``DETECT_REUSE_MARGIN`` under its threshold) the face detector
+        does not run and the frame has no face: a face that counts is a person's, which the
+        COCO person class covers however little of the body shows.
         """
         h, w = rgb.shape[:2]
         face = person = animal = vehicle = size = np.nan
         stable = True
-        if self.faces is not None:
-            found = self.faces.detect(rgb)
-            stable &= _stable(found, self.faces.threshold)
-            b = found.boxes
-            face = float(np.any(np.minimum(b[:, 2], b[:, 3]) >= MIN_FACE_FRAC * min(h, w)))
+        may_have_person = True
         if self.objects is not None:
             found = self.objects.detect(rgb)
             stable &= _stable(found, self.objects.threshold)
@@ -334,6 +336,15 @@ class PresenceDetector:
                 for kind in ("person", "animal", "vehicle")
             )
             size = float(big.max()) if len(big) else 0.0
+            no_person = self.objects.threshold - DETECT_REUSE_MARGIN
+            may_have_person = found.best_scores.get("person", np.inf) > no_person
+        if self.faces is not None:
+            face = 0.0
+            if may_have_person:
+                found = self.faces.detect(rgb)
+                stable &= _stable(found, self.faces.threshold)
+                b = found.boxes
+                face = float(np.any(np.minimum(b[:, 2], b[:, 3]) >= MIN_FACE_FRAC * min(h, w)))
         return (face, person, animal, vehicle, size), stable
 
 
