@@ -151,7 +151,7 @@ def test_streamed_vad_finds_faster_whispers_regions(narration) -> None:
 
 @needs_speech
 def test_streamed_transcript_is_faster_whispers_on_the_whole_track(narration, tmp_path) -> None:
-    """The track read twice in blocks (VAD, then the speech kept) is transcribed exactly as
+    """The track read once in blocks (VAD, spooled, the speech read back) is transcribed exactly as
     faster-whisper's batched pipeline transcribes it whole: the same words at the same times,
     over several 30-s chunks.
     """

