@@ -126,6 +126,23 @@ def test_a_video_without_audio_has_an_empty_transcript(videos, tmp_path) -> None
 
 
 @needs_speech
+def test_a_track_without_speech_is_not_given_to_whisper(videos, monkeypatch) -> None:
+    """Sound the VAD finds no speech in (a tone) makes an empty transcript of no language,
+    without an encoder pass of whisper's (its language detection on silence).
+    """
+    from faster_whisper import WhisperModel
+
+    def never(*a):  # noqa: ANN002, ANN202
+        raise AssertionError("whisper encoded a track without speech")
+
+    rec = tr.create_recognizer()
+    monkeypatch.setattr(WhisperModel, "encode", never)
+    t = rec.transcribe(tr.AudioTrack(videos["plain"]), "tone")
+    assert not t.has_speech and t.language is None
+    assert t.audio_duration_s == pytest.approx(probe_video(videos["plain"]).duration_s, abs=0.1)
+
+
+@needs_speech
 def test_streamed_vad_finds_faster_whispers_regions(narration) -> None:
     """Fed in blocks of any size, the VAD finds the very regions faster-whisper finds on the
     whole track, over more than one of its ONNX runs, with a last window cut short or not.

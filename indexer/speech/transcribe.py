@@ -60,6 +60,8 @@ BATCH_SIZE = 2
 # on all chunks; 4 or more, so that the first group, on which the language is detected, holds the
 # first 30 s of speech a whole call would use (two chunks in a row hold more than 30 s).
 GROUP_CHUNKS = 4
+# Beam width of whisper's decoding.
+BEAM_SIZE = 5
 # Bump when the transcript's content or cache key changes meaning.
 _CACHE_VERSION = 2
 
@@ -233,7 +235,9 @@ class FasterWhisperRecognizer:
                 samples = audio.read()
                 n_samples = len(samples)
             duration = n_samples / SAMPLE_RATE_HZ
-            if n_samples < SAMPLE_RATE_HZ // 10:
+            # Nothing to hear: no language either (whisper would detect one on silence, an
+            # encoder pass: ~1 CPU s).
+            if n_samples < SAMPLE_RATE_HZ // 10 or (vad and not regions):
                 return Transcript(video_id=video_id, model=self.model, audio_duration_s=duration,
                                   vad=vad, language=language)
             if vad:
@@ -241,7 +245,7 @@ class FasterWhisperRecognizer:
             else:
                 pieces, info = self._model.transcribe(
                     samples, language=language, word_timestamps=True, vad_filter=False,
-                    condition_on_previous_text=False, beam_size=5,
+                    condition_on_previous_text=False, beam_size=BEAM_SIZE,
                 )
             segments = self._segments(pieces, duration, progress)
         return Transcript(
@@ -314,10 +318,7 @@ class FasterWhisperRecognizer:
         from faster_whisper.transcribe import restore_speech_timestamps
 
         pipeline = BatchedInferencePipeline(self._model)
-        options = {"word_timestamps": True, "batch_size": BATCH_SIZE}
-        if not regions:  # as on the whole track: no chunk, the language of an empty feature
-            return pipeline.transcribe(np.zeros(0, dtype=np.float32), language=language,
-                                       **options)
+        options = {"word_timestamps": True, "batch_size": BATCH_SIZE, "beam_size": BEAM_SIZE}
         longest = self._model.feature_extractor.chunk_length * SAMPLE_RATE_HZ
         pieces = _transcribe_groups(pipeline, _speech_groups(spool, regions, longest), language,
                                     options)
