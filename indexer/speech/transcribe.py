@@ -60,8 +60,14 @@ BATCH_SIZE = 2
 # on all chunks; 4 or more, so that the first group, on which the language is detected, holds the
 # first 30 s of speech a whole call would use (two chunks in a row hold more than 30 s).
 GROUP_CHUNKS = 4
-# Beam width of whisper's decoding.
+# Beam width of whisper's decoding. 1 (greedy) cut the transcription's CPU by ~20 % (60-min bench
+# 67.4 -> 52.6 CPU s) but moved the words: espeak-ng narration WER 0.038 -> 0.055 (dense) and
+# 0.031 -> 0.045 (sparse), 6 of long_jump's 72 words; 3 saved nothing clear on the 10-min bench.
 BEAM_SIZE = 5
+# CTranslate2 threads: one cost less CPU than two for the same words (10-min bench 10.8 vs 11.6
+# CPU s, medians of 2, load 10-13; bench/whisper_threads.py); its wall time is longer on an idle
+# machine, which the CPU target does not count.
+CPU_THREADS = 1
 # Bump when the transcript's content or cache key changes meaning.
 _CACHE_VERSION = 2
 
@@ -209,14 +215,14 @@ class FasterWhisperRecognizer:
     name = "faster-whisper"
     model = WHISPER_MODEL
 
-    def __init__(self, model_dir: Path | None = None, cpu_threads: int | None = None) -> None:
+    def __init__(self, model_dir: Path | None = None, cpu_threads: int = CPU_THREADS) -> None:
         from faster_whisper import WhisperModel
 
         self._model = WhisperModel(
             str(model_dir or whisper_model_dir()),
             device="cpu",
             compute_type="int8",
-            cpu_threads=cpu_threads or os.cpu_count() or 1,
+            cpu_threads=cpu_threads,
         )
 
     def transcribe(
