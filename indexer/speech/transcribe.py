@@ -64,10 +64,12 @@ GROUP_CHUNKS = 4
 # 67.4 -> 52.6 CPU s) but moved the words: espeak-ng narration WER 0.038 -> 0.055 (dense) and
 # 0.031 -> 0.045 (sparse), 6 of long_jump's 72 words; 3 saved nothing clear on the 10-min bench.
 BEAM_SIZE = 5
-# CTranslate2 threads: one costs less CPU than two for the same words, and more wall time
-# (bench/whisper_threads.py --repeats 3, 10-min bench, load 16-20: 11.6 vs 12.1 CPU s, 59-80 vs
-# 41-53 s wall; other runs 10.8 vs 11.6 and 12.0 vs 13.6 CPU s).
-CPU_THREADS = 1
+# CTranslate2 threads: every core. One costs a little less CPU for the same words but much more
+# wall time, and the transcription runs alone, before the index pass (bench/whisper_threads.py
+# --repeats 3, 10-min bench, load 16-20, 1 vs 2 threads: 11.6 vs 12.1 CPU s, 59-80 vs 41-53 s
+# wall; other runs 10.8 vs 11.6 and 12.0 vs 13.6 CPU s): ~5 % of the transcription's CPU, under
+# 1 % of the job's, is not worth a wall time half as long again.
+CPU_THREADS = os.cpu_count() or 1
 # Bump when the transcript's content or cache key changes meaning.
 _CACHE_VERSION = 2
 
