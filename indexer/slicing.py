@@ -74,10 +74,14 @@ def _end_s(info: VideoInfo, start: int, end: int) -> float:
 
 
 def sample_frames(info: VideoInfo, sample_fps: float) -> np.ndarray:
-    """Frame indices sampled at ``sample_fps`` (at least one), sorted and unique."""
+    """Frame indices sampled at ``sample_fps`` (at least one), sorted and unique: one in the
+    middle of each ``1 / sample_fps`` seconds, every frame at or above the video's own rate.
+    """
     if sample_fps <= 0:
         raise ConfigError(f"sample fps must be positive, got {sample_fps}")
-    step = max(info.fps / sample_fps, 1.0)
+    step = info.fps / sample_fps
+    if step <= 1.0:  # half-frame positions would round (half to even) onto every other frame
+        return np.arange(max(info.n_frames, 1), dtype=np.int64)
     idx = np.round(np.arange(step / 2, info.n_frames, step)).astype(np.int64)
     idx = np.unique(np.clip(idx, 0, info.n_frames - 1))
     return idx if len(idx) else np.zeros(1, dtype=np.int64)

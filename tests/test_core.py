@@ -79,6 +79,13 @@ def test_sampling_and_pooling():
     np.testing.assert_allclose(pooled, [[1, 0, 0], [0, 1, 0]], atol=1e-6)
 
 
+def test_sampling_at_the_video_rate_or_above_takes_every_frame():
+    info = video_info(2.0, 30.0)
+    assert sample_frames(info, 30.0).tolist() == list(range(60))
+    assert sample_frames(info, 60.0).tolist() == list(range(60))
+    assert len(sample_frames(info, 29.0)) == 58  # just under: a frame left out now and then
+
+
 def test_zscore_per_query_and_flat_column():
     raw = np.array([[0.1, 0.3], [0.2, 0.3], [0.3, 0.3]])
     z = normalize_scores(raw)
