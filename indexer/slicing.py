@@ -82,6 +82,9 @@ def sample_frames(info: VideoInfo, sample_fps: float) -> np.ndarray:
     step = info.fps / sample_fps
     if step <= 1.0:  # half-frame positions would round (half to even) onto every other frame
         return np.arange(max(info.n_frames, 1), dtype=np.int64)
+    # The index's 2 fps and the meter's 4 fps grids share no frame. Nesting them (one phase
+    # for all, the meter's samples 1/8 s earlier) saved 4 % of the decoded frames of the 10-min
+    # bench video and no conversion, and moved the dev F (bench/real_filler.py) 79.39 -> 77.85.
     idx = np.round(np.arange(step / 2, info.n_frames, step)).astype(np.int64)
     idx = np.unique(np.clip(idx, 0, info.n_frames - 1))
     return idx if len(idx) else np.zeros(1, dtype=np.int64)
