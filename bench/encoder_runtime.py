@@ -141,6 +141,8 @@ def onnx_runs(enc, x: np.ndarray, batch: int) -> dict[str, Callable[[], np.ndarr
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from indexer.encoders.onnx_image import QUANTIZED_OPS
+
     tmp = tempfile.TemporaryDirectory()  # the sessions hold the graphs: removed once built
     fp32 = Path(tmp.name) / "visual.onnx"
     sample = enc._preprocess(x[:2])
@@ -148,7 +150,8 @@ def onnx_runs(enc, x: np.ndarray, batch: int) -> dict[str, Callable[[], np.ndarr
                       output_names=["z"], dynamic_axes={"x": {0: "n"}, "z": {0: "n"}},
                       dynamo=False)
     int8 = Path(tmp.name) / "visual.int8.onnx"
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=list(QUANTIZED_OPS))
     options = ort.SessionOptions()
     options.intra_op_num_threads = enc.threads
     sessions = {

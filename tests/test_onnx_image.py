@@ -68,6 +68,15 @@ def test_int8_vectors_match_torch_and_depend_on_their_frame_alone(exports):
     assert enc.encode_images(x[:0]).shape == (0, enc.dim)
 
 
+def test_the_export_quantizes_the_matmuls_not_the_patch_conv(exports):
+    import onnx
+
+    encoder()
+    ops = {node.op_type for node in onnx.load(str(exports[0])).graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear", "Conv"} <= ops
+    assert "ConvInteger" not in ops
+
+
 def test_export_is_cached_and_its_verdict_kept(exports):
     first = encoder()
     assert len(exports) == 1 and exports[0].is_file()
