@@ -68,13 +68,29 @@ def test_int8_vectors_match_torch_and_depend_on_their_frame_alone(exports):
     assert enc.encode_images(x[:0]).shape == (0, enc.dim)
 
 
-def test_the_export_quantizes_the_matmuls_not_the_patch_conv(exports):
+def test_the_export_quantizes_the_matmuls_and_the_patch_embedding_is_one(exports):
     import onnx
 
-    encoder()
-    ops = {node.op_type for node in onnx.load(str(exports[0])).graph.node}
-    assert {"MatMulInteger", "DynamicQuantizeLinear", "Conv"} <= ops
-    assert "ConvInteger" not in ops
+    enc = encoder()
+    ops = [node.op_type for node in onnx.load(str(exports[0])).graph.node]
+    assert "DynamicQuantizeLinear" in ops
+    assert not {"Conv", "ConvInteger"} & set(ops)
+    # Patches, in-projection, out-projection, two MLP layers, final projection.
+    assert ops.count("MatMulInteger") == 1 + 4 * len(enc.model.visual.transformer.resblocks) + 1
+    # The torch tower is left as it was.
+    assert type(enc.model.visual.conv1) is torch.nn.Conv2d and not enc.model.visual.output_tokens
+
+
+def test_the_patch_embedding_as_a_matmul_gives_the_conv_numbers():
+    conv = encoder(bf16=False, int8_images=False).model.visual.conv1
+    patch = onnx_image.PatchMatMul.of(conv)
+    ph, pw = conv.kernel_size
+    x = torch.randn(3, conv.in_channels, 4 * ph, 2 * pw)  # a 4 x 2 grid of patches
+    with torch.no_grad():
+        torch.testing.assert_close(patch(x), conv(x), atol=1e-5, rtol=1e-4)
+    assert onnx_image.PatchMatMul.of(torch.nn.Conv2d(3, 8, 3, stride=2)) is None
+    assert onnx_image.PatchMatMul.of(torch.nn.Conv2d(3, 8, 4, stride=4, bias=True)) is None
+    assert onnx_image.PatchMatMul.of(None) is None
 
 
 def test_export_is_cached_and_its_verdict_kept(exports):
