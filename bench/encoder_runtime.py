@@ -137,11 +137,12 @@ def cpu_ms_per_item(fn: Callable[[], np.ndarray], n: int) -> tuple[float, np.nda
 
 
 def onnx_runs(enc, x: np.ndarray, batch: int) -> dict[str, Callable[[], np.ndarray]]:  # noqa: ANN001
-    """ONNX Runtime (fp32 and dynamic int8) sessions of ``enc``'s image tower."""
+    """ONNX Runtime (fp32, and dynamic int8 as the product exports it) sessions of ``enc``'s
+    image tower.
+    """
     import onnxruntime as ort
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from indexer.encoders.onnx_image import QUANTIZED_OPS
+    from indexer.encoders.onnx_image import export_int8
 
     tmp = tempfile.TemporaryDirectory()  # the sessions hold the graphs: removed once built
     fp32 = Path(tmp.name) / "visual.onnx"
@@ -150,8 +151,7 @@ def onnx_runs(enc, x: np.ndarray, batch: int) -> dict[str, Callable[[], np.ndarr
                       output_names=["z"], dynamic_axes={"x": {0: "n"}, "z": {0: "n"}},
                       dynamo=False)
     int8 = Path(tmp.name) / "visual.int8.onnx"
-    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8,
-                     op_types_to_quantize=list(QUANTIZED_OPS))
+    export_int8(enc.model.visual, int8, enc.image_size)
     options = ort.SessionOptions()
     options.intra_op_num_threads = enc.threads
     sessions = {
