@@ -6,8 +6,11 @@ quantized to int8 by ``onnxruntime.quantization.quantize_dynamic`` (activations 
 and the result kept in the user cache (``$XDG_CACHE_HOME/retrieval-hl/onnx-image``), keyed by the
 encoder spec, a SHA-1 of the tower's fp32 weights and the torch / onnx / onnxruntime versions.
 
-On ViT-B-32 at one thread (``bench/encoder_runtime.py``, random weights, load ~12) it took 42.2
-CPU-ms an image against 56.7 for torch over bf16 weights, lowest cosine with fp32 0.9998.
+On ViT-B-32 at one thread (``bench/encoder_runtime.py --skip-onnx --skip-rss``, random weights,
+load 4-18) it took 36.5 CPU-ms an image against 55.5 for torch over bf16 weights, lowest cosine
+with fp32 0.9998; 44.0 with the patch embedding a Conv and quantized (ConvInteger), in a run of
+the same bench beside it. In the main job's CLIP stage (``bench/cpu_profile.py --minutes 10
+--cold``, 790 frames) 33.3 CPU-s against 37.6, same highlights.
 
 Trained weights can lose more in int8 than random ones (outlier channels), so an export is not
 trusted on its numbers here: the first batches it encodes on the user's machine (at least
