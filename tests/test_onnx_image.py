@@ -136,8 +136,12 @@ def test_rejected_export_falls_back_to_torch_for_good(exports, monkeypatch, capl
     assert again.image_runtime == "torch bf16" and len(exports) == 1  # not tried again
 
 
-def test_without_onnx_torch_runs_the_image_tower(exports, monkeypatch, caplog):
-    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+def test_without_onnx_torch_runs_the_image_tower(exports, monkeypatch, caplog, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError here
+    fake = tmp_path / "no-onnx" / "onnx"  # and in the export's child process
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('No module named onnx')\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
     with caplog.at_level(logging.WARNING):
         enc = encoder()
     assert enc.image_runtime == "torch bf16"

@@ -27,6 +27,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
+import subprocess
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -38,6 +41,7 @@ import torch
 
 from indexer.encoders.base import quiet_root_logger
 from rhl_common.atomic import atomic_path, write_atomic
+from rhl_common.errors import EncoderError
 from rhl_common.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -237,14 +241,41 @@ def read_status(path: Path) -> dict:
 
 def export_int8(visual: torch.nn.Module, path: Path, image_size: tuple[int, int]) -> None:
     """Export ``visual`` (fp32 weights) to ONNX with a dynamic batch axis, quantize its weights
-    to int8 and write the result to ``path`` atomically; the fp32 graph is a temp file.
+    to int8 and write the result to ``path`` atomically, in a child process
+    (:func:`_export_here`, run as ``python -m indexer.encoders.onnx_image``): the fp32 graph and
+    the quantizer's copies (~1.2 GiB for ViT-B-32) are freed with it, so the job's process keeps
+    its own peak (the machine's total still rises while the child runs). The tower goes to the
+    child as a file (``torch.save``) in a temp folder beside ``path``.
+
+    Raises:
+        EncoderError: the child failed (its exit status and last line of error output).
     """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log.info("exporting the image tower to ONNX int8 (once per model): %s", path)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        module = Path(tmp) / "visual.pt"
+        torch.save(visual, module)
+        # The child imports this package from where this process did.
+        root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        done = subprocess.run(
+            [sys.executable, "-m", "indexer.encoders.onnx_image", str(module), str(path),
+             *map(str, image_size)],
+            env=env, capture_output=True, text=True, check=False,
+        )
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+        raise EncoderError(f"ONNX export process failed (exit status {done.returncode}): {last}")
+    _remove_stale_exports(path)
+
+
+def _export_here(visual: torch.nn.Module, path: Path, image_size: tuple[int, int]) -> None:
+    """:func:`export_int8`'s work, in this process; the fp32 graph is a temp file."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     sample = torch.zeros(1, 3, *image_size)
     outputs = ["z", "tokens"] if has_patch_tokens(visual) else ["z"]
-    log.info("exporting the image tower to ONNX int8 (once per model): %s", path)
     # Grad on: under no_grad torch's MultiheadAttention takes a fused path ONNX cannot express.
     with (tempfile.TemporaryDirectory(dir=path.parent) as tmp, _quiet(), torch.enable_grad(),
           _export_form(visual, tokens="tokens" in outputs)):
@@ -254,7 +285,6 @@ def export_int8(visual: torch.nn.Module, path: Path, image_size: tuple[int, int]
         with atomic_path(path) as out:
             quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8,
                              op_types_to_quantize=list(QUANTIZED_OPS))
-    _remove_stale_exports(path)
 
 
 class PatchMatMul(torch.nn.Module):
@@ -322,3 +352,8 @@ def _remove_stale_exports(path: Path) -> None:
 def has_patch_tokens(visual: torch.nn.Module) -> bool:
     """Whether ``visual`` gives patch tokens and their projection (a ViT)."""
     return hasattr(visual, "output_tokens") and getattr(visual, "proj", None) is not None
+
+
+if __name__ == "__main__":  # the child of export_int8: MODULE_FILE OUT_PATH HEIGHT WIDTH
+    _module, _out, _h, _w = sys.argv[1:]
+    _export_here(torch.load(_module, weights_only=False), Path(_out), (int(_h), int(_w)))
