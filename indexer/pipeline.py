@@ -22,6 +22,7 @@ from indexer.shots import ShotDetector
 from indexer.slicing import make_slices, pool_by_slice, sample_frames, shot_cuts
 from indexer.stores import VectorStore
 from rhl_common.errors import VideoOpenError
+from rhl_common.memory import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,15 @@ so they wait for the next chunks (bf16 ViT-B-32 on one thread: 76 CPU-ms an imag
 8, 67 at 32, process CPU time on this project's 2-core machine under load)."""
 
 
+TRIM_BATCHES = 8
+"""Batches embedded between two trims of the heap (``release_free_memory``): what the pass
+frees (decoded chunks, the encoder's and the detectors' buffers) stays resident under glibc, a
+little more after every batch, so the pass's memory grew with the video (10 vs 60 min of
+``bench/memory_profile.py``: 1591 vs 1676 MiB). Each trim costs ~0.1-0.3 CPU-s, mostly the pages
+it gives back faulting in again (one after every batch: +5-8 % on the pass); one every 8
+batches (~3 min of video) bounds the growth at about the same cost per minute at any length."""
+
+
 class FrameEmbedder:
     """A ``FrameSink`` that embeds the frames it wants, and finds shot cuts in them, as they pass.
 
@@ -170,6 +180,7 @@ class FrameEmbedder:
         self._uses: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]  # row of _vec per frame
         self._vec: list[np.ndarray] = [np.zeros((0, encoder.dim), dtype=np.float32)]
         self._batch: list[np.ndarray] = []  # frames taken, not embedded yet
+        self._batches = 0  # embedded so far
         self._prev_thumb: np.ndarray | None = None  # the previous sampled frame's
         step = float(np.median(np.diff(self.wanted))) if len(self.wanted) > 1 else 1.0
         context = max(1, int(plan.context_s * fps / step)) if plan is not None and fps else 1
@@ -199,6 +210,9 @@ class FrameEmbedder:
         if self._batch:
             self._vec.append(self._encoder.encode_images(np.stack(self._batch)))
             self._batch = []
+            self._batches += 1
+            if self._batches % TRIM_BATCHES == 0:
+                release_free_memory()
 
     def _plan(self, idx: np.ndarray, frames: np.ndarray, cuts: Sequence[int]) -> np.ndarray:
         """Which of these frames to embed, by ``self.plan``."""

@@ -349,6 +349,9 @@ def _transcribe_groups(
     """
     last_speech_s, first = 0.0, True
     for speech, clips in groups:
+        # The earlier groups' batches are freed, but glibc keeps their pages resident, and a
+        # little more after each group: the transcription's peak would grow with the speech.
+        release_free_memory()
         pipeline.last_speech_timestamp = last_speech_s
         pieces, info = pipeline.transcribe(speech, language=language, clip_timestamps=clips,
                                            **options)
