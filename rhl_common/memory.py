@@ -22,6 +22,8 @@ def release_free_memory() -> None:
     nothing). Called before a stage that needs much for a moment: memory the earlier stages
     freed (decoded frames, the image encoder's activations, the detectors' buffers) otherwise
     stays resident under its peak (about 180 MiB after the image encoder and the detectors).
+    Called now and then inside a long stage too (the index pass, the transcription), whose
+    freed memory otherwise stays resident and grows with the video.
     """
     trim = _malloc_trim()
     if trim is not None:

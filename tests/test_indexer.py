@@ -213,3 +213,21 @@ def test_prefetch_stops_decoding_when_the_consumer_stops():
     stream.close()  # the consumer gives up (an error of its own, a break)
     assert not any(t.name == "rhl-decode" and t.is_alive() for t in threading.enumerate())
     assert len(produced) <= 5  # the queue's depth and a chunk in hand, not the whole video
+
+
+def test_the_embedder_gives_freed_memory_back_every_few_batches(tiny_encoder, monkeypatch):
+    """A long pass trims the heap every ``TRIM_BATCHES`` embedded batches, not more often."""
+    from indexer import pipeline
+
+    trims = []
+    real = pipeline.release_free_memory
+    monkeypatch.setattr(pipeline, "release_free_memory", lambda: trims.append(1) or real())
+    monkeypatch.setattr(pipeline, "TRIM_BATCHES", 2)
+    n = 5 * pipeline.EMBED_BATCH
+    frames = np.random.default_rng(0).integers(0, 255, (n, 24, 32, 3), dtype=np.uint8)
+    emb = pipeline.FrameEmbedder(np.arange(n), tiny_encoder)  # every frame embedded
+    for a in range(0, n, 16):
+        emb.feed(np.arange(a, a + 16), frames[a : a + 16])
+    assert len(trims) == 2  # after batches 2 and 4
+    idx, vec = emb.embeddings()
+    assert len(trims) == 2 and emb.n_embedded == n == len(idx) == len(vec)

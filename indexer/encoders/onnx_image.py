@@ -1,7 +1,8 @@
 """The open_clip image tower on ONNX Runtime with dynamic int8 weights.
 
 The tower (``model.visual``: patches, transformer, final projection; ``encode_image`` of an
-unnormalised embedding) is exported once per model with ``torch.onnx.export``, its MatMul weights
+unnormalised embedding) is exported once per model with ``torch.onnx.export`` (in a child
+process, whose memory goes when it ends; see :func:`export_int8`), its MatMul weights
 quantized to int8 by ``onnxruntime.quantization.quantize_dynamic`` (activations quantized per call),
 and the result kept in the user cache (``$XDG_CACHE_HOME/retrieval-hl/onnx-image``), keyed by the
 encoder spec, a SHA-1 of the tower's fp32 weights and the torch / onnx / onnxruntime versions.
