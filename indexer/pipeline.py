@@ -127,10 +127,11 @@ so they wait for the next chunks (bf16 ViT-B-32 on one thread: 76 CPU-ms an imag
 TRIM_BATCHES = 8
 """Batches embedded between two trims of the heap (``release_free_memory``): what the pass
 frees (decoded chunks, the encoder's and the detectors' buffers) stays resident under glibc, a
-little more after every batch, so the pass's memory grew with the video (10 vs 60 min of
-``bench/memory_profile.py``: 1591 vs 1676 MiB). Each trim costs ~0.1-0.3 CPU-s, mostly the pages
-it gives back faulting in again (one after every batch: +5-8 % on the pass); one every 8
-batches (~3 min of video) bounds the growth at about the same cost per minute at any length."""
+little more after every batch, so the pass's memory grew with the video (its peak in
+``bench/memory_profile.py``, 10 vs 60 min: 1591 vs 1676 MiB before, 1605 vs 1624 with this).
+Each trim costs ~0.1-0.3 CPU-s, mostly the pages it gives back faulting in again (one after
+every batch: +5-8 % CPU on the pass of the 2.5-min video); one every 8 batches (~3 min of
+video) costs about the same per minute at any length."""
 
 
 class FrameEmbedder:
