@@ -233,6 +233,33 @@ def test_speech_in_groups_of_chunks_is_transcribed_as_in_one_call(narration, tmp
     assert len(heard[0][0]) > 5 * 40 and heard[1] == heard[0]
 
 
+@needs_speech
+def test_a_chunk_whose_text_ends_early_is_resumed_from_its_last_word(narration, monkeypatch):
+    """Whisper's decoding cut short (``max_new_tokens``: ~a sentence a decode, as when it ends
+    the text early) still gives every sentence of a 30-s chunk, in time order: the chunk is
+    decoded again from its last word on until its words reach its end.
+    """
+    from faster_whisper import BatchedInferencePipeline
+
+    rec = tr.create_recognizer()
+    whole = rec.transcribe(tr.AudioTrack(narration[0]), "whole").words
+    transcribe = BatchedInferencePipeline.transcribe
+    calls = []
+
+    def cut_short(self, audio, **options):  # noqa: ANN001, ANN003, ANN202
+        calls.append(options["clip_timestamps"])
+        return transcribe(self, audio, max_new_tokens=16, **options)
+
+    monkeypatch.setattr(BatchedInferencePipeline, "transcribe", cut_short)
+    t = rec.transcribe(tr.AudioTrack(narration[0]), "short")
+    assert len(calls) >= 3 and len(calls[0]) == 1  # one chunk, decoded again and again  # one chunk, decoded again and again
+    text = t.text.lower()
+    assert all(k in text for k in ("budget", "kitchen door", "championship", "tomato plants"))
+    assert len(t.words) >= 0.9 * len(whole)
+    starts = [w.start_s for w in t.words]
+    assert starts == sorted(starts) and t.words[-1].end_s > whole[-1].end_s - tr.RESUME_GAP_S
+
+
 # -- what is said as a retrieval channel -----------------------------------------------------
 
 
