@@ -74,9 +74,11 @@ CPU_THREADS = os.cpu_count() or 1
 # on. The batched pipeline decodes each chunk once, without timestamps and without seeking on,
 # and whisper sometimes ends the text early: on the 10-min bench one chunk of 29.4 s stopped
 # after its first sentence (7 words, the next 25.8 s dropped: 97 words where sequential decoding
-# of the same chunks gets 141; resumed, 138). Chunks decoded whole end within ~0.6 s of their
-# audio (10-min bench, long_jump, espeak-ng narration), so 2 s never resumes one of them.
-RESUME_GAP_S = 2.0
+# of the same chunks gets 141; resumed, 138; 60-min bench 679 -> 767 words, two such chunks).
+# Chunks decoded whole end within ~0.8 s of their audio (the benches, long_jump, espeak-ng
+# narration); at 2 s a 4.3-s tail of crowd noise on the 60-min bench was resumed and gave one
+# likely wrong word ("Стой!"), which greedy decoding heard nowhere else in that noise.
+RESUME_GAP_S = 5.0
 # Bump when the transcript's content or cache key changes meaning.
 _CACHE_VERSION = 3
 
