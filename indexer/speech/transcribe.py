@@ -329,7 +329,8 @@ class FasterWhisperRecognizer:
         faster-whisper's ``collect_chunks`` would make of them (at most ``chunk_length`` s):
         the same audio per chunk, at the same offsets, as its VAD path. The chunks are
         transcribed ``GROUP_CHUNKS`` at a time (:func:`_speech_groups`, :func:`_transcribe_groups`)
-        with the words and times of one call on all of them.
+        with the words and times of one call on all of them, and a chunk whose text whisper
+        ended early is resumed from its last word (:func:`_resumed`).
         """
         from faster_whisper import BatchedInferencePipeline
         from faster_whisper.transcribe import restore_speech_timestamps
